@@ -1,0 +1,204 @@
+//! The small building blocks every architecture shares: linear maps, norms, MLPs, rotary embedding.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::config::{Llama3RopeScaling, PositionEncoding, RopeLayout};
+
+/// Builds a parameter from row-major f32 data, the form every loader produces.
+pub fn param<B: Backend, const D: usize>(
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}
+
+/// `x @ W + b` with W stored as [d_in, d_out], so per-head slices are plain reshapes of the columns.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Applies the map to the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let y = x.matmul(self.weight.val().unsqueeze());
+        match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
+            None => y,
+        }
+    }
+
+    /// Output width of the map.
+    pub fn d_out(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}
+
+/// Pre-norm of the residual stream; GPT-2 uses LayerNorm, the Llama family RMSNorm.
+#[derive(Module, Debug)]
+pub enum Norm<B: Backend> {
+    Layer(LayerNorm<B>),
+    Rms(RmsNorm<B>),
+}
+
+impl<B: Backend> Norm<B> {
+    /// Normalises the last dimension; works on any rank, so per-head input copies need no reshaping.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Norm::Layer(n) => n.forward(x),
+            Norm::Rms(n) => n.forward(x),
+        }
+    }
+}
+
+/// LayerNorm with affine weight and bias (biased variance, as PyTorch).
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let normed = (x - mean) / (var + self.eps).sqrt();
+        normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+    }
+}
+
+/// RMSNorm: x / sqrt(mean(x²) + eps) · w.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        (x / rms) * self.weight.val().unsqueeze()
+    }
+}
+
+/// The MLP of a block; its output (bias included) is one MIB node.
+#[derive(Module, Debug)]
+pub enum Mlp<B: Backend> {
+    Gelu(GeluMlp<B>),
+    Gated(GatedMlp<B>),
+}
+
+/// GPT-2's MLP: GELU(tanh)(x W_in + b_in) W_out + b_out.
+#[derive(Module, Debug)]
+pub struct GeluMlp<B: Backend> {
+    pub fc_in: Linear<B>,
+    pub fc_out: Linear<B>,
+}
+
+/// The Llama family's MLP: (SiLU(x W_gate) ⊙ x W_up) W_down.
+#[derive(Module, Debug)]
+pub struct GatedMlp<B: Backend> {
+    pub gate: Linear<B>,
+    pub up: Linear<B>,
+    pub down: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Maps the normalised MLP input to the MLP's contribution to the residual stream.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self {
+            Mlp::Gelu(m) => m.fc_out.forward(gelu_approximate(m.fc_in.forward(x))),
+            Mlp::Gated(m) => m.down.forward(silu(m.gate.forward(x.clone())) * m.up.forward(x)),
+        }
+    }
+}
+
+/// Cosine and sine tables of the rotary embedding for positions 0..len, shape [len, d_head/2].
+pub struct RopeTables<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    layout: RopeLayout,
+}
+
+/// Inverse frequencies θ^(−2i/d), with Llama-3's correction when the config asks for it.
+fn inverse_frequencies(d_head: usize, theta: f64, scaling: Option<Llama3RopeScaling>) -> Vec<f64> {
+    (0..d_head / 2)
+        .map(|i| {
+            let freq = theta.powf(-((2 * i) as f64) / d_head as f64);
+            match scaling {
+                None => freq,
+                Some(s) => llama3_scaled(freq, s),
+            }
+        })
+        .collect()
+}
+
+/// Llama-3.1's frequency correction: long wavelengths slowed by `factor`, a smooth blend between.
+fn llama3_scaled(freq: f64, s: Llama3RopeScaling) -> f64 {
+    let original = s.original_max_position_embeddings as f64;
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    let low_freq_wavelen = original / s.low_freq_factor;
+    let high_freq_wavelen = original / s.high_freq_factor;
+    if wavelen < high_freq_wavelen {
+        freq
+    } else if wavelen > low_freq_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}
+
+impl<B: Backend> RopeTables<B> {
+    /// Tables for a rotary config, or None for models with learned positions.
+    pub fn new(positions: &PositionEncoding, d_head: usize, len: usize, device: &B::Device) -> Option<Self> {
+        let PositionEncoding::Rope { theta, layout, scaling } = *positions else {
+            return None;
+        };
+        let inv = inverse_frequencies(d_head, theta, scaling);
+        let half = d_head / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(len * half), Vec::with_capacity(len * half));
+        for pos in 0..len {
+            for f in &inv {
+                let angle = pos as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Some(Self {
+            cos: Tensor::from_data(TensorData::new(cos, [len, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [len, half]), device),
+            layout,
+        })
+    }
+
+    /// Rotates x of shape [batch, heads, len, d_head] position by position.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, t, d] = x.dims();
+        let half = d / 2;
+        let cos: Tensor<B, 4> = self.cos.clone().unsqueeze();
+        let sin: Tensor<B, 4> = self.sin.clone().unsqueeze();
+        match self.layout {
+            RopeLayout::HalfSplit => {
+                let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+                let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
+                let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+                let r2 = x2 * cos + x1 * sin;
+                Tensor::cat(vec![r1, r2], 3)
+            }
+            RopeLayout::Interleaved => {
+                let pairs: Tensor<B, 5> = x.reshape([b, h, t, half, 2]);
+                let even: Tensor<B, 4> = pairs.clone().slice([0..b, 0..h, 0..t, 0..half, 0..1]).squeeze_dim(4);
+                let odd: Tensor<B, 4> = pairs.slice([0..b, 0..h, 0..t, 0..half, 1..2]).squeeze_dim(4);
+                let r_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
+                let r_odd = odd * cos + even * sin;
+                Tensor::stack::<5>(vec![r_even, r_odd], 4).reshape([b, h, t, d])
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! GPT-2 and Llama-family transformers on burn, loaded from Hugging Face safetensors or GGUF, whose
+//! forward pass exposes the MIB node graph (input embedding, every head's output, per-head q/k/v
+//! inputs, MLP inputs and outputs, the final residual) through [`Hooks`], so tracing and edge
+//! patching share one implementation of the model.
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod gpt2;
+pub mod hooks;
+pub mod hub;
+pub mod layers;
+pub mod llama;
+pub mod load;
+pub mod model;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use error::LoadError;
+pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
+pub use load::{load_model, LoadedModel, LocalModel, ModelSpec};
+pub use model::{Batch, Readout, Transformer};
+pub use tokenizer::Tokenizer;
+
+/// The CPU backend every test and default command runs on.
+pub type CpuBackend = burn::backend::NdArray<f32>;
+
+/// The GPU backend, when built with the `cuda` feature.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda<f32>;

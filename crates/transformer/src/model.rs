@@ -1,0 +1,285 @@
+//! The decoder-only transformer shared by every architecture, with the MIB node graph exposed
+//! through [`Hooks`]. Architecture files (`gpt2.rs`, `llama.rs`) only map configs and weights onto it.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::config::ModelConfig;
+use crate::hooks::{AttentionInput, Hooks, NoHooks};
+use crate::layers::{Linear, Mlp, Norm, RopeTables};
+
+/// Multi-head (optionally grouped-query) self-attention whose heads can be read and fed one by one.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// [d_model, n_heads · d_head]
+    pub q: Linear<B>,
+    /// [d_model, n_kv_heads · d_head]
+    pub k: Linear<B>,
+    /// [d_model, n_kv_heads · d_head]
+    pub v: Linear<B>,
+    /// [n_heads · d_head, d_model]; its bias is b_O, which belongs to no MIB node.
+    pub o: Linear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+}
+
+/// One pre-norm block: attention then MLP, each reading the residual stream through its own norm.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub attn_norm: Norm<B>,
+    pub attn: Attention<B>,
+    pub mlp_norm: Norm<B>,
+    pub mlp: Mlp<B>,
+}
+
+/// A decoder-only transformer (GPT-2 or Llama family).
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// [vocab, d_model]
+    pub token_embedding: Param<Tensor<B, 2>>,
+    /// [max_positions, d_model], GPT-2 only.
+    pub position_embedding: Option<Param<Tensor<B, 2>>>,
+    pub blocks: Vec<Block<B>>,
+    pub final_norm: Norm<B>,
+    /// [d_model, vocab]; None when tied to the token embedding.
+    pub unembedding: Option<Param<Tensor<B, 2>>>,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// Right-padded token ids with each row's real length, the form every forward pass takes.
+#[derive(Debug, Clone)]
+pub struct Batch<B: Backend> {
+    /// [batch, max_len]
+    pub ids: Tensor<B, 2, Int>,
+    pub lengths: Vec<usize>,
+}
+
+impl<B: Backend> Batch<B> {
+    /// Right-pads `sequences` with `pad_id`; errors on an empty batch or an empty sequence, which
+    /// would leave an attention row with nothing to attend to.
+    pub fn new(sequences: &[Vec<u32>], pad_id: u32, device: &B::Device) -> Result<Self, String> {
+        if sequences.is_empty() {
+            return Err("empty batch".into());
+        }
+        if let Some(i) = sequences.iter().position(|s| s.is_empty()) {
+            return Err(format!("sequence {i} of the batch has no tokens"));
+        }
+        let max_len = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(sequences.len() * max_len);
+        for seq in sequences {
+            ids.extend(seq.iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(pad_id as i64, max_len - seq.len()));
+        }
+        Ok(Self {
+            ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device),
+            lengths: sequences.iter().map(Vec::len).collect(),
+        })
+    }
+
+    /// Number of rows.
+    pub fn size(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Padded length.
+    pub fn max_len(&self) -> usize {
+        self.ids.dims()[1]
+    }
+
+    /// Causal mask combined with key padding, true where attention is forbidden: [batch, 1, len, len].
+    /// Key 0 is always real, so no row is fully masked.
+    fn attention_mask(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
+        let t = self.max_len();
+        let mut mask = Vec::with_capacity(self.size() * t * t);
+        for &len in &self.lengths {
+            for query in 0..t {
+                mask.extend((0..t).map(|key| key > query || key >= len));
+            }
+        }
+        Tensor::from_data(TensorData::new(mask, [self.size(), 1, t, t]), device)
+    }
+}
+
+/// Which positions to unembed: computing logits only where they are read saves the vocab matmul.
+#[derive(Debug, Clone)]
+pub enum Readout {
+    /// Each row's last real token: [batch, 1, vocab].
+    LastToken,
+    /// One position per row: [batch, 1, vocab].
+    At(Vec<usize>),
+    /// Every position: [batch, len, vocab].
+    All,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Per-head weights [n, d_model, d_head] of a projection with `n` heads.
+    fn per_head_weight(linear: &Linear<B>, n: usize, d_head: usize) -> Tensor<B, 3> {
+        let d_model = linear.weight.dims()[0];
+        linear.weight.val().reshape([d_model, n, d_head]).swap_dims(0, 1)
+    }
+
+    /// Per-head biases [1, n, 1, d_head], broadcastable over [batch, n, pos, d_head].
+    fn per_head_bias(linear: &Linear<B>, n: usize, d_head: usize) -> Option<Tensor<B, 4>> {
+        linear.bias.as_ref().map(|b| b.val().reshape([1, n, 1, d_head]))
+    }
+
+    /// Repeats key/value heads so query head h uses KV head h / group: [b, kv, t, d] → [b, h, t, d].
+    fn ungroup(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let group = self.n_heads / self.n_kv_heads;
+        if group == 1 {
+            return x;
+        }
+        let [b, kv, t, d] = x.dims();
+        x.unsqueeze_dim::<5>(2).expand([b, kv, group, t, d]).reshape([b, kv * group, t, d])
+    }
+
+    /// Shared input: one projection of the normed residual [b, t, d_model] → [b, heads, t, d_head].
+    fn project_shared(&self, linear: &Linear<B>, n: usize, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, t, _] = x.dims();
+        let y = linear.forward(x).reshape([b, t, n, self.d_head]).swap_dims(1, 2);
+        self.ungroup_if_kv(y, n)
+    }
+
+    /// Per-head inputs [b, t, n_heads, d_model] (already normed): head h projected with its own
+    /// (for k/v: its group's) weights → [b, n_heads, t, d_head].
+    fn project_per_head(&self, linear: &Linear<B>, n: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let d_model = x.dims()[3];
+        let w = Self::per_head_weight(linear, n, self.d_head);
+        let w = if n == self.n_heads {
+            w
+        } else {
+            let group = self.n_heads / n;
+            w.unsqueeze_dim::<4>(1)
+                .expand([n, group, d_model, self.d_head])
+                .reshape([self.n_heads, d_model, self.d_head])
+        };
+        let y = x.swap_dims(1, 2).matmul(w.unsqueeze());
+        match Self::per_head_bias(linear, n, self.d_head) {
+            Some(bias) if n == self.n_heads => y + bias,
+            Some(bias) => y + self.ungroup(bias),
+            None => y,
+        }
+    }
+
+    fn ungroup_if_kv(&self, y: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+        if n == self.n_heads { y } else { self.ungroup(y) }
+    }
+
+    /// Returns the attention's contribution to the residual stream (with b_O), calling
+    /// `hooks.head_outputs` with the per-head outputs when the hooks want them.
+    fn forward<H: Hooks<B>>(
+        &self,
+        layer: usize,
+        input: AttentionInput<B>,
+        norm: &Norm<B>,
+        mask: &Tensor<B, 4, Bool>,
+        rope: Option<&RopeTables<B>>,
+        hooks: &mut H,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = match input {
+            AttentionInput::Shared(resid) => {
+                let x = norm.forward(resid);
+                (
+                    self.project_shared(&self.q, self.n_heads, x.clone()),
+                    self.project_shared(&self.k, self.n_kv_heads, x.clone()),
+                    self.project_shared(&self.v, self.n_kv_heads, x),
+                )
+            }
+            AttentionInput::PerHead { q, k, v } => (
+                self.project_per_head(&self.q, self.n_heads, norm.forward(q)),
+                self.project_per_head(&self.k, self.n_kv_heads, norm.forward(k)),
+                self.project_per_head(&self.v, self.n_kv_heads, norm.forward(v)),
+            ),
+        };
+        let (q, k) = match rope {
+            Some(r) => (r.apply(q), r.apply(k)),
+            None => (q, k),
+        };
+        let scale = (self.d_head as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let pattern = softmax(scores.mask_fill(mask.clone(), f32::NEG_INFINITY), 3);
+        let z = pattern.matmul(v); // [b, h, t, d_head]
+        let [b, h, t, dh] = z.dims();
+
+        let mixed = if hooks.wants_head_outputs() {
+            let w_o = self.o.weight.val().reshape([h, dh, self.o.d_out()]);
+            let heads = z.matmul(w_o.unsqueeze()).swap_dims(1, 2); // [b, t, h, d_model]
+            let heads = hooks.head_outputs(layer, heads);
+            heads.sum_dim(2).squeeze_dim::<3>(2)
+        } else {
+            z.swap_dims(1, 2).reshape([b, t, h * dh]).matmul(self.o.weight.val().unsqueeze())
+        };
+        match &self.o.bias {
+            Some(b_o) => mixed + b_o.val().unsqueeze(),
+            None => mixed,
+        }
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Plain forward pass returning logits at the readout positions.
+    pub fn forward(&self, batch: &Batch<B>, readout: &Readout) -> Tensor<B, 3> {
+        self.forward_with(batch, readout, &mut NoHooks)
+    }
+
+    /// Forward pass with interception: every node output and destination input passes through `hooks`.
+    pub fn forward_with<H: Hooks<B>>(&self, batch: &Batch<B>, readout: &Readout, hooks: &mut H) -> Tensor<B, 3> {
+        let device = self.token_embedding.device();
+        let [b, t] = batch.ids.dims();
+        let d = self.config.d_model;
+
+        let embedding = self
+            .token_embedding
+            .val()
+            .select(0, batch.ids.clone().reshape([b * t]))
+            .reshape([b, t, d]);
+        let mut resid = hooks.input_output(embedding);
+        if let Some(pos) = &self.position_embedding {
+            resid = resid + pos.val().slice([0..t, 0..d]).unsqueeze();
+        }
+
+        let mask = batch.attention_mask(&device);
+        let rope = RopeTables::new(&self.config.positions, self.config.d_head, t, &device);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let input = hooks.attention_input(layer, resid.clone());
+            let attn = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), hooks);
+            resid = resid + attn;
+            let mlp_in = hooks.mlp_input(layer, resid.clone());
+            let mlp_out = hooks.mlp_output(layer, block.mlp.forward(block.mlp_norm.forward(mlp_in)));
+            resid = resid + mlp_out;
+        }
+
+        let final_in = hooks.final_input(resid);
+        let read = match readout {
+            Readout::All => final_in,
+            Readout::LastToken => gather_positions(final_in, batch.lengths.iter().map(|l| l - 1)),
+            Readout::At(positions) => gather_positions(final_in, positions.iter().copied()),
+        };
+        self.unembed(self.final_norm.forward(read))
+    }
+
+    /// Maps normed residuals [b, n, d_model] to logits [b, n, vocab].
+    fn unembed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let w = match &self.unembedding {
+            Some(w) => w.val(),
+            None => self.token_embedding.val().transpose(),
+        };
+        x.matmul(w.unsqueeze())
+    }
+}
+
+/// Picks one position per row: [b, t, d] → [b, 1, d].
+fn gather_positions<B: Backend>(x: Tensor<B, 3>, positions: impl Iterator<Item = usize>) -> Tensor<B, 3> {
+    let [b, _, d] = x.dims();
+    let device = x.device();
+    let idx: Vec<i64> = positions.map(|p| p as i64).collect();
+    assert_eq!(idx.len(), b, "one readout position per batch row");
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), &device)
+        .reshape([b, 1, 1])
+        .expand([b, 1, d]);
+    x.gather(1, index)
+}

