@@ -35,7 +35,7 @@ pub enum GgufError {
         source: std::io::Error,
     },
 
-    /// The file does not start with `GGUF`, so it is not a GGUF file (or is big-endian v1).
+    /// The file does not start with `GGUF`, so it is not a GGUF file.
     #[error("{}: not a GGUF file: starts with \"{}\", expected \"GGUF\"", .path.display(), .found.escape_ascii())]
     BadMagic { path: PathBuf, found: [u8; 4] },
 

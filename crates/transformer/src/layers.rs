@@ -202,3 +202,32 @@ impl<B: Backend> RopeTables<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_scaling_matches_transformers() {
+        // transformers 4.57 `_compute_llama3_parameters` for Llama-3.1-8B's rope settings.
+        let scaling = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let inv = inverse_frequencies(128, 500_000.0, Some(scaling));
+        let expected = [
+            (0, 1.0),
+            (20, 0.016560440883040428),
+            (40, 3.428102354519069e-05),
+            (45, 1.2297638932068367e-05),
+            (50, 4.411534519022098e-06),
+            (63, 3.068925877869333e-07),
+        ];
+        for (i, want) in expected {
+            let rel = (inv[i] - want).abs() / want;
+            assert!(rel < 1e-6, "frequency {i}: {} vs {want}", inv[i]);
+        }
+    }
+}
