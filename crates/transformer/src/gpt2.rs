@@ -68,7 +68,7 @@ impl Gpt2Config {
                 message: format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head),
             });
         }
-        Ok(ModelConfig {
+        let config = ModelConfig {
             architecture: Architecture::Gpt2,
             n_layers: self.n_layer,
             d_model: self.n_embd,
@@ -87,7 +87,9 @@ impl Gpt2Config {
             tied_embeddings: true,
             bos_token_id: self.bos_token_id,
             pad_token_id: self.eos_token_id.unwrap_or(0),
-        })
+        };
+        config.validate().map_err(|message| LoadError::InvalidConfig { path: path.into(), message })?;
+        Ok(config)
     }
 }
 
@@ -131,7 +133,9 @@ fn split_qkv<B: Backend>(store: &dyn TensorStore, prefix: &str, d: usize, device
 
 /// Builds a GPT-2 from Hugging Face tensor names (with or without the `transformer.` prefix).
 pub fn load<B: Backend>(store: &dyn TensorStore, cfg: ModelConfig, device: &B::Device) -> Result<Transformer<B>, LoadError> {
-    let root = if store.contains("transformer.wte.weight") { "transformer." } else { "" };
+    // Decided by several top-level tensors, so that a missing one is reported under its own name.
+    let prefixed = ["wte.weight", "wpe.weight", "ln_f.weight"].iter().any(|n| store.contains(&format!("transformer.{n}")));
+    let root = if prefixed { "transformer." } else { "" };
     let (d, v) = (cfg.d_model, cfg.vocab_size);
     let PositionEncoding::Learned { max_positions } = cfg.positions else {
         return Err(LoadError::InvalidConfig {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
+use serde::de::DeserializeOwned;
 
 use crate::config::ModelConfig;
 use crate::error::LoadError;
@@ -118,22 +119,36 @@ pub fn read_hf_config(path: &Path) -> Result<ModelConfig, LoadError> {
         field: "model_type".into(),
         message: "missing or not a string".into(),
     })?;
-    let parse_err = |source: serde_json::Error| LoadError::ConfigField {
-        path: path.into(),
-        field: source.to_string().split('`').nth(1).unwrap_or("?").to_string(),
-        message: source.to_string(),
-    };
     match model_type {
-        "gpt2" => {
-            let cfg: Gpt2Config = serde_json::from_value(json).map_err(parse_err)?;
-            cfg.to_model_config(path)
-        }
-        "llama" | "qwen2" => {
-            let cfg: LlamaConfig = serde_json::from_value(json).map_err(parse_err)?;
-            cfg.to_model_config(path)
-        }
+        "gpt2" => parse_config::<Gpt2Config>(path, &json)?.to_model_config(path),
+        "llama" | "qwen2" => parse_config::<LlamaConfig>(path, &json)?.to_model_config(path),
         other => Err(LoadError::UnknownArchitecture { path: path.into(), name: other.into() }),
     }
+}
+
+/// Deserialises a config, naming the offending field when that fails.
+fn parse_config<T: DeserializeOwned>(path: &Path, json: &serde_json::Value) -> Result<T, LoadError> {
+    T::deserialize(json).map_err(|source| LoadError::ConfigField {
+        path: path.into(),
+        field: failing_field::<T>(json, &source),
+        message: source.to_string(),
+    })
+}
+
+/// The field a config deserialisation `error` is about. serde names a missing field in its message
+/// but not a field of the wrong type or value, so that one is found by deserialising each field alone.
+fn failing_field<T: DeserializeOwned>(json: &serde_json::Value, error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        return rest.split('`').next().unwrap_or(rest).to_string();
+    }
+    let fails_alone = |name: &String, value: &serde_json::Value| {
+        let alone = serde_json::Value::Object([(name.clone(), value.clone())].into_iter().collect());
+        T::deserialize(&alone).is_err_and(|e| !e.to_string().starts_with("missing field"))
+    };
+    json.as_object()
+        .and_then(|fields| fields.iter().find(|(name, value)| fails_alone(name, value)))
+        .map_or_else(|| "?".to_string(), |(name, _)| name.clone())
 }
 
 impl LocalModel {
