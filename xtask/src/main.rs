@@ -70,7 +70,7 @@ fn logits(model: &str, prompt: &str, top: usize) -> Result<()> {
     let loaded = transformer::load_model::<CpuBackend>(model, &device)?;
     let ids = loaded.tokenizer.encode(prompt)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt tokenizes to no tokens");
-    let batch = Batch::new(std::slice::from_ref(&ids), loaded.model.config.pad_token_id, &device).map_err(anyhow::Error::msg)?;
+    let batch = Batch::new(std::slice::from_ref(&ids), &loaded.model.config, &device)?;
     let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -88,7 +88,7 @@ pub fn forward(args: &ForwardArgs) -> Result<()> {
     println!("model {}  seq {}  threads {}", args.model, args.seq, rayon_threads());
     println!("{:>6} {:>10} {:>12} {:>14} {:>16} {:>8}", "batch", "ms", "tokens/s", "fwd GFLOP/s", "matmul GFLOP/s", "ratio");
     for &b in &args.batch {
-        let batch = Batch::<CpuBackend>::new(&vec![seq.clone(); b], cfg.pad_token_id, &device).map_err(anyhow::Error::msg)?;
+        let batch = Batch::<CpuBackend>::new(&vec![seq.clone(); b], &cfg, &device)?;
         let t = median_time(args.reps, || {
             let _ = loaded.model.forward(&batch, &Readout::LastToken).into_data();
         });

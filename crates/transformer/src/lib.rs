@@ -20,7 +20,7 @@ pub use config::ModelConfig;
 pub use error::LoadError;
 pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
 pub use load::{load_model, LoadedModel, LocalModel, ModelSpec};
-pub use model::{Batch, Readout, Transformer};
+pub use model::{Batch, BatchError, Readout, Transformer};
 pub use tokenizer::Tokenizer;
 
 /// The CPU backend every test and default command runs on.

@@ -6,7 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, PositionEncoding};
 use crate::hooks::{AttentionInput, Hooks, NoHooks};
 use crate::layers::{Linear, Mlp, Norm, RopeTables};
 
@@ -58,16 +58,41 @@ pub struct Batch<B: Backend> {
     pub lengths: Vec<usize>,
 }
 
+/// Why a set of token sequences cannot be run as a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("empty batch")]
+    Empty,
+    #[error("sequence {index} of the batch has no tokens")]
+    EmptySequence { index: usize },
+    #[error("sequence {index} has token id {token}, outside the vocabulary of {vocab_size}")]
+    TokenOutOfVocabulary { index: usize, token: u32, vocab_size: usize },
+    #[error("sequence {index} has {len} tokens, more than the model's {max_positions} positions")]
+    TooLong { index: usize, len: usize, max_positions: usize },
+}
+
 impl<B: Backend> Batch<B> {
-    /// Right-pads `sequences` with `pad_id`; errors on an empty batch or an empty sequence, which
-    /// would leave an attention row with nothing to attend to.
-    pub fn new(sequences: &[Vec<u32>], pad_id: u32, device: &B::Device) -> Result<Self, String> {
+    /// Right-pads `sequences` with the model's pad token, after checking they fit the model: no
+    /// empty sequence (it would leave an attention row with nothing to attend to), every id in the
+    /// vocabulary, no sequence longer than learned positions allow.
+    pub fn new(sequences: &[Vec<u32>], config: &ModelConfig, device: &B::Device) -> Result<Self, BatchError> {
         if sequences.is_empty() {
-            return Err("empty batch".into());
+            return Err(BatchError::Empty);
         }
-        if let Some(i) = sequences.iter().position(|s| s.is_empty()) {
-            return Err(format!("sequence {i} of the batch has no tokens"));
+        for (index, seq) in sequences.iter().enumerate() {
+            if seq.is_empty() {
+                return Err(BatchError::EmptySequence { index });
+            }
+            if let Some(&token) = seq.iter().find(|&&t| t as usize >= config.vocab_size) {
+                return Err(BatchError::TokenOutOfVocabulary { index, token, vocab_size: config.vocab_size });
+            }
+            if let PositionEncoding::Learned { max_positions } = config.positions
+                && seq.len() > max_positions
+            {
+                return Err(BatchError::TooLong { index, len: seq.len(), max_positions });
+            }
         }
+        let pad_id = config.pad_token_id;
         let max_len = sequences.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(sequences.len() * max_len);
         for seq in sequences {

@@ -36,7 +36,7 @@ fn per_head_q_gradients_match_finite_differences() {
     <AD as Backend>::seed(&device, 7);
     let model = LocalModel::Dir(fixture("llama-tiny")).load::<AD>(&device).unwrap().model;
     let cfg = model.config.clone();
-    let batch = Batch::<AD>::new(&[vec![5, 17, 42, 8, 3]], cfg.pad_token_id, &device).unwrap();
+    let batch = Batch::<AD>::new(&[vec![5, 17, 42, 8, 3]], &cfg, &device).unwrap();
     let (t, h, d) = (5, cfg.n_heads, cfg.d_model);
     let loss_at = |delta: Tensor<AD, 4>| {
         let mut probe = ProbeQ { layer: 1, n_heads: h, delta };

@@ -15,7 +15,7 @@ fn check_all_positions(dir: &str, expected_dir: &str) {
     let device = Default::default();
     for (seq, want) in exp["batch"].as_array().unwrap().iter().zip(exp["logits"].as_array().unwrap()) {
         let seq = ids(seq);
-        let batch = Batch::new(std::slice::from_ref(&seq), model.model.config.pad_token_id, &device).unwrap();
+        let batch = Batch::new(std::slice::from_ref(&seq), &model.model.config, &device).unwrap();
         let got = values(model.model.forward(&batch, &Readout::All));
         let diff = max_abs_diff(&got, &flat(want));
         assert!(diff < TOL, "{dir}: sequence {seq:?} differs from transformers by {diff}");
@@ -71,11 +71,29 @@ fn readout_at_positions_picks_those_positions() {
     let exp = expected("llama-tiny");
     let seqs: Vec<Vec<u32>> = exp["batch"].as_array().unwrap().iter().map(ids).collect();
     let device = Default::default();
-    let batch = Batch::new(&seqs, model.model.config.pad_token_id, &device).unwrap();
+    let batch = Batch::new(&seqs, &model.model.config, &device).unwrap();
     let got = values(model.model.forward(&batch, &Readout::At(vec![1, 0, 2])));
     let want: Vec<f32> = [(0, 1), (1, 0), (2, 2)]
         .iter()
         .flat_map(|&(s, p)| flat(&exp["logits"][s][p]))
         .collect();
     assert!(max_abs_diff(&got, &want) < TOL);
+}
+
+#[test]
+fn batches_that_do_not_fit_the_model_are_errors() {
+    use transformer::BatchError;
+    let gpt2 = load_fixture("gpt2-tiny").model.config; // vocab 96, 32 learned positions
+    let device = Default::default();
+    let batch = |seqs: &[Vec<u32>]| Batch::<B>::new(seqs, &gpt2, &device).map(|_| ());
+    assert_eq!(batch(&[]), Err(BatchError::Empty));
+    assert_eq!(batch(&[vec![1, 2], vec![]]), Err(BatchError::EmptySequence { index: 1 }));
+    assert_eq!(
+        batch(&[vec![1, 96]]),
+        Err(BatchError::TokenOutOfVocabulary { index: 0, token: 96, vocab_size: 96 })
+    );
+    assert_eq!(batch(&[vec![1; 33]]), Err(BatchError::TooLong { index: 0, len: 33, max_positions: 32 }));
+    assert_eq!(batch(&[vec![1; 32]]), Ok(()));
+    let message = batch(&[vec![3, 500]]).unwrap_err().to_string();
+    assert!(message.contains("500") && message.contains("vocabulary"), "{message}");
 }

@@ -100,7 +100,7 @@ fn check_offline_snapshot_loads(fixture_name: &str) {
     let model = LocalModel::Dir(dir).load::<B>(&Default::default()).unwrap();
     let exp = expected("llama-tiny");
     let seq = ids(&exp["text_ids"]);
-    let batch = Batch::new(std::slice::from_ref(&seq), model.model.config.pad_token_id, &Default::default()).unwrap();
+    let batch = Batch::new(std::slice::from_ref(&seq), &model.model.config, &Default::default()).unwrap();
     let diff = max_abs_diff(&values(model.model.forward(&batch, &Readout::All)), &flat(&exp["text_logits"]));
     assert!(diff < 1e-4, "{fixture_name} from the hub cache differs from transformers by {diff}");
 }

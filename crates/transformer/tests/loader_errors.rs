@@ -122,7 +122,7 @@ fn f32_values(t: &StoredTensor) -> Vec<f32> {
 /// Logits at every position of the fixture's `text`, flattened, for comparing with `text_logits`.
 fn text_logits(model: &LoadedModel<B>, expected: &Value) -> Vec<f32> {
     let seq = ids(&expected["text_ids"]);
-    let batch = Batch::new(std::slice::from_ref(&seq), model.model.config.pad_token_id, &Default::default()).unwrap();
+    let batch = Batch::new(std::slice::from_ref(&seq), &model.model.config, &Default::default()).unwrap();
     values(model.model.forward(&batch, &Readout::All))
 }
 

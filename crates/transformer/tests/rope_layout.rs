@@ -47,7 +47,7 @@ fn check(dir: &str) {
     *layout = RopeLayout::Interleaved;
 
     let seqs: Vec<Vec<u32>> = expected(dir)["batch"].as_array().unwrap().iter().map(ids).collect();
-    let batch = Batch::new(&seqs, 0, &Default::default()).unwrap();
+    let batch = Batch::new(&seqs, &reference.model.config, &Default::default()).unwrap();
     let want = values(reference.model.forward(&batch, &Readout::All));
     let got = values(permuted.model.forward(&batch, &Readout::All));
     let diff = max_abs_diff(&want, &got);

@@ -27,7 +27,7 @@ fn logits_match_the_pytorch_reference() {
         let ids_got = model.tokenizer.encode(prompt).unwrap();
         assert_eq!(ids_got, ids(&case["ids"]), "token ids of {prompt:?}");
 
-        let batch = Batch::new(std::slice::from_ref(&ids_got), model.model.config.pad_token_id, &device).unwrap();
+        let batch = Batch::new(std::slice::from_ref(&ids_got), &model.model.config, &device).unwrap();
         let logits = values(model.model.forward(&batch, &Readout::LastToken));
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));

@@ -12,7 +12,7 @@ use transformer::{AttentionInput, Batch, LoadedModel, Readout, Trace};
 fn check_decomposition(model: &LoadedModel<B>, seqs: &[Vec<u32>], tol: f32) -> f32 {
     let device = Default::default();
     let m = &model.model;
-    let batch = Batch::new(seqs, m.config.pad_token_id, &device).unwrap();
+    let batch = Batch::new(seqs, &m.config, &device).unwrap();
     let mut trace = Trace::new(m.config.n_heads);
     let traced = values(m.forward_with(&batch, &Readout::All, &mut trace));
     let plain = values(m.forward(&batch, &Readout::All));

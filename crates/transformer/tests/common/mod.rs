@@ -52,11 +52,11 @@ pub fn flat(v: &serde_json::Value) -> Vec<f32> {
 /// Last-token logits of each sequence run alone, and of all of them in one right-padded batch.
 pub fn single_and_batched(model: &LoadedModel<B>, seqs: &[Vec<u32>]) -> (Vec<f32>, Vec<f32>) {
     let device = Default::default();
-    let pad = model.model.config.pad_token_id;
+    let config = &model.model.config;
     let single: Vec<f32> = seqs
         .iter()
-        .flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), pad, &device).unwrap(), &Readout::LastToken)))
+        .flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), config, &device).unwrap(), &Readout::LastToken)))
         .collect();
-    let batched = values(model.model.forward(&Batch::new(seqs, pad, &device).unwrap(), &Readout::LastToken));
+    let batched = values(model.model.forward(&Batch::new(seqs, config, &device).unwrap(), &Readout::LastToken));
     (single, batched)
 }
