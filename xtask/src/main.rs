@@ -2,11 +2,14 @@
 
 mod perf;
 
+use perf::forward as perf_forward;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use transformer::{Batch, CpuBackend, LocalModel, ModelSpec, Readout, load::KnownSource};
+use burn::tensor::backend::Backend;
+use transformer::{Batch, LocalModel, ModelSpec, Readout, load::KnownSource};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "circuitbench: circuit-localization benchmarks for transformers")]
@@ -27,6 +30,8 @@ enum Command {
         prompt: String,
         #[arg(long, default_value_t = 5)]
         top: usize,
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
     },
     /// Print the MIB graph of a model: layers, heads, sources, destinations and edges.
     Graph {
@@ -39,6 +44,27 @@ enum Command {
         #[command(subcommand)]
         bench: PerfBench,
     },
+}
+
+/// Where tensors live: burn-ndarray on the CPU, or burn-cuda when built with `--features cuda`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// Runs a generic function on the backend `$device` names; CUDA errors clearly when not compiled in.
+#[macro_export]
+macro_rules! on_device {
+    ($device:expr, $f:ident ( $($arg:expr),* )) => {
+        match $device {
+            $crate::Device::Cpu => $f::<transformer::CpuBackend>(&Default::default(), $($arg),*),
+            #[cfg(feature = "cuda")]
+            $crate::Device::Cuda => $f::<transformer::CudaBackend>(&Default::default(), $($arg),*),
+            #[cfg(not(feature = "cuda"))]
+            $crate::Device::Cuda => Err(anyhow::anyhow!("this build has no CUDA backend: rebuild with `--features cuda`")),
+        }
+    };
 }
 
 #[derive(Subcommand)]
@@ -58,19 +84,18 @@ fn main() -> Result<()> {
             };
             println!("{}", path.display());
         }
-        Command::Logits { model, prompt, top } => logits(&model, &prompt, top)?,
+        Command::Logits { model, prompt, top, device } => on_device!(device, logits(&model, &prompt, top))?,
         Command::Graph { model } => print_graph(&model)?,
-        Command::Perf { bench: PerfBench::Forward(args) } => perf::forward(&args)?,
+        Command::Perf { bench: PerfBench::Forward(args) } => on_device!(args.device, perf_forward(&args))?,
     }
     Ok(())
 }
 
-fn logits(model: &str, prompt: &str, top: usize) -> Result<()> {
-    let device = Default::default();
-    let loaded = transformer::load_model::<CpuBackend>(model, &device)?;
+fn logits<B: Backend>(device: &B::Device, model: &str, prompt: &str, top: usize) -> Result<()> {
+    let loaded = transformer::load_model::<B>(model, device)?;
     let ids = loaded.tokenizer.encode(prompt)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt tokenizes to no tokens");
-    let batch = Batch::new(std::slice::from_ref(&ids), &loaded.model.config, &device)?;
+    let batch = Batch::new(std::slice::from_ref(&ids), &loaded.model.config, device)?;
     let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

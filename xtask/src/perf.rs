@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
-use transformer::{Batch, CpuBackend, ModelConfig, Readout};
+use transformer::{Batch, ModelConfig, Readout};
 
 /// Options of the forward benchmark.
 #[derive(clap::Args)]
@@ -22,6 +22,8 @@ pub struct ForwardArgs {
     /// Timed repetitions per row (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    #[arg(long, value_enum, default_value_t = crate::Device::Cpu)]
+    pub device: crate::Device,
 }
 
 /// Median wall time of `reps` runs of `f` after one warm-up run.
@@ -76,25 +78,24 @@ fn matmul_gflops<B: Backend>(shapes: &[(usize, usize, usize)], reps: usize, devi
 }
 
 /// Prints one row per batch size: tokens/s, forward GFLOP/s, plain-matmul GFLOP/s and their ratio.
-pub fn forward(args: &ForwardArgs) -> Result<()> {
-    let device = Default::default();
-    let loaded = transformer::load_model::<CpuBackend>(&args.model, &device)?;
+pub fn forward<B: Backend>(device: &B::Device, args: &ForwardArgs) -> Result<()> {
+    let loaded = transformer::load_model::<B>(&args.model, device)?;
     let cfg = loaded.model.config.clone();
     let prompt = "When Mary and John went to the store, John gave a drink to Mary. Then they walked home together, talking about the weather and the news of the day.";
     let base = loaded.tokenizer.encode(prompt)?;
     anyhow::ensure!(!base.is_empty(), "benchmark prompt tokenizes to nothing");
     let seq: Vec<u32> = base.iter().copied().cycle().take(args.seq).collect();
 
-    println!("model {}  seq {}  threads {}", args.model, args.seq, rayon_threads());
+    println!("model {}  seq {}  device {:?}  cpu threads {}", args.model, args.seq, args.device, rayon_threads());
     println!("{:>6} {:>10} {:>12} {:>14} {:>16} {:>8}", "batch", "ms", "tokens/s", "fwd GFLOP/s", "matmul GFLOP/s", "ratio");
     for &b in &args.batch {
-        let batch = Batch::<CpuBackend>::new(&vec![seq.clone(); b], &cfg, &device)?;
+        let batch = Batch::<B>::new(&vec![seq.clone(); b], &cfg, device)?;
         let t = median_time(args.reps, || {
             let _ = loaded.model.forward(&batch, &Readout::LastToken).into_data();
         });
         let tokens = b * args.seq;
         let gflops = cfg.forward_flops(tokens, args.seq, b) / t.as_secs_f64() / 1e9;
-        let plain = matmul_gflops::<CpuBackend>(&matmul_shapes(&cfg, tokens, b), args.reps, &device);
+        let plain = matmul_gflops::<B>(&matmul_shapes(&cfg, tokens, b), args.reps, device);
         println!(
             "{:>6} {:>10.1} {:>12.0} {:>14.1} {:>16.1} {:>7.0}%",
             b,
