@@ -1,0 +1,153 @@
+//! What an ablated edge carries instead of the actual activation (mib-spec §2).
+
+use std::str::FromStr;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use transformer::{Batch, BatchError, Transformer};
+
+use crate::activations::record_nodes;
+
+/// The ablation types of MIB, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AblationKind {
+    /// The source's output on the counterfactual prompt (MIB's default).
+    Counterfactual,
+    /// The source's mean output over a reference set, one vector per node.
+    Mean,
+    /// The source's mean output over a reference set, per node and position.
+    MeanPositional,
+    /// Zero.
+    Zero,
+}
+
+impl FromStr for AblationKind {
+    type Err = AblationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "counterfactual" | "patching" => Ok(Self::Counterfactual),
+            "mean" => Ok(Self::Mean),
+            "mean-positional" => Ok(Self::MeanPositional),
+            "zero" => Ok(Self::Zero),
+            other => Err(AblationError::UnknownKind(other.into())),
+        }
+    }
+}
+
+impl std::fmt::Display for AblationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Counterfactual => "counterfactual",
+            Self::Mean => "mean",
+            Self::MeanPositional => "mean-positional",
+            Self::Zero => "zero",
+        })
+    }
+}
+
+/// Why an ablation cannot be built or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AblationError {
+    #[error("unknown ablation `{0}` (expected counterfactual, mean, mean-positional or zero)")]
+    UnknownKind(String),
+    #[error("{kind} ablation needs a non-empty reference set")]
+    EmptyReference { kind: AblationKind },
+    #[error("position {position} is beyond every prompt of the mean-positional reference set (longest: {longest} tokens)")]
+    PositionBeyondReference { position: usize, longest: usize },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
+/// A fitted ablation: what each source node's output becomes when an edge out of it is ablated.
+#[derive(Debug, Clone)]
+pub enum Ablation<B: Backend> {
+    Counterfactual,
+    /// [n_fwd, d_model]
+    Mean(Tensor<B, 2>),
+    /// [n_fwd, positions, d_model]
+    MeanPositional(Tensor<B, 3>),
+    Zero,
+}
+
+impl<B: Backend> Ablation<B> {
+    /// Fits means over the `reference` prompts (MIB: the clean prompts of a reference split), real
+    /// tokens only, padding excluded; counterfactual and zero need no reference.
+    pub fn fit(
+        kind: AblationKind,
+        model: &Transformer<B>,
+        reference: &[Vec<u32>],
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<Self, AblationError> {
+        match kind {
+            AblationKind::Counterfactual => return Ok(Self::Counterfactual),
+            AblationKind::Zero => return Ok(Self::Zero),
+            _ if reference.is_empty() => return Err(AblationError::EmptyReference { kind }),
+            _ => {}
+        }
+        let longest = reference.iter().map(Vec::len).max().unwrap_or(0);
+        let mut sum: Option<Tensor<B, 3>> = None; // [n_fwd, longest, d]
+        let mut counts = vec![0usize; longest];
+        for chunk in reference.chunks(batch_size.max(1)) {
+            let batch = Batch::new(chunk, &model.config, device)?;
+            let (_, nodes) = record_nodes(model, &batch); // [n_fwd, b, t, d]
+            let [n, b, t, d] = nodes.dims();
+            let mut real = Vec::with_capacity(b * t);
+            for seq in chunk {
+                real.extend((0..t).map(|p| if p < seq.len() { 1.0f32 } else { 0.0 }));
+                for c in counts.iter_mut().take(seq.len()) {
+                    *c += 1;
+                }
+            }
+            let real: Tensor<B, 4> = Tensor::<B, 2>::from_data(TensorData::new(real, [b, t]), device).reshape([1, b, t, 1]);
+            let batch_sum: Tensor<B, 3> = (nodes * real).sum_dim(1).squeeze_dim(1); // [n, t, d]
+            let padded = if t < longest {
+                Tensor::cat(vec![batch_sum, Tensor::zeros([n, longest - t, d], device)], 1)
+            } else {
+                batch_sum
+            };
+            sum = Some(match sum {
+                Some(s) => s + padded,
+                None => padded,
+            });
+        }
+        let sum = sum.expect("reference is not empty");
+        let [n, _, d] = sum.dims();
+        Ok(match kind {
+            AblationKind::Mean => {
+                let total: usize = counts.iter().sum();
+                Self::Mean(sum.sum_dim(1).squeeze_dim::<2>(1) / total as f64)
+            }
+            _ => {
+                let inv: Vec<f32> = counts.iter().map(|&c| 1.0 / c as f32).collect();
+                let inv = Tensor::<B, 1>::from_data(TensorData::new(inv, [longest]), device).reshape([1, longest, 1]);
+                Self::MeanPositional(sum * inv.expand([n, longest, d]))
+            }
+        })
+    }
+
+    /// Ablated outputs [n_fwd, pairs, pos, d_model] for a batch whose counterfactual prompts are
+    /// `counterfactual` (used only by counterfactual ablation).
+    pub fn ablated_nodes(&self, model: &Transformer<B>, counterfactual: &Batch<B>) -> Result<Tensor<B, 4>, AblationError> {
+        let (pairs, t) = (counterfactual.size(), counterfactual.max_len());
+        let d = model.config.d_model;
+        let device = model.token_embedding.device();
+        let n_fwd = 1 + model.config.n_layers * (model.config.n_heads + 1);
+        Ok(match self {
+            Self::Counterfactual => record_nodes(model, counterfactual).1,
+            Self::Zero => Tensor::zeros([n_fwd, pairs, t, d], &device),
+            Self::Mean(mean) => mean.clone().reshape([n_fwd, 1, 1, d]).expand([n_fwd, pairs, t, d]),
+            Self::MeanPositional(mean) => {
+                let longest = mean.dims()[1];
+                if t > longest {
+                    let position = counterfactual.lengths.iter().copied().max().unwrap_or(t).min(t) - 1;
+                    if position >= longest {
+                        return Err(AblationError::PositionBeyondReference { position, longest });
+                    }
+                }
+                mean.clone().slice([0..n_fwd, 0..t, 0..d]).unsqueeze_dim::<4>(1).expand([n_fwd, pairs, t, d])
+            }
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! The patching engine: edge masks over the MIB graph applied inside the model's forward pass.
+//!
+//! A destination v reads `resid_v + Σ_u (1 − mask[u,v]) · (ablated_u − actual_u)` over its upstream
+//! sources u (mib-spec §2). The mask is a dense tensor of the (possibly autodiff) backend, one per
+//! replica of the batch, so the same engine serves circuit evaluation (0/1 masks, one per budget),
+//! exact patching (one ablated edge per replica) and, later, learned soft masks.
+
+pub mod ablation;
+pub mod activations;
+pub mod patch;
+
+pub use ablation::{Ablation, AblationKind, AblationError};
+pub use activations::{record_nodes, NodeRecorder};
+pub use patch::{EdgeMasks, PatchHooks};
