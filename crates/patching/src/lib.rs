@@ -7,8 +7,10 @@
 
 pub mod ablation;
 pub mod activations;
+pub mod metric;
 pub mod patch;
 
 pub use ablation::{Ablation, AblationKind, AblationError};
 pub use activations::{record_nodes, NodeRecorder};
+pub use metric::logit_differences;
 pub use patch::{EdgeMasks, PatchHooks};

@@ -1,0 +1,139 @@
+//! Running circuits on a task: m(N), m(∅) and m(C) for many circuits over the same pairs, with the
+//! ablated activations computed once per batch and shared by every circuit.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use graph::Graph;
+use patching::{logit_differences, Ablation, AblationError, EdgeMasks, PatchHooks};
+use tasks::PreparedPair;
+use transformer::{Batch, BatchError, Readout, Transformer};
+
+/// Sizes of the work units of an evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Masks run side by side in one patched pass (rows = masks × pairs).
+    pub masks_per_pass: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self { batch_size: 16, masks_per_pass: 2 }
+    }
+}
+
+/// Means of the metric m = logit(correct) − logit(incorrect) over the pairs, and where time went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalResult {
+    /// m(N): the clean model.
+    pub m_full: f64,
+    /// m(∅): every edge ablated.
+    pub m_empty: f64,
+    /// m(C) for each circuit, in the order given.
+    pub m_circuits: Vec<f64>,
+    /// Unpatched forward passes (clean runs, and counterfactual runs recording node outputs).
+    pub plain_forward: Duration,
+    /// Patched forward passes.
+    pub patched_forward: Duration,
+    /// Everything else: batching, masks, metric reads.
+    pub other: Duration,
+    /// Forward passes run, counting each patched pass once whatever its number of masks.
+    pub passes: usize,
+}
+
+/// Why an evaluation cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("no pairs to evaluate on")]
+    NoPairs,
+    #[error("pair {index}: clean and counterfactual prompts differ in length ({clean} vs {counterfactual} tokens)")]
+    UnequalLengths { index: usize, clean: usize, counterfactual: usize },
+    #[error("a circuit mask has {found} cells, the graph needs {expected}")]
+    MaskSize { found: usize, expected: usize },
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Ablation(#[from] AblationError),
+}
+
+/// Σ m over the pairs, once per replica.
+fn metric_sums<B: Backend>(logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize) -> Vec<f64> {
+    logit_differences(logits, answers, replicas)
+        .chunks(answers.len())
+        .map(|row| row.iter().map(|&m| m as f64).sum())
+        .collect()
+}
+
+/// Evaluates `circuits` (row-major [n_fwd × n_bwd] keep masks) on `pairs` under `ablation`, along
+/// with the full model and the empty circuit.
+pub fn evaluate_circuits<B: Backend>(
+    model: &Transformer<B>,
+    graph: &Graph,
+    pairs: &[PreparedPair],
+    circuits: &[&[bool]],
+    ablation: &Ablation<B>,
+    options: EvalOptions,
+) -> Result<EvalResult, EvalError> {
+    if pairs.is_empty() {
+        return Err(EvalError::NoPairs);
+    }
+    for (index, p) in pairs.iter().enumerate() {
+        if p.clean.len() != p.counterfactual.len() {
+            return Err(EvalError::UnequalLengths { index, clean: p.clean.len(), counterfactual: p.counterfactual.len() });
+        }
+    }
+    let expected = graph.n_fwd() * graph.n_bwd();
+    if let Some(bad) = circuits.iter().find(|c| c.len() != expected) {
+        return Err(EvalError::MaskSize { found: bad.len(), expected });
+    }
+    let device = model.token_embedding.device();
+    let empty = vec![false; expected];
+    // Mask 0 is the empty circuit; masks 1.. are the circuits.
+    let masks: Vec<&[bool]> = std::iter::once(empty.as_slice()).chain(circuits.iter().copied()).collect();
+    let mut sums = vec![0.0f64; masks.len()];
+    let mut full_sum = 0.0;
+    let (mut plain_forward, mut patched_forward, mut passes) = (Duration::ZERO, Duration::ZERO, 0);
+    let start = Instant::now();
+
+    for chunk in pairs.chunks(options.batch_size.max(1)) {
+        let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
+        let counterfactual: Vec<Vec<u32>> = chunk.iter().map(|p| p.counterfactual.clone()).collect();
+        let answers: Vec<(u32, u32)> = chunk.iter().map(|p| (p.correct, p.incorrect)).collect();
+
+        let t = Instant::now();
+        let clean_batch = Batch::new(&clean, &model.config, &device)?;
+        let logits = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
+        full_sum += metric_sums(logits, &answers, 1)[0];
+        let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        plain_forward += t.elapsed();
+        passes += if matches!(ablation, Ablation::Counterfactual) { 2 } else { 1 };
+
+        let mut done = 0;
+        for group in masks.chunks(options.masks_per_pass.max(1)) {
+            let t = Instant::now();
+            let rows: Vec<Vec<u32>> = group.iter().flat_map(|_| clean.iter().cloned()).collect();
+            let batch = Batch::new(&rows, &model.config, &device)?;
+            let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, group, &device), ablated.clone());
+            let logits = model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1);
+            for (r, s) in metric_sums(logits, &answers, group.len()).into_iter().enumerate() {
+                sums[done + r] += s;
+            }
+            done += group.len();
+            patched_forward += t.elapsed();
+            passes += 1;
+        }
+    }
+    let n = pairs.len() as f64;
+    Ok(EvalResult {
+        m_full: full_sum / n,
+        m_empty: sums[0] / n,
+        m_circuits: sums[1..].iter().map(|s| s / n).collect(),
+        plain_forward,
+        patched_forward,
+        other: start.elapsed().saturating_sub(plain_forward + patched_forward),
+        passes,
+    })
+}

@@ -1,0 +1,117 @@
+//! Circuit construction from scores: budgets, top-n, greedy and pruning to a fixed point.
+
+use evaluator::circuit::edge_budget;
+use evaluator::{greedy, prune, top_n, Selection};
+use graph::{Dest, Graph, GraphShape, Qkv, Source};
+
+fn gpt2() -> Graph {
+    Graph::new(GraphShape { n_layers: 12, n_heads: 12 }).unwrap()
+}
+
+fn small() -> Graph {
+    Graph::new(GraphShape { n_layers: 2, n_heads: 2 }).unwrap()
+}
+
+fn idx(g: &Graph, src: Source, dst: Dest) -> usize {
+    g.fwd_index(src).unwrap() * g.n_bwd() + g.bwd_index(dst).unwrap()
+}
+
+#[test]
+fn budgets_match_mib_for_gpt2() {
+    let g = gpt2();
+    let sizes: Vec<usize> = evaluator::MIB_FRACTIONS.iter().map(|&f| edge_budget(&g, f)).collect();
+    assert_eq!(sizes, vec![32, 64, 162, 324, 649, 1624, 3249, 6498, 16245, 32491]);
+}
+
+#[test]
+fn prune_removes_dangling_edges_and_nodes_until_fixed_point() {
+    let g = small();
+    let mut edges = vec![false; g.n_fwd() * g.n_bwd()];
+    // A chain input -> a0.h0<v> -> m0 -> logits survives.
+    let chain = [
+        idx(&g, Source::Input, Dest::Head { layer: 0, head: 0, qkv: Qkv::V }),
+        idx(&g, Source::Head { layer: 0, head: 0 }, Dest::Mlp { layer: 0 }),
+        idx(&g, Source::Mlp { layer: 0 }, Dest::Logits),
+    ];
+    // a0.h1 -> m1: a0.h1 is never fed and m1 never read, so both edges go, and then
+    // input -> a1.h0<q> dies too because a1.h0 reaches nothing.
+    let dangling = [
+        idx(&g, Source::Head { layer: 0, head: 1 }, Dest::Mlp { layer: 1 }),
+        idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q }),
+    ];
+    for &e in chain.iter().chain(&dangling) {
+        edges[e] = true;
+    }
+    let nodes = prune(&g, &mut edges);
+    for &e in &chain {
+        assert!(edges[e]);
+    }
+    for &e in &dangling {
+        assert!(!edges[e]);
+    }
+    let on: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i]).collect();
+    let want = vec![0, g.fwd_index(Source::Head { layer: 0, head: 0 }).unwrap(), g.fwd_index(Source::Mlp { layer: 0 }).unwrap(), g.n_fwd()];
+    assert_eq!(on, want);
+}
+
+#[test]
+fn pruning_cascades_through_several_rounds() {
+    let g = small();
+    let mut edges = vec![false; g.n_fwd() * g.n_bwd()];
+    // input -> a0.h0<q> -> a1.h1<k> -> m1, but m1 reaches nothing: everything unwinds.
+    for e in [
+        idx(&g, Source::Input, Dest::Head { layer: 0, head: 0, qkv: Qkv::Q }),
+        idx(&g, Source::Head { layer: 0, head: 0 }, Dest::Head { layer: 1, head: 1, qkv: Qkv::K }),
+        idx(&g, Source::Head { layer: 1, head: 1 }, Dest::Mlp { layer: 1 }),
+    ] {
+        edges[e] = true;
+    }
+    let nodes = prune(&g, &mut edges);
+    assert!(edges.iter().all(|&e| !e), "nothing reaches the logits");
+    assert_eq!(nodes.iter().filter(|&&n| n).count(), 1, "only logits stays on");
+}
+
+#[test]
+fn top_n_signed_and_absolute_rank_differently() {
+    let g = small();
+    let mut scores = vec![0.0f32; g.n_fwd() * g.n_bwd()];
+    let good = idx(&g, Source::Input, Dest::Logits);
+    let bad = idx(&g, Source::Mlp { layer: 1 }, Dest::Logits);
+    scores[good] = 1.0;
+    scores[bad] = -5.0;
+    let signed = top_n(&g, &scores, 1, Selection::Signed);
+    assert!(signed.edges[good] && !signed.edges[bad]);
+    let absolute = top_n(&g, &scores, 1, Selection::Absolute);
+    // Absolute picks m1 -> logits; alone, m1 is not fed, so pruning removes it.
+    assert!(!absolute.edges[bad] && !absolute.edges[good]);
+    assert_eq!((absolute.nominal_edges, absolute.edges_after_pruning), (1, 0));
+    assert_eq!((signed.nominal_edges, signed.edges_after_pruning), (1, 1));
+}
+
+#[test]
+fn all_edges_is_the_whole_graph() {
+    let g = small();
+    let scores: Vec<f32> = (0..g.n_fwd() * g.n_bwd()).map(|i| (i % 7) as f32 - 3.0).collect();
+    for c in [top_n(&g, &scores, g.n_edges(), Selection::Signed), greedy(&g, &scores, g.n_edges(), Selection::Absolute)] {
+        assert_eq!(c.edges_after_pruning, g.n_edges());
+        assert_eq!(c.edges, g.real_edge_mask());
+        assert!(c.nodes.iter().all(|&n| n));
+    }
+}
+
+#[test]
+fn greedy_only_takes_edges_into_nodes_already_on() {
+    let g = small();
+    let mut scores = vec![0.0f32; g.n_fwd() * g.n_bwd()];
+    // The best edge overall feeds a1.h0, which nothing connects to the logits yet; greedy must start
+    // from the logits' inputs.
+    scores[idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q })] = 10.0;
+    scores[idx(&g, Source::Head { layer: 1, head: 0 }, Dest::Logits)] = 1.0;
+    scores[idx(&g, Source::Input, Dest::Logits)] = 0.5;
+    let c = greedy(&g, &scores, 2, Selection::Signed);
+    assert!(c.edges[idx(&g, Source::Head { layer: 1, head: 0 }, Dest::Logits)]);
+    assert!(c.edges[idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q })]);
+    assert!(!c.edges[idx(&g, Source::Input, Dest::Logits)]);
+    let t = top_n(&g, &scores, 1, Selection::Signed);
+    assert_eq!(t.edges_after_pruning, 0, "top-1 picks the stranded edge, which pruning removes");
+}
