@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use graph::Graph;
-use patching::{logit_differences, Ablation, AblationError, EdgeMasks, PatchHooks};
+use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
 use tasks::PreparedPair;
 use transformer::{Batch, BatchError, Readout, Transformer};
 
@@ -83,11 +83,7 @@ pub fn exact_scores<B: Backend>(
                 })
                 .collect();
             let mask_refs: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
-            let rows: Vec<Vec<u32>> = group.iter().flat_map(|_| clean.iter().cloned()).collect();
-            let batch = Batch::new(&rows, &model.config, &device)?;
-            let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, &mask_refs, &device), ablated.clone());
-            let logits = model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1);
-            let patched = logit_differences(logits, &answers, group.len());
+            let patched = patched_logit_differences(model, graph, &clean, &answers, ablated.clone(), &mask_refs)?;
             passes.forward += 1;
             for (e, row) in patched.chunks(chunk.len()).enumerate() {
                 let change: f64 = row.iter().zip(&clean_m).map(|(p, c)| (c - p) as f64).sum();

@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use graph::Graph;
-use patching::{logit_differences, Ablation, AblationError, EdgeMasks, PatchHooks};
+use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
 use tasks::PreparedPair;
 use transformer::{Batch, BatchError, Readout, Transformer};
 
@@ -59,12 +58,9 @@ pub enum EvalError {
     Ablation(#[from] AblationError),
 }
 
-/// Σ m over the pairs, once per replica.
-fn metric_sums<B: Backend>(logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize) -> Vec<f64> {
-    logit_differences(logits, answers, replicas)
-        .chunks(answers.len())
-        .map(|row| row.iter().map(|&m| m as f64).sum())
-        .collect()
+/// Σ m over the pairs of each replica, from m per row (replica-major).
+fn replica_sums(m: &[f32], pairs: usize) -> Vec<f64> {
+    m.chunks(pairs).map(|row| row.iter().map(|&x| x as f64).sum()).collect()
 }
 
 /// Evaluates `circuits` (row-major [n_fwd × n_bwd] keep masks) on `pairs` under `ablation`, along
@@ -106,7 +102,7 @@ pub fn evaluate_circuits<B: Backend>(
         let t = Instant::now();
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
         let logits = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
-        full_sum += metric_sums(logits, &answers, 1)[0];
+        full_sum += replica_sums(&logit_differences(logits, &answers, 1), answers.len())[0];
         let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
         plain_forward += t.elapsed();
         passes += if matches!(ablation, Ablation::Counterfactual) { 2 } else { 1 };
@@ -114,11 +110,8 @@ pub fn evaluate_circuits<B: Backend>(
         let mut done = 0;
         for group in masks.chunks(options.masks_per_pass.max(1)) {
             let t = Instant::now();
-            let rows: Vec<Vec<u32>> = group.iter().flat_map(|_| clean.iter().cloned()).collect();
-            let batch = Batch::new(&rows, &model.config, &device)?;
-            let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, group, &device), ablated.clone());
-            let logits = model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1);
-            for (r, s) in metric_sums(logits, &answers, group.len()).into_iter().enumerate() {
+            let m = patched_logit_differences(model, graph, &clean, &answers, ablated.clone(), group)?;
+            for (r, s) in replica_sums(&m, answers.len()).into_iter().enumerate() {
                 sums[done + r] += s;
             }
             done += group.len();

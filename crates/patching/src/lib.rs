@@ -13,4 +13,4 @@ pub mod patch;
 pub use ablation::{Ablation, AblationKind, AblationError};
 pub use activations::{record_nodes, NodeRecorder};
 pub use metric::logit_differences;
-pub use patch::{EdgeMasks, PatchHooks};
+pub use patch::{patched_logit_differences, EdgeMasks, PatchHooks};

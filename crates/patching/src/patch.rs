@@ -3,9 +3,10 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
-use transformer::{AttentionInput, Hooks};
+use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
 use crate::activations::heads_source_major;
+use crate::metric::logit_differences;
 
 /// Keep-weights of every edge, one dense [n_fwd, n_bwd] matrix per replica of the batch: 1 keeps
 /// the edge (it carries the actual activation), 0 ablates it, values between interpolate. A tensor
@@ -174,4 +175,22 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
         let weights = self.logits.clone();
         self.patch_residual(weights, resid)
     }
+}
+
+/// One patched pass: the `clean` prompts repeated once per mask (rows mask-major), each copy with
+/// its mask applied against `ablated` [n_fwd, pairs, pos, d_model]; returns m per row.
+pub fn patched_logit_differences<B: Backend>(
+    model: &Transformer<B>,
+    graph: &Graph,
+    clean: &[Vec<u32>],
+    answers: &[(u32, u32)],
+    ablated: Tensor<B, 4>,
+    masks: &[&[bool]],
+) -> Result<Vec<f32>, BatchError> {
+    let device = model.token_embedding.device();
+    let rows: Vec<Vec<u32>> = masks.iter().flat_map(|_| clean.iter().cloned()).collect();
+    let batch = Batch::new(&rows, &model.config, &device)?;
+    let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
+    let logits = model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1);
+    Ok(logit_differences(logits, answers, masks.len()))
 }
