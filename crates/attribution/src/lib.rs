@@ -2,6 +2,9 @@
 //! graph (positive = the edge helps the task) and the number of passes it spent.
 
 pub mod exact;
+pub mod gradient;
+pub mod ifr;
+pub mod probes;
 pub mod random;
 pub mod scores;
 

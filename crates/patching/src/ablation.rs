@@ -71,6 +71,16 @@ pub enum Ablation<B: Backend> {
 }
 
 impl<B: Backend> Ablation<B> {
+    /// The kind this ablation was fitted as.
+    pub fn kind(&self) -> AblationKind {
+        match self {
+            Self::Counterfactual => AblationKind::Counterfactual,
+            Self::Mean(_) => AblationKind::Mean,
+            Self::MeanPositional(_) => AblationKind::MeanPositional,
+            Self::Zero => AblationKind::Zero,
+        }
+    }
+
     /// Fits means over the `reference` prompts (MIB: the clean prompts of a reference split), real
     /// tokens only, padding excluded; counterfactual and zero need no reference.
     pub fn fit(
