@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::config::{Llama3RopeScaling, PositionEncoding, RopeLayout};
+use crate::rules::{GradientRules, scale_grad};
 
 /// Builds a parameter from row-major f32 data, the form every loader produces.
 pub fn param<B: Backend, const D: usize>(
@@ -48,10 +49,11 @@ pub enum Norm<B: Backend> {
 
 impl<B: Backend> Norm<B> {
     /// Normalises the last dimension; works on any rank, so per-head input copies need no reshaping.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    /// With `rules.freeze_norm` the statistic (σ or rms) is a constant in backward (GIM rule 1).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, rules: &GradientRules) -> Tensor<B, D> {
         match self {
-            Norm::Layer(n) => n.forward(x),
-            Norm::Rms(n) => n.forward(x),
+            Norm::Layer(n) => n.forward(x, rules.freeze_norm),
+            Norm::Rms(n) => n.forward(x, rules.freeze_norm),
         }
     }
 }
@@ -65,9 +67,11 @@ pub struct LayerNorm<B: Backend> {
 }
 
 impl<B: Backend> LayerNorm<B> {
-    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    fn forward<const D: usize>(&self, x: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {
         let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let normed = (x - mean) / (var + self.eps).sqrt();
+        let sigma = (var + self.eps).sqrt();
+        let sigma = if freeze { sigma.detach() } else { sigma };
+        let normed = (x - mean) / sigma;
         normed * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
     }
 }
@@ -80,8 +84,9 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
-    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    fn forward<const D: usize>(&self, x: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {
         let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+        let rms = if freeze { rms.detach() } else { rms };
         (x / rms) * self.weight.val().unsqueeze()
     }
 }
@@ -109,11 +114,16 @@ pub struct GatedMlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Maps the normalised MLP input to the MLP's contribution to the residual stream.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// Maps the normalised MLP input to the MLP's contribution to the residual stream; in the gated
+    /// MLP each operand of the product gets its gradient scaled by `rules` (GIM rule 4).
+    pub fn forward(&self, x: Tensor<B, 3>, rules: &GradientRules) -> Tensor<B, 3> {
         match self {
             Mlp::Gelu(m) => m.fc_out.forward(gelu_approximate(m.fc_in.forward(x))),
-            Mlp::Gated(m) => m.down.forward(silu(m.gate.forward(x.clone())) * m.up.forward(x)),
+            Mlp::Gated(m) => {
+                let gate = scale_grad(silu(m.gate.forward(x.clone())), rules.gate_scale);
+                let up = scale_grad(m.up.forward(x), rules.up_scale);
+                m.down.forward(gate * up)
+            }
         }
     }
 }

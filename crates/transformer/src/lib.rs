@@ -13,6 +13,7 @@ pub mod layers;
 pub mod llama;
 pub mod load;
 pub mod model;
+pub mod rules;
 pub mod tokenizer;
 pub mod weights;
 
@@ -21,6 +22,7 @@ pub use error::LoadError;
 pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
 pub use load::{load_model, LoadedModel, LocalModel, ModelSpec};
 pub use model::{Batch, BatchError, Readout, Transformer};
+pub use rules::GradientRules;
 pub use tokenizer::Tokenizer;
 
 /// The CPU backend every test and default command runs on.

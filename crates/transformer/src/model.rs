@@ -2,13 +2,13 @@
 //! through [`Hooks`]. Architecture files (`gpt2.rs`, `llama.rs`) only map configs and weights onto it.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, PositionEncoding};
 use crate::hooks::{AttentionInput, Hooks, NoHooks};
 use crate::layers::{Linear, Mlp, Norm, RopeTables};
+use crate::rules::{GradientRules, attention_softmax, scale_grad};
 
 /// Multi-head (optionally grouped-query) self-attention whose heads can be read and fed one by one.
 #[derive(Module, Debug)]
@@ -195,7 +195,9 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Returns the attention's contribution to the residual stream (with b_O), calling
-    /// `hooks.head_outputs` with the per-head outputs when the hooks want them.
+    /// `hooks.head_outputs` with the per-head outputs when the hooks want them; `rules` shape the
+    /// backward of the norm, the q/k/v projections and the pattern softmax.
+    #[allow(clippy::too_many_arguments)]
     fn forward<H: Hooks<B>>(
         &self,
         layer: usize,
@@ -204,10 +206,11 @@ impl<B: Backend> Attention<B> {
         mask: &Tensor<B, 4, Bool>,
         rope: Option<&RopeTables<B>>,
         hooks: &mut H,
+        rules: &GradientRules,
     ) -> Tensor<B, 3> {
         let (q, k, v) = match input {
             AttentionInput::Shared(resid) => {
-                let x = norm.forward(resid);
+                let x = norm.forward(resid, rules);
                 (
                     self.project_shared(&self.q, self.n_heads, x.clone()),
                     self.project_shared(&self.k, self.n_kv_heads, x.clone()),
@@ -215,18 +218,19 @@ impl<B: Backend> Attention<B> {
                 )
             }
             AttentionInput::PerHead { q, k, v } => (
-                self.project_per_head(&self.q, self.n_heads, norm.forward(q)),
-                self.project_per_head(&self.k, self.n_kv_heads, norm.forward(k)),
-                self.project_per_head(&self.v, self.n_kv_heads, norm.forward(v)),
+                self.project_per_head(&self.q, self.n_heads, norm.forward(q, rules)),
+                self.project_per_head(&self.k, self.n_kv_heads, norm.forward(k, rules)),
+                self.project_per_head(&self.v, self.n_kv_heads, norm.forward(v, rules)),
             ),
         };
+        let (q, k, v) = (scale_grad(q, rules.q_scale), scale_grad(k, rules.k_scale), scale_grad(v, rules.v_scale));
         let (q, k) = match rope {
             Some(r) => (r.apply(q), r.apply(k)),
             None => (q, k),
         };
         let scale = (self.d_head as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        let pattern = softmax(scores.mask_fill(mask.clone(), f32::NEG_INFINITY), 3);
+        let pattern = attention_softmax(scores.mask_fill(mask.clone(), f32::NEG_INFINITY), rules.softmax_temperature);
         let z = pattern.matmul(v); // [b, h, t, d_head]
         let [b, h, t, dh] = z.dims();
 
@@ -253,6 +257,17 @@ impl<B: Backend> Transformer<B> {
 
     /// Forward pass with interception: every node output and destination input passes through `hooks`.
     pub fn forward_with<H: Hooks<B>>(&self, batch: &Batch<B>, readout: &Readout, hooks: &mut H) -> Tensor<B, 3> {
+        self.forward_with_rules(batch, readout, hooks, &GradientRules::IDENTITY)
+    }
+
+    /// [`Transformer::forward_with`] whose backward pass follows `rules` (GIM); the logits are unchanged.
+    pub fn forward_with_rules<H: Hooks<B>>(
+        &self,
+        batch: &Batch<B>,
+        readout: &Readout,
+        hooks: &mut H,
+        rules: &GradientRules,
+    ) -> Tensor<B, 3> {
         let device = self.token_embedding.device();
         let [b, t] = batch.ids.dims();
         let d = self.config.d_model;
@@ -271,10 +286,10 @@ impl<B: Backend> Transformer<B> {
         let rope = RopeTables::new(&self.config.positions, self.config.d_head, t, &device);
         for (layer, block) in self.blocks.iter().enumerate() {
             let input = hooks.attention_input(layer, resid.clone());
-            let attn = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), hooks);
+            let attn = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), hooks, rules);
             resid = resid + attn;
             let mlp_in = hooks.mlp_input(layer, resid.clone());
-            let mlp_out = hooks.mlp_output(layer, block.mlp.forward(block.mlp_norm.forward(mlp_in)));
+            let mlp_out = hooks.mlp_output(layer, block.mlp.forward(block.mlp_norm.forward(mlp_in, rules), rules));
             resid = resid + mlp_out;
         }
 
@@ -284,7 +299,7 @@ impl<B: Backend> Transformer<B> {
             Readout::LastToken => gather_positions(final_in, batch.lengths.iter().map(|l| l - 1)),
             Readout::At(positions) => gather_positions(final_in, positions.iter().copied()),
         };
-        self.unembed(self.final_norm.forward(read))
+        self.unembed(self.final_norm.forward(read, rules))
     }
 
     /// Maps normed residuals [b, n, d_model] to logits [b, n, vocab].
