@@ -4,8 +4,10 @@
 pub mod exact;
 pub mod gradient;
 pub mod ifr;
+pub mod method;
 pub mod probes;
 pub mod random;
 pub mod scores;
 
+pub use method::{run_method, Method, MethodError, RunOptions, METHOD_NAMES};
 pub use scores::{EdgeScores, PassCount, ScoresError};
