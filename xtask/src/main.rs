@@ -1,8 +1,11 @@
 //! `cargo xtask`: circuitbench's command line.
 
+mod attribute;
+mod eval;
 mod perf;
+mod tasks_cmd;
 
-use perf::forward as perf_forward;
+use perf::{forward as perf_forward, methods as perf_methods};
 
 use std::path::PathBuf;
 
@@ -39,6 +42,15 @@ enum Command {
         #[arg(long)]
         model: String,
     },
+    /// Task datasets: generate the committed files, or check how a model does on them.
+    Tasks {
+        #[command(subcommand)]
+        command: tasks_cmd::TasksCommand,
+    },
+    /// Score every edge of a model's graph on a task with one attribution method; write EAP-IG JSON.
+    Attribute(attribute::AttributeArgs),
+    /// Faithfulness curve, CPR and CMD of a scored circuit file on a task.
+    Eval(eval::EvalArgs),
     /// Performance benchmarks.
     Perf {
         #[command(subcommand)]
@@ -71,6 +83,8 @@ macro_rules! on_device {
 enum PerfBench {
     /// Forward-pass throughput (tokens/s, GFLOP/s) beside plain f32 matmul on the same shapes.
     Forward(perf::ForwardArgs),
+    /// Every attribution method on the same pairs: time, passes, peak memory, Spearman vs exact.
+    Methods(perf::MethodsArgs),
 }
 
 fn main() -> Result<()> {
@@ -87,6 +101,10 @@ fn main() -> Result<()> {
         Command::Logits { model, prompt, top, device } => on_device!(device, logits(&model, &prompt, top))?,
         Command::Graph { model } => print_graph(&model)?,
         Command::Perf { bench: PerfBench::Forward(args) } => on_device!(args.device, perf_forward(&args))?,
+        Command::Tasks { command } => tasks_cmd::run(command)?,
+        Command::Attribute(args) => attribute::run(&args)?,
+        Command::Eval(args) => eval::run(&args)?,
+        Command::Perf { bench: PerfBench::Methods(args) } => on_device!(args.device, perf_methods(&args))?,
     }
     Ok(())
 }

@@ -112,3 +112,111 @@ pub fn forward<B: Backend>(device: &B::Device, args: &ForwardArgs) -> Result<()>
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
+
+/// Options of the method comparison.
+#[derive(clap::Args)]
+pub struct MethodsArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    #[arg(long, default_value = "ioi")]
+    task: tasks::TaskKind,
+    /// Discovery pairs from the train split.
+    #[arg(long, default_value_t = 16)]
+    examples: usize,
+    /// Edges sampled (seeded) for the Spearman comparison with exact patching.
+    #[arg(long, default_value_t = 300)]
+    sample_edges: usize,
+    /// Methods to compare (default: all but exact, which is the reference).
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, value_enum, default_value_t = crate::Device::Cpu)]
+    pub device: crate::Device,
+}
+
+/// Peak resident memory since the last reset, in MiB (Linux; None elsewhere).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets the peak-RSS counter so each method's peak is its own (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Spearman rank correlation (average ranks for ties).
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for &k in &idx[i..=j] {
+                r[k] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// Runs each method on the same discovery pairs and prints wall time, passes, peak memory and the
+/// Spearman correlation of its scores with exact patching on a seeded sample of edges.
+pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()> {
+    use attribution::{run_method, Method, RunOptions, METHOD_NAMES};
+    use burn::backend::Autodiff;
+    use rand::{SeedableRng, seq::index::sample};
+
+    let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
+    let cfg = loaded.model.config.clone();
+    let graph = graph::Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let mut examples = tasks::load_split(&crate::tasks_cmd::default_dir(), args.task, tasks::Split::Train)?;
+    examples.truncate(args.examples);
+    let pairs = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
+    let all: Vec<(usize, usize)> = graph.edges().collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let sampled: Vec<(usize, usize)> = sample(&mut rng, all.len(), args.sample_edges.min(all.len())).into_iter().map(|i| all[i]).collect();
+    let options = RunOptions { batch_size: args.batch, edges_per_pass: 16 };
+    let ablation = patching::AblationKind::Counterfactual;
+
+    let start = Instant::now();
+    let exact = run_method(&loaded.model, &graph, &pairs, &Method::Exact { edges: Some(sampled.clone()) }, ablation, options)?;
+    println!("{} {} pairs, exact on {} sampled edges: {:.1} s", args.model, pairs.len(), sampled.len(), start.elapsed().as_secs_f64());
+    let at = |s: &attribution::EdgeScores| -> Vec<f64> { sampled.iter().map(|&(f, b)| s.values[f * graph.n_bwd() + b] as f64).collect() };
+    let reference = at(&exact);
+
+    let names: Vec<String> = if args.methods.is_empty() {
+        METHOD_NAMES.iter().filter(|&&m| m != "exact").map(|m| m.to_string()).collect()
+    } else {
+        args.methods.clone()
+    };
+    println!("{:<20} {:>9} {:>6} {:>6} {:>10} {:>10}", "method", "seconds", "fwd", "bwd", "peak MiB", "spearman");
+    for name in names {
+        let method = Method::parse(&name, 5, 0)?;
+        reset_peak_rss();
+        let start = Instant::now();
+        let scores = run_method(&loaded.model, &graph, &pairs, &method, ablation, options)?;
+        let secs = start.elapsed().as_secs_f64();
+        let peak = peak_rss_mib().map_or("?".into(), |p| format!("{p:.0}"));
+        println!(
+            "{:<20} {:>9.1} {:>6} {:>6} {:>10} {:>10.3}",
+            name, secs, scores.passes.forward, scores.passes.backward, peak, spearman(&at(&scores), &reference)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! MIB-style tasks: clean / counterfactual prompt pairs with their answers, generated here or loaded
+//! from files (our JSONL, MIB's hub parquet), and prepared for one model (tokenized, filtered, every
+//! drop counted).
+
+pub mod drops;
+pub mod error;
+pub mod example;
+pub mod generate;
+pub mod hub;
+pub mod jsonl;
+pub mod prepare;
+mod record;
+mod rng;
+
+pub use drops::{DropReason, Drops};
+pub use error::{Record, TaskError};
+pub use example::{CounterfactualKind, Example, Split, TaskKind, UnknownName};
+pub use generate::{DEFAULT_SEED, GENERATOR_VERSION, SplitSizes, default_sizes, generate};
+pub use jsonl::{load_split, read_jsonl, split_path, write_jsonl};
+pub use prepare::{BosPolicy, PrepareOptions, Prepared, PreparedPair, prepare};
