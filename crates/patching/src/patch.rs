@@ -1,7 +1,9 @@
 //! The patched forward pass: per-edge masks applied at every destination's input.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use std::ops::Range;
+
+use burn::tensor::{Int, Tensor, TensorData};
 use graph::Graph;
 use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
@@ -15,8 +17,9 @@ use crate::metric::logit_differences;
 pub struct EdgeMasks<B: Backend> {
     /// [replicas, n_fwd, n_bwd]; entries that are not real edges are ignored.
     pub keep: Tensor<B, 3>,
-    /// Per replica: whether every edge is kept (lets the engine skip work); None for soft masks.
-    all_kept_hint: Option<Vec<bool>>,
+    /// The same masks on the host when they are hard (0/1): lets the engine touch only the sources
+    /// that matter. None for soft masks, which take the dense path.
+    hard: Option<Vec<Vec<bool>>>,
 }
 
 impl<B: Backend> EdgeMasks<B> {
@@ -28,16 +31,15 @@ impl<B: Backend> EdgeMasks<B> {
             assert_eq!(mask.len(), n_fwd * n_bwd, "an edge mask has one entry per [n_fwd × n_bwd] cell");
             data.extend(mask.iter().map(|&k| if k { 1.0f32 } else { 0.0 }));
         }
-        let all_kept = masks.iter().map(|m| graph.edges().all(|(f, b)| m[f * n_bwd + b])).collect();
         Self {
             keep: Tensor::from_data(TensorData::new(data, [masks.len(), n_fwd, n_bwd]), device),
-            all_kept_hint: Some(all_kept),
+            hard: Some(masks.iter().map(|m| m.to_vec()).collect()),
         }
     }
 
     /// Soft or learned masks given directly as a [replicas, n_fwd, n_bwd] tensor.
     pub fn from_tensor(keep: Tensor<B, 3>) -> Self {
-        Self { keep, all_kept_hint: None }
+        Self { keep, hard: None }
     }
 
     /// Number of replicas (masks) the batch is repeated for.
@@ -46,47 +48,62 @@ impl<B: Backend> EdgeMasks<B> {
     }
 }
 
-/// Ablation weights (1 − keep) of one destination group, restricted to its upstream sources:
-/// [replicas, n_dst, n_upstream].
-fn group_weights<B: Backend>(keep: &Tensor<B, 3>, upstream: usize, dst: std::ops::Range<usize>) -> Tensor<B, 3> {
-    let r = keep.dims()[0];
-    let ablate = keep.clone().slice([0..r, 0..upstream, dst]).neg() + 1.0;
-    ablate.swap_dims(1, 2)
+/// The destination slots of one layer group and the sources upstream of them.
+#[derive(Debug, Clone)]
+struct Group {
+    upstream: usize,
+    dst: Range<usize>,
+}
+
+/// What a group's destinations add to the residual they read.
+enum Term<B: Backend> {
+    /// Nothing: every edge into the group is kept in every replica.
+    Nothing,
+    /// The same term [replicas, pairs·pos·d] for every destination of the group.
+    Shared(Tensor<B, 2>),
+    /// One term per destination: [replicas, n_dst, pairs·pos·d].
+    PerDestination(Tensor<B, 3>),
 }
 
 /// Hooks that run a batch of `pairs` rows repeated once per mask replica (rows replica-major) with
 /// every destination reading `resid + Σ_u (1 − keep[u,v]) (ablated_u − actual_u)`.
+///
+/// With hard masks, each group uses whichever of two exact forms touches fewer sources: the sum
+/// over ablated edges as written, or `resid + Σ_u δ_u − Σ_u keep[u,v] δ_u` over kept edges (the
+/// running sum Σ_u δ_u is maintained as sources are produced). Small circuits and near-complete
+/// circuits are therefore cheap, and a group with nothing kept reads one shared residual.
 pub struct PatchHooks<B: Backend> {
     graph: Graph,
     /// Ablated node outputs [n_fwd, pairs, pos, d_model] (the counterfactual run's, means, or zeros).
     ablated: Tensor<B, 4>,
+    keep: Tensor<B, 3>,
+    hard: Option<Vec<Vec<bool>>>,
     replicas: usize,
-    attention: Vec<Option<Tensor<B, 3>>>,
-    mlp: Vec<Option<Tensor<B, 3>>>,
-    logits: Option<Tensor<B, 3>>,
-    /// (ablated − actual) of the sources produced so far, [replicas, k, pairs·pos·d] chunks.
-    deltas: Vec<Tensor<B, 3>>,
+    /// (ablated − actual) of the sources produced so far: (first source index, [replicas, k, pairs·pos·d]).
+    deltas: Vec<(usize, Tensor<B, 3>)>,
+    /// Σ of all deltas so far, [replicas, pairs·pos·d] (hard masks only).
+    delta_sum: Option<Tensor<B, 2>>,
     produced: usize,
     /// False when every mask keeps every edge: nothing to patch, nothing to record.
     active: bool,
 }
 
 impl<B: Backend> PatchHooks<B> {
-    /// Prepares the per-layer weights; `ablated` is [n_fwd, pairs, pos, d_model].
+    /// Prepares the engine; `ablated` is [n_fwd, pairs, pos, d_model].
     pub fn new(graph: Graph, masks: &EdgeMasks<B>, ablated: Tensor<B, 4>) -> Self {
-        let replicas = masks.replicas();
-        let all_kept = masks.all_kept_hint.as_ref().is_some_and(|k| k.iter().all(|&x| x));
-        let weights = |upstream: usize, dst: std::ops::Range<usize>| {
-            (!all_kept).then(|| group_weights(&masks.keep, upstream, dst))
-        };
-        let (mut attention, mut mlp) = (Vec::new(), Vec::new());
-        for layer in graph.layers() {
-            let upstream = layer.heads_fwd.start;
-            attention.push(weights(upstream, layer.q_bwd.start..layer.v_bwd.end));
-            mlp.push(weights(layer.mlp_fwd, layer.mlp_bwd..layer.mlp_bwd + 1));
+        let n_bwd = graph.n_bwd();
+        let all_kept = masks.hard.as_ref().is_some_and(|h| h.iter().all(|m| graph.edges().all(|(f, b)| m[f * n_bwd + b])));
+        Self {
+            graph,
+            ablated,
+            keep: masks.keep.clone(),
+            hard: masks.hard.clone(),
+            replicas: masks.replicas(),
+            deltas: Vec::new(),
+            delta_sum: None,
+            produced: 0,
+            active: !all_kept,
         }
-        let logits = weights(graph.n_fwd(), graph.n_bwd() - 1..graph.n_bwd());
-        Self { graph, ablated, replicas, attention, mlp, logits, deltas: Vec::new(), produced: 0, active: !all_kept }
     }
 
     /// Records (ablated − actual) for the next `k` sources, given actual outputs [k, rows, pos, d].
@@ -104,28 +121,81 @@ impl<B: Backend> PatchHooks<B> {
             .slice([start..start + k, 0..ablated_pairs, 0..t, 0..d])
             .unsqueeze_dim(1);
         let actual: Tensor<B, 5> = actual.reshape([k, self.replicas, pairs, t, d]);
-        let delta = ablated - actual; // [k, R, pairs, t, d]
-        self.deltas.push(delta.swap_dims(0, 1).reshape([self.replicas, k, pairs * t * d]));
+        let delta = (ablated - actual).swap_dims(0, 1).reshape([self.replicas, k, pairs * t * d]);
+        if self.hard.is_some() {
+            let chunk_sum: Tensor<B, 2> = delta.clone().sum_dim(1).squeeze_dim(1);
+            self.delta_sum = Some(match self.delta_sum.take() {
+                Some(sum) => sum + chunk_sum,
+                None => chunk_sum,
+            });
+        }
+        self.deltas.push((start, delta));
         self.produced += k;
     }
 
-    /// Σ_u w[·,u] δ_u for one destination group: [replicas, n_dst, pairs·pos·d].
-    fn patch_term(&mut self, weights: &Tensor<B, 3>) -> Tensor<B, 3> {
-        if self.deltas.len() > 1 {
-            let all = Tensor::cat(std::mem::take(&mut self.deltas), 1);
-            self.deltas.push(all);
+    /// δ of the given sources (ascending), [replicas, rows, pairs·pos·d], gathered chunk by chunk.
+    fn gather(&self, rows: &[usize]) -> Tensor<B, 3> {
+        let mut parts = Vec::new();
+        for (start, chunk) in &self.deltas {
+            let k = chunk.dims()[1];
+            let local: Vec<i64> = rows.iter().filter(|&&u| u >= *start && u < start + k).map(|&u| (u - start) as i64).collect();
+            if local.len() == k {
+                parts.push(chunk.clone());
+            } else if !local.is_empty() {
+                let n = local.len();
+                let index = Tensor::<B, 1, Int>::from_data(TensorData::new(local, [n]), &chunk.device());
+                parts.push(chunk.clone().select(1, index));
+            }
         }
-        weights.clone().matmul(self.deltas[0].clone())
+        Tensor::cat(parts, 1)
     }
 
-    /// Adds a group's single-destination patch term to a residual [rows, pos, d].
-    fn patch_residual(&mut self, weights: Option<Tensor<B, 3>>, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        match weights {
-            None => resid,
-            Some(w) => {
-                let dims = resid.dims();
-                resid + self.patch_term(&w).reshape(dims)
+    /// The patch term of one group of destinations.
+    fn term(&self, group: &Group) -> Term<B> {
+        if !self.active {
+            return Term::Nothing;
+        }
+        let Some(hard) = &self.hard else {
+            // Soft masks: the dense form over every upstream source.
+            let r = self.replicas;
+            let ablate = self.keep.clone().slice([0..r, 0..group.upstream, group.dst.clone()]).neg() + 1.0;
+            let rows: Vec<usize> = (0..group.upstream).collect();
+            return Term::PerDestination(ablate.swap_dims(1, 2).matmul(self.gather(&rows)));
+        };
+        let n_bwd = self.graph.n_bwd();
+        let is_edge = |u: usize, v: usize| self.graph.is_edge(u, v);
+        let touched = |want_kept: bool| -> Vec<usize> {
+            (0..group.upstream)
+                .filter(|&u| hard.iter().any(|m| group.dst.clone().any(|v| is_edge(u, v) && m[u * n_bwd + v] == want_kept)))
+                .collect()
+        };
+        let (ablated_rows, kept_rows) = (touched(false), touched(true));
+        let direct = ablated_rows.len() <= kept_rows.len();
+        let rows = if direct { ablated_rows } else { kept_rows };
+        let sum = || self.delta_sum.clone().expect("sources are produced before they are read");
+        if rows.is_empty() {
+            return if direct { Term::Nothing } else { Term::Shared(sum()) };
+        }
+        // Weights [replicas, n_dst, rows]: (1 − keep) in the direct form, keep in the complement.
+        let mut w = Vec::with_capacity(self.replicas * group.dst.len() * rows.len());
+        for m in hard {
+            for v in group.dst.clone() {
+                w.extend(rows.iter().map(|&u| if m[u * n_bwd + v] != direct { 1.0f32 } else { 0.0 }));
             }
+        }
+        let device = self.keep.device();
+        let w = Tensor::<B, 3>::from_data(TensorData::new(w, [self.replicas, group.dst.len(), rows.len()]), &device);
+        let weighted = w.matmul(self.gather(&rows));
+        Term::PerDestination(if direct { weighted } else { sum().unsqueeze_dim::<3>(1) - weighted })
+    }
+
+    /// Adds a single-destination group's term to a residual [rows, pos, d].
+    fn patch_residual(&mut self, group: Group, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dims = resid.dims();
+        match self.term(&group) {
+            Term::Nothing => resid,
+            Term::Shared(term) => resid + term.reshape(dims),
+            Term::PerDestination(term) => resid + term.reshape(dims),
         }
     }
 }
@@ -141,13 +211,17 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 
     fn attention_input(&mut self, layer: usize, resid: Tensor<B, 3>) -> AttentionInput<B> {
-        let Some(weights) = self.attention[layer].clone() else {
-            return AttentionInput::Shared(resid);
-        };
+        let indices = self.graph.layer(layer).expect("the model and the graph have the same layers");
+        let group = Group { upstream: indices.heads_fwd.start, dst: indices.q_bwd.start..indices.v_bwd.end };
         let h = self.graph.shape().n_heads;
         let [rows, t, d] = resid.dims();
         let pairs = rows / self.replicas;
-        let term: Tensor<B, 6> = self.patch_term(&weights).reshape([self.replicas, 3, h, pairs, t, d]);
+        let term = match self.term(&group) {
+            Term::Nothing => return AttentionInput::Shared(resid),
+            Term::Shared(sum) => return AttentionInput::Shared(resid + sum.reshape([rows, t, d])),
+            Term::PerDestination(term) => term,
+        };
+        let term: Tensor<B, 6> = term.reshape([self.replicas, 3, h, pairs, t, d]);
         let slot = |s: usize| -> Tensor<B, 4> {
             let part: Tensor<B, 5> = term.clone().slice([0..self.replicas, s..s + 1, 0..h, 0..pairs, 0..t, 0..d]).squeeze_dim(1);
             let per_head = part.permute([0, 2, 3, 1, 4]).reshape([rows, t, h, d]);
@@ -162,8 +236,8 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 
     fn mlp_input(&mut self, layer: usize, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        let weights = self.mlp[layer].clone();
-        self.patch_residual(weights, resid)
+        let indices = self.graph.layer(layer).expect("the model and the graph have the same layers");
+        self.patch_residual(Group { upstream: indices.mlp_fwd, dst: indices.mlp_bwd..indices.mlp_bwd + 1 }, resid)
     }
 
     fn mlp_output(&mut self, _layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -172,8 +246,8 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 
     fn final_input(&mut self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        let weights = self.logits.clone();
-        self.patch_residual(weights, resid)
+        let n_bwd = self.graph.n_bwd();
+        self.patch_residual(Group { upstream: self.graph.n_fwd(), dst: n_bwd - 1..n_bwd }, resid)
     }
 }
 

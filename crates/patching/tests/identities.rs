@@ -191,3 +191,30 @@ fn means_are_averages_over_real_tokens() {
     }
     assert!(max_abs_diff(&values(mean), &total) < 1e-5);
 }
+
+#[test]
+fn sparse_forms_of_hard_masks_equal_the_dense_form() {
+    let model = tiny();
+    let device = Default::default();
+    let graph = graph_of(&model);
+    let clean = vec![vec![5, 17, 42, 8, 3], vec![9, 9, 4, 60, 2]];
+    let corrupt = vec![vec![5, 30, 42, 8, 3], vec![9, 11, 4, 61, 2]];
+    let cfg = &model.model.config;
+    let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();
+    // Masks keeping few, about half, and most edges, so both sparse forms and every term kind run.
+    let masks: Vec<Vec<bool>> = [7usize, 2, 1]
+        .iter()
+        .map(|&every| (0..graph.n_fwd() * graph.n_bwd()).map(|i| i % every == 0 || (every == 1 && i % 13 != 0)).collect())
+        .collect();
+    let refs: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
+    let rows: Vec<Vec<u32>> = refs.iter().flat_map(|_| clean.iter().cloned()).collect();
+    let batch = Batch::new(&rows, cfg, &device).unwrap();
+    let hard = EdgeMasks::from_bools(&graph, &refs, &device);
+    let soft = EdgeMasks::from_tensor(hard.keep.clone());
+    let run = |masks: &EdgeMasks<B>| {
+        let mut hooks = PatchHooks::new(graph, masks, ablated.clone());
+        values(model.model.forward_with(&batch, &Readout::LastToken, &mut hooks))
+    };
+    let diff = max_abs_diff(&run(&hard), &run(&soft));
+    assert!(diff < 1e-4, "sparse and dense patching differ by {diff}");
+}
