@@ -43,7 +43,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 16)]
     batch: usize,
     /// Circuits run side by side in one patched pass.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     masks_per_pass: usize,
     /// Datasets directory (default: the workspace's tasks/).
     #[arg(long)]

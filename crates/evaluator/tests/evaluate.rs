@@ -55,7 +55,7 @@ fn full_and_empty_circuits_bracket_the_curve() {
     assert!((result.m_circuits[0] - result.m_full).abs() < 1e-4, "the full circuit is the model");
     let f = faithfulness(result.m_circuits[0], result.m_full, result.m_empty).unwrap();
     assert!((f - 1.0).abs() < 1e-3);
-    assert_eq!(result.passes, 2 * 1 + 1, "one batch: clean, counterfactual, one patched pass of two masks");
+    assert_eq!(result.passes, 2 + 2, "one batch: clean, counterfactual, then one patched pass per mask (empty, full)");
 }
 
 #[test]

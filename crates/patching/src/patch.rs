@@ -79,8 +79,9 @@ pub struct PatchHooks<B: Backend> {
     keep: Tensor<B, 3>,
     hard: Option<Vec<Vec<bool>>>,
     replicas: usize,
-    /// (ablated − actual) of the sources produced so far: (first source index, [replicas, k, pairs·pos·d]).
-    deltas: Vec<(usize, Tensor<B, 3>)>,
+    /// (ablated − actual) of every source, [replicas, n_fwd, pairs·pos·d], filled as sources are
+    /// produced (written in place: the engine holds the only reference between groups).
+    deltas: Option<Tensor<B, 3>>,
     /// Σ of all deltas so far, [replicas, pairs·pos·d] (hard masks only).
     delta_sum: Option<Tensor<B, 2>>,
     produced: usize,
@@ -99,7 +100,7 @@ impl<B: Backend> PatchHooks<B> {
             keep: masks.keep.clone(),
             hard: masks.hard.clone(),
             replicas: masks.replicas(),
-            deltas: Vec::new(),
+            deltas: None,
             delta_sum: None,
             produced: 0,
             active: !all_kept,
@@ -129,25 +130,26 @@ impl<B: Backend> PatchHooks<B> {
                 None => chunk_sum,
             });
         }
-        self.deltas.push((start, delta));
+        let width = pairs * t * d;
+        let buffer = match self.deltas.take() {
+            Some(buffer) => buffer,
+            None => Tensor::zeros([self.replicas, self.graph.n_fwd(), width], &delta.device()),
+        };
+        self.deltas = Some(buffer.slice_assign([0..self.replicas, start..start + k, 0..width], delta));
         self.produced += k;
     }
 
-    /// δ of the given sources (ascending), [replicas, rows, pairs·pos·d], gathered chunk by chunk.
+    /// δ of the given sources (ascending), [replicas, rows, pairs·pos·d]; a leading run 0..n is a
+    /// view of the buffer, anything else a gather.
     fn gather(&self, rows: &[usize]) -> Tensor<B, 3> {
-        let mut parts = Vec::new();
-        for (start, chunk) in &self.deltas {
-            let k = chunk.dims()[1];
-            let local: Vec<i64> = rows.iter().filter(|&&u| u >= *start && u < start + k).map(|&u| (u - start) as i64).collect();
-            if local.len() == k {
-                parts.push(chunk.clone());
-            } else if !local.is_empty() {
-                let n = local.len();
-                let index = Tensor::<B, 1, Int>::from_data(TensorData::new(local, [n]), &chunk.device());
-                parts.push(chunk.clone().select(1, index));
-            }
+        let buffer = self.deltas.clone().expect("sources are produced before they are read");
+        let [r, _, width] = buffer.dims();
+        if rows.iter().enumerate().all(|(i, &u)| i == u) {
+            return buffer.slice([0..r, 0..rows.len(), 0..width]);
         }
-        Tensor::cat(parts, 1)
+        let index: Vec<i64> = rows.iter().map(|&u| u as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &buffer.device());
+        buffer.select(1, index)
     }
 
     /// The patch term of one group of destinations.
