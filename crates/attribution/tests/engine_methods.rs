@@ -133,3 +133,24 @@ fn exact_rejects_non_edges() {
     let last = graph.n_fwd() - 1; // m1 cannot feed a0's heads
     assert!(exact_scores(&model.model, &graph, &pairs(), Some(&[(last, 0)]), &Ablation::Counterfactual, ExactOptions::default()).is_err());
 }
+
+#[test]
+fn exact_runs_on_a_chosen_subset_of_smollm2() {
+    let loaded = transformer::load_model::<B>("smollm2-135m", &Default::default()).unwrap();
+    let graph = graph_of(&loaded);
+    let enc = |s: &str| loaded.tokenizer.encode(s).unwrap();
+    let name = |s: &str| enc(s).last().copied().unwrap();
+    let pairs = vec![PreparedPair {
+        clean: enc("When Mary and John went to the store, John gave a drink to"),
+        counterfactual: enc("When Mary and John went to the store, Mary gave a drink to"),
+        correct: name(" Mary"),
+        incorrect: name(" John"),
+    }];
+    let edges = [graph.parse_edge_name("m29->logits").unwrap(), graph.parse_edge_name("input->a0.h0<q>").unwrap()];
+    let scores = exact_scores(&loaded.model, &graph, &pairs, Some(&edges), &Ablation::Counterfactual, ExactOptions::default()).unwrap();
+    let scored: Vec<f32> = edges.iter().map(|&(f, b)| scores.values[f * graph.n_bwd() + b]).collect();
+    assert!(scored.iter().all(|v| v.is_finite()) && scored[0] != 0.0, "{scored:?}");
+    let others = scores.values.iter().filter(|&&v| v != 0.0).count();
+    assert!(others <= 2, "only the chosen edges are scored");
+    assert_eq!(scores.passes.forward, 3, "clean, counterfactual, one pass for both edges");
+}
