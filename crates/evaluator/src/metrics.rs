@@ -15,7 +15,7 @@ pub const MIN_EFFECT: f64 = 1e-3;
 /// f(C) = (m(C) − m(∅)) / (m(N) − m(∅)), each m a mean over the evaluation split (a ratio of means).
 pub fn faithfulness(m_circuit: f64, m_full: f64, m_empty: f64) -> Result<f64, FaithfulnessUndefined> {
     let effect = m_full - m_empty;
-    if !(effect.abs() >= MIN_EFFECT) {
+    if effect.is_nan() || effect.abs() < MIN_EFFECT {
         return Err(FaithfulnessUndefined { m_full, m_empty, threshold: MIN_EFFECT });
     }
     Ok((m_circuit - m_empty) / effect)

@@ -197,7 +197,7 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     let model = tiny();
     let device = Default::default();
     let graph = graph_of(&model);
-    let clean = vec![vec![5, 17, 42, 8, 3], vec![9, 9, 4, 60, 2]];
+    let clean = [vec![5, 17, 42, 8, 3], vec![9, 9, 4, 60, 2]];
     let corrupt = vec![vec![5, 30, 42, 8, 3], vec![9, 11, 4, 61, 2]];
     let cfg = &model.model.config;
     let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();

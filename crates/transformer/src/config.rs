@@ -106,13 +106,13 @@ impl ModelConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(format!(
                 "n_heads ({}) must be a multiple of n_kv_heads ({})",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if matches!(self.positions, PositionEncoding::Rope { .. }) && self.d_head % 2 != 0 {
+        if matches!(self.positions, PositionEncoding::Rope { .. }) && !self.d_head.is_multiple_of(2) {
             return Err(format!("rotary embedding needs an even d_head, got {}", self.d_head));
         }
         if self.pad_token_id as usize >= self.vocab_size {

@@ -61,7 +61,7 @@ impl Gpt2Config {
                 message: "GPT-2 checkpoints with an untied unembedding are not supported".into(),
             });
         }
-        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
             return Err(LoadError::ConfigField {
                 path: path.into(),
                 field: "n_head".into(),
