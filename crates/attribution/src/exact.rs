@@ -5,7 +5,7 @@
 use burn::tensor::backend::Backend;
 use graph::Graph;
 use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
-use tasks::PreparedPair;
+use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 
 use crate::scores::{EdgeScores, PassCount};
@@ -65,13 +65,11 @@ pub fn exact_scores<B: Backend>(
     let mut passes = PassCount::default();
 
     for chunk in pairs.chunks(options.batch_size.max(1)) {
-        let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
-        let counterfactual: Vec<Vec<u32>> = chunk.iter().map(|p| p.counterfactual.clone()).collect();
-        let answers: Vec<(u32, u32)> = chunk.iter().map(|p| (p.correct, p.incorrect)).collect();
+        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
         let clean_m = logit_differences(model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1), &answers, 1);
         let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
-        passes.forward += if matches!(ablation, Ablation::Counterfactual) { 2 } else { 1 };
+        passes.forward += 1 + ablation.forward_passes();
 
         for (group_index, group) in edges.chunks(options.edges_per_pass.max(1)).enumerate() {
             let masks: Vec<Vec<bool>> = group

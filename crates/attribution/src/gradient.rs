@@ -11,7 +11,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use graph::Graph;
 use patching::{Ablation, AblationError};
-use tasks::PreparedPair;
+use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
 use crate::probes::{GradientProbes, Interpolation, NodeGroup};
@@ -166,13 +166,11 @@ pub fn gradient_scores<B: AutodiffBackend>(
     let mut passes = PassCount::default();
 
     for chunk in pairs.chunks(options.batch_size.max(1)) {
-        let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
-        let counterfactual: Vec<Vec<u32>> = chunk.iter().map(|p| p.counterfactual.clone()).collect();
-        let answers: Vec<(u32, u32)> = chunk.iter().map(|p| (p.correct, p.incorrect)).collect();
+        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::<B>::new(&clean, &model.config, &device)?;
         let cf_batch = Batch::<B>::new(&counterfactual, &model.config, &device)?;
         let ablated_nodes = ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?;
-        passes.forward += usize::from(matches!(ablation, Ablation::Counterfactual));
+        passes.forward += ablation.forward_passes();
         // IG runs record the clean outputs in a plain pass of their own.
         passes.forward += usize::from(matches!(method, GradientMethod::IgInputs { .. } | GradientMethod::IgActivations { .. }));
         let ablated = flatten(ablated_nodes.clone());

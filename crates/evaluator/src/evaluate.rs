@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::backend::Backend;
 use graph::Graph;
 use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
-use tasks::PreparedPair;
+use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 
 /// Sizes of the work units of an evaluation.
@@ -96,9 +96,7 @@ pub fn evaluate_circuits<B: Backend>(
     let start = Instant::now();
 
     for chunk in pairs.chunks(options.batch_size.max(1)) {
-        let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
-        let counterfactual: Vec<Vec<u32>> = chunk.iter().map(|p| p.counterfactual.clone()).collect();
-        let answers: Vec<(u32, u32)> = chunk.iter().map(|p| (p.correct, p.incorrect)).collect();
+        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
 
         let t = Instant::now();
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
@@ -106,7 +104,7 @@ pub fn evaluate_circuits<B: Backend>(
         full_sum += replica_sums(&logit_differences(logits, &answers, 1), answers.len())[0];
         let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
         plain_forward += t.elapsed();
-        passes += if matches!(ablation, Ablation::Counterfactual) { 2 } else { 1 };
+        passes += 1 + ablation.forward_passes();
 
         let mut done = 0;
         for group in masks.chunks(options.masks_per_pass.max(1)) {

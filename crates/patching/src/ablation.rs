@@ -81,6 +81,11 @@ impl<B: Backend> Ablation<B> {
         }
     }
 
+    /// Forward passes one call of [`Ablation::ablated_nodes`] runs (the counterfactual run, or none).
+    pub fn forward_passes(&self) -> usize {
+        usize::from(matches!(self, Self::Counterfactual))
+    }
+
     /// Fits means over the `reference` prompts (MIB: the clean prompts of a reference split), real
     /// tokens only, padding excluded; counterfactual and zero need no reference.
     pub fn fit(

@@ -47,6 +47,26 @@ pub struct PreparedPair {
     pub incorrect: u32,
 }
 
+/// A batch of pairs split into the three lists every forward loop needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairBatch {
+    pub clean: Vec<Vec<u32>>,
+    pub counterfactual: Vec<Vec<u32>>,
+    /// (correct, incorrect) per pair.
+    pub answers: Vec<(u32, u32)>,
+}
+
+impl PairBatch {
+    /// Splits `pairs` into clean prompts, counterfactual prompts and answer tokens.
+    pub fn of(pairs: &[PreparedPair]) -> Self {
+        Self {
+            clean: pairs.iter().map(|p| p.clean.clone()).collect(),
+            counterfactual: pairs.iter().map(|p| p.counterfactual.clone()).collect(),
+            answers: pairs.iter().map(|p| (p.correct, p.incorrect)).collect(),
+        }
+    }
+}
+
 /// Whether prompts start with the model's BOS token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BosPolicy {
