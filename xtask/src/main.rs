@@ -1,11 +1,16 @@
 //! `cargo xtask`: circuitbench's command line.
 
 mod attribute;
+mod bench_cmd;
 mod eval;
 mod perf;
+mod progress;
 mod tasks_cmd;
+mod train;
 
 use perf::{forward as perf_forward, methods as perf_methods};
+use train::run as train_run;
+use bench_cmd::run as bench_run;
 
 use std::path::PathBuf;
 
@@ -51,6 +56,12 @@ enum Command {
     Attribute(attribute::AttributeArgs),
     /// Faithfulness curve, CPR and CMD of a scored circuit file on a task.
     Eval(eval::EvalArgs),
+    /// Run a sweep (models × tasks × methods) and write CSV reports and plots under results/.
+    Bench(bench_cmd::BenchArgs),
+    /// Compare a run with a baseline run; exit non-zero when a number moved.
+    Regress(bench_cmd::RegressArgs),
+    /// Train a task model (`models/<task>`, loaded as `task:<task>`) with its shipped recipe.
+    Train(train::TrainArgs),
     /// Performance benchmarks.
     Perf {
         #[command(subcommand)]
@@ -104,6 +115,9 @@ fn main() -> Result<()> {
         Command::Tasks { command } => tasks_cmd::run(command)?,
         Command::Attribute(args) => attribute::run(&args)?,
         Command::Eval(args) => eval::run(&args)?,
+        Command::Bench(args) => on_device!(args.device, bench_run(&args))?,
+        Command::Regress(args) => bench_cmd::regress(&args)?,
+        Command::Train(args) => on_device!(args.device, train_run(&args))?,
         Command::Perf { bench: PerfBench::Methods(args) } => on_device!(args.device, perf_methods(&args))?,
     }
     Ok(())

@@ -135,18 +135,6 @@ pub struct MethodsArgs {
     pub device: crate::Device,
 }
 
-/// Peak resident memory since the last reset, in MiB (Linux; None elsewhere).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// Resets the peak-RSS counter so each method's peak is its own (Linux ≥ 4.0).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// Spearman rank correlation (average ranks for ties).
 fn spearman(a: &[f64], b: &[f64]) -> f64 {
     fn ranks(v: &[f64]) -> Vec<f64> {
@@ -208,11 +196,11 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
     println!("{:<20} {:>9} {:>6} {:>6} {:>10} {:>10}", "method", "seconds", "fwd", "bwd", "peak MiB", "spearman");
     for name in names {
         let method = Method::parse(&name, 5, 0)?;
-        reset_peak_rss();
+        bench::memory::reset_peak();
         let start = Instant::now();
         let scores = run_method(&loaded.model, &graph, &pairs, &method, ablation, options)?;
         let secs = start.elapsed().as_secs_f64();
-        let peak = peak_rss_mib().map_or("?".into(), |p| format!("{p:.0}"));
+        let peak = bench::memory::peak_mib().map_or("?".into(), |p| format!("{p:.0}"));
         println!(
             "{:<20} {:>9.1} {:>6} {:>6} {:>10} {:>10.3}",
             name, secs, scores.passes.forward, scores.passes.backward, peak, spearman(&at(&scores), &reference)

@@ -35,9 +35,10 @@ pub struct GenerateArgs {
 /// Options of `tasks check`.
 #[derive(Args)]
 pub struct CheckArgs {
-    /// A known name, a local directory, a config.json, a .gguf file or a hub repository id.
+    /// A known name, `task:<name>`, a local directory, a config.json, a .gguf file or a hub
+    /// repository id (default: each task's own task model, `task:<task>`).
     #[arg(long)]
-    model: String,
+    model: Option<String>,
     /// One task (default: all).
     #[arg(long)]
     task: Option<TaskKind>,
@@ -111,8 +112,17 @@ struct Measured {
 
 fn check<B: Backend>(device: &B::Device, args: &CheckArgs) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
+    let tasks = args.task.map_or(TaskKind::ALL.to_vec(), |t| vec![t]);
+    match &args.model {
+        Some(model) => check_model::<B>(device, args, model, &tasks),
+        None => tasks.iter().try_for_each(|&task| check_model::<B>(device, args, &format!("task:{task}"), &[task])),
+    }
+}
+
+/// The check table of one model on `tasks`.
+fn check_model<B: Backend>(device: &B::Device, args: &CheckArgs, model: &str, tasks: &[TaskKind]) -> Result<()> {
     let dir = args.dir.clone().unwrap_or_else(default_dir);
-    let loaded = transformer::load_model::<B>(&args.model, device)?;
+    let loaded = transformer::load_model::<B>(model, device)?;
     let options = PrepareOptions {
         bos: match args.bos {
             Bos::Model => BosPolicy::Model,
@@ -130,12 +140,12 @@ fn check<B: Backend>(device: &B::Device, args: &CheckArgs) -> Result<()> {
     };
     let per_split = if args.examples == 0 { "all".to_string() } else { args.examples.to_string() };
     let counterfactual = args.counterfactual.name();
-    println!("model {}, BOS {bos}, counterfactual {counterfactual}, examples per split {per_split}", args.model);
+    println!("model {model}, BOS {bos}, counterfactual {counterfactual}, examples per split {per_split}");
     println!();
     println!("| task | split | kept | dropped | clean acc. | mean m clean | mean m cf | m(N) − m(∅) | does the task? |");
     println!("|---|---|---:|---|---:|---:|---:|---:|---|");
     let mut notes = Vec::new();
-    for task in args.task.map_or(TaskKind::ALL.to_vec(), |t| vec![t]) {
+    for &task in tasks {
         for split in args.split.map_or(Split::ALL.to_vec(), |s| vec![s]) {
             let mut examples = tasks::load_split(&dir, task, split)?;
             if args.examples > 0 {
@@ -181,6 +191,7 @@ fn check<B: Backend>(device: &B::Device, args: &CheckArgs) -> Result<()> {
             println!("note: {note}");
         }
     }
+    println!();
     Ok(())
 }
 

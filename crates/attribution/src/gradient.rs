@@ -1,6 +1,8 @@
 //! The gradient family — EAP, GIM and its variants, clean-corrupted, EAP-IG over inputs or over
-//! activations — as one loop: forward passes with gradient probes, one backward each, and
-//! score(u→v) += w · Σ_{batch,pos,d} Δ_u · dL/d(input_v) with Δ_u = ablated_u − clean_u.
+//! activations — as one loop over the patching engine: forward passes with the edge mask as a
+//! leaf, one backward each, and score(u→v) += w · Σ_{batch,pos,d} Δ_u · dL/d(input_v) with
+//! Δ_u = ablated_u − clean_u, read off as the mask's gradient. Integrated gradients move along
+//! their path by setting mask entries between 0 and 1, so no method needs hooks of its own.
 //!
 //! Loss and scaling: per batch L = −Σ_pairs m (m = logit(correct) − logit(incorrect)); scores are
 //! summed over batches and divided by the number of pairs, so a score is the mean first-order
@@ -10,11 +12,10 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use graph::Graph;
-use patching::{Ablation, AblationError};
+use patching::{Ablation, AblationError, EdgeMasks, PatchHooks, Reference};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
-use crate::probes::{GradientProbes, Interpolation, NodeGroup};
 use crate::scores::{EdgeScores, PassCount};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
@@ -71,66 +72,12 @@ fn loss<B: Backend>(logits: Tensor<B, 3>, answers: &[(u32, u32)]) -> Tensor<B, 1
     (incorrect - correct).sum()
 }
 
-/// Gradient [b, t, H, d] of a per-head leaf as [H, b·t·d].
-fn heads_rows<B: Backend>(g: Tensor<B, 4>) -> Tensor<B, 2> {
-    let [b, t, h, d] = g.dims();
-    g.permute([2, 0, 1, 3]).reshape([h, b * t * d])
-}
-
-/// Adds w · Δ[0..up] @ Gᵀ into the host score matrix at columns `cols`.
-fn add_block<B: Backend>(scores: &mut [f64], n_bwd: usize, delta: &Tensor<B, 2>, up: usize, grads: Tensor<B, 2>, cols: std::ops::Range<usize>, w: f64) {
-    let btd = delta.dims()[1];
-    let block = delta.clone().slice([0..up, 0..btd]).matmul(grads.transpose());
-    let values: Vec<f32> = block.into_data().to_vec().expect("f32 scores");
-    let width = cols.len();
-    for (f, row) in values.chunks(width).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            scores[f * n_bwd + cols.start + j] += w * v as f64;
-        }
-    }
-}
-
-/// Node outputs [n, b, t, d] as [n, b·t·d].
-fn flatten<B: Backend>(nodes: Tensor<B, 4>) -> Tensor<B, 2> {
-    let [n, b, t, d] = nodes.dims();
-    nodes.reshape([n, b * t * d])
-}
-
-/// One forward/backward pass with probes, adding w · Δ·∇ for every edge, Δ = ablated − clean.
-/// `clean` = None takes the clean outputs from this very pass (it is the clean run). Returns the
-/// pass's node outputs, flattened.
-#[allow(clippy::too_many_arguments)]
-fn gradient_pass<B: AutodiffBackend>(
-    model: &Transformer<B>,
-    graph: &Graph,
-    batch: &Batch<B>,
-    answers: &[(u32, u32)],
-    rules: &GradientRules,
-    interpolation: Option<Interpolation<B>>,
-    ablated: &Tensor<Inner<B>, 2>,
-    clean: Option<&Tensor<Inner<B>, 2>>,
-    w: f64,
-    scores: &mut [f64],
-) -> Tensor<Inner<B>, 2> {
-    let mut probes = GradientProbes::new(graph.shape().n_heads, interpolation);
-    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut probes, rules);
-    let grads = loss(logits, answers).backward();
-    let nodes = flatten(probes.nodes());
-    let delta = ablated.clone() - clean.unwrap_or(&nodes).clone();
-    let btd = delta.dims()[1];
-    let n_bwd = graph.n_bwd();
-    let heads = |leaf: &Tensor<B, 4>| heads_rows(leaf.grad(&grads).expect("probe leaves take part in the loss"));
-    let single = |leaf: &Tensor<B, 3>| leaf.grad(&grads).expect("probe leaves take part in the loss").reshape([1, btd]);
-    for (layer, leaves) in graph.layers().zip(&probes.qkv) {
-        let g = Tensor::cat(leaves.iter().map(heads).collect(), 0);
-        add_block(scores, n_bwd, &delta, layer.heads_fwd.start, g, layer.q_bwd.start..layer.v_bwd.end, w);
-    }
-    for (layer, leaf) in graph.layers().zip(&probes.mlp) {
-        add_block(scores, n_bwd, &delta, layer.mlp_fwd, single(leaf), layer.mlp_bwd..layer.mlp_bwd + 1, w);
-    }
-    let last = probes.last.as_ref().expect("the final input is probed");
-    add_block(scores, n_bwd, &delta, graph.n_fwd(), single(last), n_bwd - 1..n_bwd, w);
-    nodes
+/// A group of source nodes that EAP-IG interpolates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeGroup {
+    Input,
+    Heads(usize),
+    Mlp(usize),
 }
 
 /// The node groups of EAP-IG-activations, in forward order: input, then per layer heads and MLP.
@@ -138,6 +85,52 @@ fn node_groups(n_layers: usize) -> Vec<NodeGroup> {
     std::iter::once(NodeGroup::Input)
         .chain((0..n_layers).flat_map(|l| [NodeGroup::Heads(l), NodeGroup::Mlp(l)]))
         .collect()
+}
+
+/// Keep-weights [1, n_fwd, n_bwd]: 1 everywhere (the unpatched run), except α on every edge out of
+/// `group`, which sets that group's outputs to α·clean + (1 − α)·ablated for everything downstream.
+fn keep_weights<B: Backend>(graph: &Graph, interpolate: Option<(NodeGroup, f64)>, device: &B::Device) -> Tensor<B, 3> {
+    let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
+    let mut keep = vec![1.0f32; n_fwd * n_bwd];
+    if let Some((group, alpha)) = interpolate {
+        let sources = match group {
+            NodeGroup::Input => 0..1,
+            NodeGroup::Heads(l) => graph.layer(l).expect("groups come from the graph").heads_fwd,
+            NodeGroup::Mlp(l) => {
+                let f = graph.layer(l).expect("groups come from the graph").mlp_fwd;
+                f..f + 1
+            }
+        };
+        keep[sources.start * n_bwd..sources.end * n_bwd].fill(alpha as f32);
+    }
+    Tensor::from_data(TensorData::new(keep, [1, n_fwd, n_bwd]), device)
+}
+
+/// One forward/backward pass through the patching engine with the keep-weights as a leaf, adding
+/// w · Δ·∇ for every edge: the engine's destination v reads resid + Σ_u (1 − keep_uv) δ_u, so
+/// −∂L/∂keep_uv = Σ δ_u · ∂L/∂input_v is the edge's score. Only that [n_fwd × n_bwd] gradient is
+/// kept; the gradients at the destination slots are transient inside the backward pass.
+#[allow(clippy::too_many_arguments)]
+fn gradient_pass<B: AutodiffBackend>(
+    model: &Transformer<B>,
+    graph: &Graph,
+    batch: &Batch<B>,
+    answers: &[(u32, u32)],
+    rules: &GradientRules,
+    keep: Tensor<B, 3>,
+    ablated: Tensor<B, 4>,
+    reference: Reference<B>,
+    w: f64,
+    scores: &mut [f64],
+) {
+    let keep = keep.require_grad();
+    let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_tensor(keep.clone()), ablated).with_reference(reference);
+    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
+    let grads = loss(logits, answers).backward();
+    let grad: Vec<f32> = keep.grad(&grads).expect("the mask takes part in the loss").into_data().to_vec().expect("f32 gradient");
+    for (score, g) in scores.iter_mut().zip(grad) {
+        *score -= w * g as f64;
+    }
 }
 
 /// Scores every edge with `method` on `pairs`; Δ_u is ablated_u − clean_u under `ablation`.
@@ -169,27 +162,26 @@ pub fn gradient_scores<B: AutodiffBackend>(
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::<B>::new(&clean, &model.config, &device)?;
         let cf_batch = Batch::<B>::new(&counterfactual, &model.config, &device)?;
-        let ablated_nodes = ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        let ablated = Tensor::<B, 4>::from_inner(ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?);
         passes.forward += ablation.forward_passes();
-        // IG runs record the clean outputs in a plain pass of their own.
-        passes.forward += usize::from(matches!(method, GradientMethod::IgInputs { .. } | GradientMethod::IgActivations { .. }));
-        let ablated = flatten(ablated_nodes.clone());
-        let ablated_ad = || Tensor::<B, 4>::from_inner(ablated_nodes.clone());
-        let mut run = |batch: &Batch<B>, rules: &GradientRules, interp, clean: Option<&Tensor<Inner<B>, 2>>, w: f64| {
+        // Δ = ablated − clean comes from a plain clean pass, so that every gradient run, clean or
+        // not, reads it as one constant tensor (see `Reference::Fixed`).
+        let clean_nodes = Tensor::<B, 4>::from_inner(patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?).1);
+        passes.forward += 1;
+        let mut run = |batch: &Batch<B>, rules: &GradientRules, interpolate, reference, w: f64| {
             passes.forward += 1;
             passes.backward += 1;
-            gradient_pass(&model, graph, batch, &answers, rules, interp, &ablated, clean, w, &mut scores)
+            let keep = keep_weights(graph, interpolate, &device);
+            gradient_pass(&model, graph, batch, &answers, rules, keep, ablated.clone(), reference, w, &mut scores)
         };
+        let fixed = || Reference::Fixed(clean_nodes.clone());
         match method {
-            GradientMethod::Eap(rules) => {
-                run(&clean_batch, &rules, None, None, 1.0);
-            }
+            GradientMethod::Eap(rules) => run(&clean_batch, &rules, None, fixed(), 1.0),
             GradientMethod::CleanCorrupted => {
-                let clean_nodes = run(&clean_batch, &plain, None, None, 0.5);
-                run(&cf_batch, &plain, None, Some(&clean_nodes), 0.5);
+                run(&clean_batch, &plain, None, fixed(), 0.5);
+                run(&cf_batch, &plain, None, fixed(), 0.5);
             }
             GradientMethod::IgInputs { steps } | GradientMethod::IgActivations { steps } => {
-                let clean_nodes = flatten(patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?).1);
                 let (groups, alphas): (Vec<NodeGroup>, Vec<f64>) = match method {
                     GradientMethod::IgInputs { .. } => (vec![NodeGroup::Input], (0..steps).map(|k| k as f64 / steps as f64).collect()),
                     _ => (node_groups(graph.shape().n_layers), (1..=steps).map(|k| k as f64 / steps as f64).collect()),
@@ -197,8 +189,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
                 let w = 1.0 / (groups.len() * steps) as f64;
                 for &group in &groups {
                     for &alpha in &alphas {
-                        let interp = Interpolation { group, alpha, corrupted: ablated_ad() };
-                        run(&clean_batch, &plain, Some(interp), Some(&clean_nodes), w);
+                        run(&clean_batch, &plain, Some((group, alpha)), fixed(), w);
                     }
                 }
             }

@@ -5,7 +5,6 @@ pub mod exact;
 pub mod gradient;
 pub mod ifr;
 pub mod method;
-pub mod probes;
 pub mod random;
 pub mod scores;
 

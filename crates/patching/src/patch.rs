@@ -55,6 +55,18 @@ struct Group {
     dst: Range<usize>,
 }
 
+/// What δ_u = ablated_u − reference_u is measured against.
+#[derive(Debug, Clone)]
+pub enum Reference<B: Backend> {
+    /// This run's own outputs, differentiably: patching and learned masks.
+    Actual,
+    /// Given outputs [n_fwd, pairs, pos, d_model], typically the clean run's, as constants:
+    /// gradient attribution, which scores Δ = ablated − clean also on runs that are not the clean
+    /// run (integrated gradients, clean-corrupted). δ is then one tensor computed up front, so the
+    /// slices the backward pass keeps are views of it rather than copies.
+    Fixed(Tensor<B, 4>),
+}
+
 /// What a group's destinations add to the residual they read.
 enum Term<B: Backend> {
     /// Nothing: every edge into the group is kept in every replica.
@@ -76,6 +88,7 @@ pub struct PatchHooks<B: Backend> {
     graph: Graph,
     /// Ablated node outputs [n_fwd, pairs, pos, d_model] (the counterfactual run's, means, or zeros).
     ablated: Tensor<B, 4>,
+    reference: Reference<B>,
     keep: Tensor<B, 3>,
     hard: Option<Vec<Vec<bool>>>,
     replicas: usize,
@@ -90,13 +103,14 @@ pub struct PatchHooks<B: Backend> {
 }
 
 impl<B: Backend> PatchHooks<B> {
-    /// Prepares the engine; `ablated` is [n_fwd, pairs, pos, d_model].
+    /// Prepares the engine; `ablated` is [n_fwd, pairs, pos, d_model]; δ follows the actual run.
     pub fn new(graph: Graph, masks: &EdgeMasks<B>, ablated: Tensor<B, 4>) -> Self {
         let n_bwd = graph.n_bwd();
         let all_kept = masks.hard.as_ref().is_some_and(|h| h.iter().all(|m| graph.edges().all(|(f, b)| m[f * n_bwd + b])));
         Self {
             graph,
             ablated,
+            reference: Reference::Actual,
             keep: masks.keep.clone(),
             hard: masks.hard.clone(),
             replicas: masks.replicas(),
@@ -107,7 +121,18 @@ impl<B: Backend> PatchHooks<B> {
         }
     }
 
-    /// Records (ablated − actual) for the next `k` sources, given actual outputs [k, rows, pos, d].
+    /// Measures δ against `reference` instead of the actual run's outputs.
+    pub fn with_reference(mut self, reference: Reference<B>) -> Self {
+        if let (Reference::Fixed(fixed), true) = (&reference, self.active) {
+            let [n, pairs, t, d] = fixed.dims();
+            let delta: Tensor<B, 3> = (self.ablated.clone() - fixed.clone()).reshape([1, n, pairs * t * d]);
+            self.deltas = Some(delta.expand([self.replicas, n, pairs * t * d]));
+        }
+        self.reference = reference;
+        self
+    }
+
+    /// Records (ablated − reference) for the next `k` sources, given actual outputs [k, rows, pos, d].
     fn push_actual(&mut self, actual: Tensor<B, 4>) {
         if !self.active {
             return;
@@ -116,27 +141,41 @@ impl<B: Backend> PatchHooks<B> {
         let pairs = rows / self.replicas;
         let start = self.produced;
         let ablated_pairs = self.ablated.dims()[1];
+        let width = pairs * t * d;
+        if let Reference::Fixed(_) = self.reference {
+            // δ is already whole; only the running sum follows the sources.
+            self.produced += k;
+            if self.hard.is_some() {
+                let deltas = self.deltas.clone().expect("computed with the reference");
+                self.add_to_sum(deltas.slice([0..self.replicas, start..start + k, 0..width]));
+            }
+            return;
+        }
         let ablated: Tensor<B, 5> = self
             .ablated
             .clone()
             .slice([start..start + k, 0..ablated_pairs, 0..t, 0..d])
             .unsqueeze_dim(1);
         let actual: Tensor<B, 5> = actual.reshape([k, self.replicas, pairs, t, d]);
-        let delta = (ablated - actual).swap_dims(0, 1).reshape([self.replicas, k, pairs * t * d]);
+        let delta = (ablated - actual).swap_dims(0, 1).reshape([self.replicas, k, width]);
         if self.hard.is_some() {
-            let chunk_sum: Tensor<B, 2> = delta.clone().sum_dim(1).squeeze_dim(1);
-            self.delta_sum = Some(match self.delta_sum.take() {
-                Some(sum) => sum + chunk_sum,
-                None => chunk_sum,
-            });
+            self.add_to_sum(delta.clone());
         }
-        let width = pairs * t * d;
         let buffer = match self.deltas.take() {
             Some(buffer) => buffer,
             None => Tensor::zeros([self.replicas, self.graph.n_fwd(), width], &delta.device()),
         };
         self.deltas = Some(buffer.slice_assign([0..self.replicas, start..start + k, 0..width], delta));
         self.produced += k;
+    }
+
+    /// Adds a chunk of deltas [replicas, k, width] to the running sum Σ_u δ_u.
+    fn add_to_sum(&mut self, delta: Tensor<B, 3>) {
+        let chunk_sum: Tensor<B, 2> = delta.sum_dim(1).squeeze_dim(1);
+        self.delta_sum = Some(match self.delta_sum.take() {
+            Some(sum) => sum + chunk_sum,
+            None => chunk_sum,
+        });
     }
 
     /// δ of the given sources (ascending), [replicas, rows, pairs·pos·d]; a leading run 0..n is a
@@ -160,6 +199,17 @@ impl<B: Backend> PatchHooks<B> {
         let Some(hard) = &self.hard else {
             // Soft masks: the dense form over every upstream source.
             let r = self.replicas;
+            if let Reference::Fixed(_) = self.reference {
+                // Over all sources with the downstream ones weighted 0, so every group multiplies the
+                // one δ tensor itself: a slice would be a copy, and autodiff keeps each group's
+                // operand until the backward pass (≈ n_layers copies of δ).
+                let n_fwd = self.graph.n_fwd();
+                let ablate = self.keep.clone().slice([0..r, 0..n_fwd, group.dst.clone()]).neg() + 1.0;
+                let upstream: Vec<f32> = (0..n_fwd).flat_map(|u| group.dst.clone().map(move |_| if u < group.upstream { 1.0 } else { 0.0 })).collect();
+                let upstream = Tensor::<B, 3>::from_data(TensorData::new(upstream, [1, n_fwd, group.dst.len()]), &self.keep.device());
+                let deltas = self.deltas.clone().expect("computed with the reference");
+                return Term::PerDestination((ablate * upstream).swap_dims(1, 2).matmul(deltas));
+            }
             let ablate = self.keep.clone().slice([0..r, 0..group.upstream, group.dst.clone()]).neg() + 1.0;
             let rows: Vec<usize> = (0..group.upstream).collect();
             return Term::PerDestination(ablate.swap_dims(1, 2).matmul(self.gather(&rows)));

@@ -1,8 +1,8 @@
 //! Tabular files for circuitbench, the one crate that depends on polars: every other crate sees rows
 //! as JSON objects, so polars' large dependency tree and fast-moving API stay behind this boundary.
 //!
-//! Today: reading parquet files (MIB's hub datasets) into rows, and writing rows to parquet (tests
-//! and fixtures in MIB's schema). A row is a [`Row`]: strings, integers, floats, booleans and nulls
+//! Reading parquet files (MIB's hub datasets) into rows and writing rows to parquet (tests and
+//! fixtures in MIB's schema); writing and reading the benchmark's CSV reports. A row is a [`Row`]: strings, integers, floats, booleans and nulls
 //! map to their JSON counterparts, lists to arrays and structs to objects, recursively.
 
 use std::fs::File;
@@ -35,15 +35,7 @@ pub enum TableError {
 pub fn read_parquet(path: &Path) -> Result<Vec<Row>, TableError> {
     let file = File::open(path).map_err(|source| TableError::Io { path: path.into(), source })?;
     let frame = ParquetReader::new(file).finish().map_err(|e| polars_err(path, e))?;
-    let mut rows = vec![Row::new(); frame.height()];
-    for column in frame.columns() {
-        let series = column.as_materialized_series();
-        let values = series_values(series, series.name().as_str()).map_err(|e| e.at(path))?;
-        for (row, value) in rows.iter_mut().zip(values) {
-            row.insert(series.name().to_string(), value);
-        }
-    }
-    Ok(rows)
+    rows_of(path, &frame)
 }
 
 /// Writes rows to a parquet file, inferring each column's type from its values (integers stay
@@ -69,6 +61,51 @@ pub fn write_parquet(path: &Path, rows: &[Row]) -> Result<(), TableError> {
     let file = File::create(path).map_err(|source| TableError::Io { path: path.into(), source })?;
     ParquetWriter::new(file).finish(&mut frame).map_err(|e| polars_err(path, e))?;
     Ok(())
+}
+
+/// Rows as a frame with the given columns, in that order (absent values are nulls).
+fn frame_of(path: &Path, columns: &[&str], rows: &[Row]) -> Result<DataFrame, TableError> {
+    let columns = columns
+        .iter()
+        .map(|name| {
+            let values: Vec<&Value> = rows.iter().map(|row| row.get(*name).unwrap_or(&Value::Null)).collect();
+            values_series(name, &values).map(Column::from).map_err(|e| e.at(path))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    DataFrame::new(rows.len(), columns).map_err(|e| polars_err(path, e))
+}
+
+/// Writes rows as CSV with a header of `columns` (in that order), atomically: to a temporary file
+/// beside `path`, then renamed, so a reader never sees half a table.
+pub fn write_csv(path: &Path, columns: &[&str], rows: &[Row]) -> Result<(), TableError> {
+    let mut frame = frame_of(path, columns, rows)?;
+    let tmp = path.with_extension("csv.tmp");
+    let file = File::create(&tmp).map_err(|source| TableError::Io { path: tmp.clone(), source })?;
+    CsvWriter::new(file).finish(&mut frame).map_err(|e| polars_err(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|source| TableError::Io { path: path.into(), source })
+}
+
+/// Reads every row of a CSV file with a header, inferring column types.
+pub fn read_csv(path: &Path) -> Result<Vec<Row>, TableError> {
+    let frame = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(path.into()))
+        .and_then(|reader| reader.finish())
+        .map_err(|e| polars_err(path, e))?;
+    rows_of(path, &frame)
+}
+
+/// A frame's rows as JSON objects.
+fn rows_of(path: &Path, frame: &DataFrame) -> Result<Vec<Row>, TableError> {
+    let mut rows = vec![Row::new(); frame.height()];
+    for column in frame.columns() {
+        let series = column.as_materialized_series();
+        let values = series_values(series, series.name().as_str()).map_err(|e| e.at(path))?;
+        for (row, value) in rows.iter_mut().zip(values) {
+            row.insert(series.name().to_string(), value);
+        }
+    }
+    Ok(rows)
 }
 
 fn polars_err(path: &Path, error: PolarsError) -> TableError {

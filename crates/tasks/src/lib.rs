@@ -15,6 +15,6 @@ mod rng;
 pub use drops::{DropReason, Drops};
 pub use error::{Record, TaskError};
 pub use example::{CounterfactualKind, Example, Split, TaskKind, UnknownName};
-pub use generate::{DEFAULT_SEED, GENERATOR_VERSION, SplitSizes, default_sizes, generate};
+pub use generate::{DEFAULT_SEED, GENERATOR_VERSION, SplitSizes, default_sizes, generate, stream};
 pub use jsonl::{load_split, read_jsonl, split_path, write_jsonl};
 pub use prepare::{BosPolicy, PairBatch, PrepareOptions, Prepared, PreparedPair, prepare};

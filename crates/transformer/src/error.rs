@@ -31,7 +31,9 @@ pub enum LoadError {
     Hub { repo: String, message: String },
     #[error("fetching {what}: {message}")]
     Fetch { what: String, message: String },
-    #[error("unknown model `{spec}`: not a known name ({known}), a directory, a config.json, a .gguf file or a hub repository id")]
+    #[error("task model `task:{name}` not found: {} has no config.json (train it with `cargo xtask train --task {name}`)", dir.display())]
+    MissingTaskModel { name: String, dir: PathBuf },
+    #[error("unknown model `{spec}`: not a known name ({known}), `task:<name>`, a directory, a config.json, a .gguf file or a hub repository id")]
     UnknownModel { spec: String, known: String },
 }
 

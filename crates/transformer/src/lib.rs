@@ -3,6 +3,7 @@
 //! inputs, MLP inputs and outputs, the final residual) through [`Hooks`], so tracing and edge
 //! patching share one implementation of the model.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fetch;

@@ -53,11 +53,24 @@ pub enum ModelSpec {
     Gguf(PathBuf),
     /// A hub repository id (`org/name`).
     Hub(String),
+    /// A task model trained by circuitbench (`task:<name>`), shipped under [`task_models_dir`].
+    Task(String),
+}
+
+/// Where `task:<name>` models live: `$CIRCUITBENCH_MODELS`, or the workspace's committed `models/`.
+pub fn task_models_dir() -> PathBuf {
+    match std::env::var_os("CIRCUITBENCH_MODELS") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+    }
 }
 
 impl ModelSpec {
     /// Interprets a user's `--model` argument; a config.json path means its directory.
     pub fn parse(spec: &str) -> Result<Self, LoadError> {
+        if let Some(name) = spec.strip_prefix("task:") {
+            return Ok(ModelSpec::Task(name.into()));
+        }
         if let Some(known) = KNOWN_MODELS.iter().find(|k| k.name == spec) {
             return Ok(ModelSpec::Known(*known));
         }
@@ -92,6 +105,13 @@ impl ModelSpec {
             }
             ModelSpec::Hub(repo) => LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?),
             ModelSpec::Dir(dir) => LocalModel::Dir(dir.clone()),
+            ModelSpec::Task(name) => {
+                let dir = task_models_dir().join(name);
+                if !dir.join("config.json").is_file() {
+                    return Err(LoadError::MissingTaskModel { name: name.clone(), dir });
+                }
+                LocalModel::Dir(dir)
+            }
             ModelSpec::Gguf(path) => LocalModel::Gguf(path.clone()),
         })
     }

@@ -63,8 +63,10 @@ pub fn default_sizes(task: TaskKind) -> SplitSizes {
 /// A task's generated examples by split.
 pub type Generated = BTreeMap<Split, Vec<Example>>;
 
-/// Generates a task's splits for `seed`: the same seed always gives the same examples.
-pub fn generate(task: TaskKind, seed: u64, sizes: SplitSizes) -> Result<Generated, TaskError> {
+/// The endless stream of examples a task's generator draws for `seed`, duplicates included; the
+/// committed splits are its first distinct examples for [`DEFAULT_SEED`], and task models train on
+/// the stream of another seed (minus anything in validation or test).
+pub fn stream(task: TaskKind, seed: u64) -> impl Iterator<Item = Example> {
     // Each task draws from its own stream, so adding a task never changes another's data.
     let salt = match task {
         TaskKind::Ioi => 0x10,
@@ -79,6 +81,12 @@ pub fn generate(task: TaskKind, seed: u64, sizes: SplitSizes) -> Result<Generate
         TaskKind::ArithmeticSubtraction => arithmetic::draw_subtraction,
         TaskKind::Mcqa => mcqa::draw,
     };
+    std::iter::repeat_with(move || draw(&mut rng))
+}
+
+/// Generates a task's splits for `seed`: the same seed always gives the same examples.
+pub fn generate(task: TaskKind, seed: u64, sizes: SplitSizes) -> Result<Generated, TaskError> {
+    let mut draws = stream(task, seed);
     let wanted = sizes.total();
     let mut seen = HashSet::with_capacity(wanted);
     let mut pool = Vec::with_capacity(wanted);
@@ -88,7 +96,7 @@ pub fn generate(task: TaskKind, seed: u64, sizes: SplitSizes) -> Result<Generate
         if pool.len() == wanted {
             break;
         }
-        let example = draw(&mut rng);
+        let example = draws.next().expect("the stream is endless");
         if seen.insert(example.clean.clone()) {
             pool.push(example);
         }

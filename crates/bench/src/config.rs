@@ -1,0 +1,181 @@
+//! Sweep configs (`configs/*.toml`): which models run which tasks with which methods, on how many
+//! examples. Parsed strictly (an unknown key is an error) and validated, each error naming the key.
+
+use std::path::Path;
+
+use patching::AblationKind;
+use serde::Deserialize;
+use tasks::TaskKind;
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Results go to `results/<name>/`.
+    pub name: String,
+    /// Seed of the random baseline (and of anything else seeded).
+    pub seed: u64,
+    pub ablation: AblationKind,
+    /// Interpolation steps m of the EAP-IG methods.
+    pub ig_steps: usize,
+    /// Pairs per batch, in discovery and evaluation.
+    pub batch_size: usize,
+    /// Budgets as fractions of the graph's edges (MIB's ten by default).
+    pub fractions: Vec<f64>,
+    /// The cells, in run order.
+    pub cells: Vec<Cell>,
+}
+
+/// One model × task × method unit of work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub model: String,
+    pub task: TaskKind,
+    pub method: String,
+    /// Discovery pairs, from the start of the train split.
+    pub discovery_examples: usize,
+    /// Evaluation pairs, from the start of the validation split.
+    pub evaluation_examples: usize,
+}
+
+impl Cell {
+    /// The cell's identity in file names and reports: `model|task|method`.
+    pub fn key(&self) -> String {
+        format!("{}|{}|{}", self.model, self.task, self.method)
+    }
+}
+
+/// A config that cannot be used, naming the file and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid { path: String, key: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "default_ablation")]
+    ablation: String,
+    #[serde(default = "default_ig_steps")]
+    ig_steps: usize,
+    #[serde(default = "default_batch")]
+    batch_size: usize,
+    #[serde(default)]
+    fractions: Option<Vec<f64>>,
+    #[serde(rename = "group")]
+    groups: Vec<RawGroup>,
+}
+
+/// A group of cells: every listed task × method on one model.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    model: String,
+    tasks: Vec<String>,
+    methods: Vec<String>,
+    discovery_examples: usize,
+    evaluation_examples: usize,
+    /// Fewer discovery examples for costly methods (method name → examples).
+    #[serde(default)]
+    discovery_overrides: std::collections::BTreeMap<String, usize>,
+}
+
+fn default_ablation() -> String {
+    "counterfactual".into()
+}
+fn default_ig_steps() -> usize {
+    5
+}
+fn default_batch() -> usize {
+    16
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax { path: origin.into(), message: e.to_string() })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid { path: origin.into(), key, message };
+        if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(invalid("name".into(), format!("{:?} must be non-empty letters, digits, `-` or `_` (it names the results directory)", raw.name)));
+        }
+        let ablation: AblationKind = raw.ablation.parse().map_err(|e| invalid("ablation".into(), format!("{e}")))?;
+        if raw.ig_steps == 0 {
+            return Err(invalid("ig_steps".into(), "must be at least 1".into()));
+        }
+        if raw.batch_size == 0 {
+            return Err(invalid("batch_size".into(), "must be at least 1".into()));
+        }
+        let fractions = raw.fractions.unwrap_or_else(|| evaluator::MIB_FRACTIONS.to_vec());
+        if fractions.is_empty() {
+            return Err(invalid("fractions".into(), "needs at least one budget".into()));
+        }
+        if let Some((i, f)) = fractions.iter().enumerate().find(|(_, f)| !(**f > 0.0 && **f <= 1.0)) {
+            return Err(invalid(format!("fractions[{i}]"), format!("{f} is not in (0, 1]")));
+        }
+        if fractions.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid("fractions".into(), "budgets must increase".into()));
+        }
+        if raw.groups.is_empty() {
+            return Err(invalid("group".into(), "a config needs at least one [[group]]".into()));
+        }
+        let mut cells = Vec::new();
+        for (g, group) in raw.groups.iter().enumerate() {
+            let key = |field: &str| format!("group[{g}].{field}");
+            if group.model.is_empty() {
+                return Err(invalid(key("model"), "must name a model".into()));
+            }
+            for (field, n) in [("discovery_examples", group.discovery_examples), ("evaluation_examples", group.evaluation_examples)] {
+                if n == 0 {
+                    return Err(invalid(key(field), "must be at least 1".into()));
+                }
+            }
+            for (i, method) in group.methods.iter().enumerate() {
+                attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
+                if method == "exact" {
+                    return Err(invalid(format!("{}[{i}]", key("methods")), "exact patching of every edge is not a sweep method (it is the reference of `perf methods`)".into()));
+                }
+            }
+            for (method, &n) in &group.discovery_overrides {
+                if !group.methods.contains(method) {
+                    return Err(invalid(format!("{}.{method}", key("discovery_overrides")), "is not one of the group's methods".into()));
+                }
+                if n == 0 {
+                    return Err(invalid(format!("{}.{method}", key("discovery_overrides")), "must be at least 1".into()));
+                }
+            }
+            if group.tasks.is_empty() || group.methods.is_empty() {
+                return Err(invalid(key(if group.tasks.is_empty() { "tasks" } else { "methods" }), "must list at least one".into()));
+            }
+            for (t, task) in group.tasks.iter().enumerate() {
+                let task: TaskKind = task.parse().map_err(|e| invalid(format!("{}[{t}]", key("tasks")), format!("{e}")))?;
+                for method in &group.methods {
+                    cells.push(Cell {
+                        model: group.model.clone(),
+                        task,
+                        method: method.clone(),
+                        discovery_examples: group.discovery_overrides.get(method).copied().unwrap_or(group.discovery_examples),
+                        evaluation_examples: group.evaluation_examples,
+                    });
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = cells.iter().find(|c| !seen.insert(c.key())) {
+            return Err(invalid("group".into(), format!("cell {} is listed twice", dup.key())));
+        }
+        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, cells })
+    }
+}

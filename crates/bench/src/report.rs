@@ -1,0 +1,124 @@
+//! The run's reports, regenerated from the stored cells: `curves.csv`, `summary.csv`, the MIB-style
+//! pivots `cpr.csv` and `cmd.csv` (methods × model/task), each written atomically with polars.
+//! Rows follow the config's cell order, so the same config gives the same files.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tables::Row;
+
+use crate::cell::CellResult;
+use crate::BenchError;
+
+/// Columns of `curves.csv`.
+pub const CURVE_COLUMNS: [&str; 12] = [
+    "model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty",
+];
+
+/// Columns of `summary.csv`.
+pub const SUMMARY_COLUMNS: [&str; 16] = [
+    "model",
+    "task",
+    "method",
+    "cpr",
+    "cmd",
+    "mean_f_signed",
+    "mean_f_absolute",
+    "discovery_seconds",
+    "evaluation_seconds",
+    "forward_passes",
+    "backward_passes",
+    "peak_memory_mib",
+    "discovery_examples",
+    "discovery_dropped",
+    "evaluation_examples",
+    "evaluation_dropped",
+];
+
+/// Summary columns that measure the machine rather than the method: they differ between runs.
+pub const TIMING_COLUMNS: [&str; 3] = ["discovery_seconds", "evaluation_seconds", "peak_memory_mib"];
+
+fn row(value: Value) -> Row {
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("rows are built from objects"),
+    }
+}
+
+/// Rounds to 6 decimals for the tables, so they do not show float noise beyond f32 precision.
+fn r6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// The rows of `curves.csv`.
+pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
+    cells
+        .iter()
+        .flat_map(|c| {
+            c.curve.iter().map(move |p| {
+                row(json!({
+                    "model": c.model, "task": c.task, "method": c.method, "selection": p.selection, "ablation": c.ablation,
+                    "fraction": p.fraction, "nominal_edges": p.nominal_edges, "pruned_edges": p.pruned_edges,
+                    "faithfulness": r6(p.faithfulness), "m_circuit": r6(p.m_circuit), "m_full": r6(c.m_full), "m_empty": r6(c.m_empty),
+                }))
+            })
+        })
+        .collect()
+}
+
+/// The rows of `summary.csv`.
+pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
+    cells
+        .iter()
+        .map(|c| {
+            row(json!({
+                "model": c.model, "task": c.task, "method": c.method,
+                "cpr": r6(c.cpr), "cmd": r6(c.cmd), "mean_f_signed": r6(c.mean_f_signed), "mean_f_absolute": r6(c.mean_f_absolute),
+                "discovery_seconds": (c.discovery_seconds * 10.0).round() / 10.0, "evaluation_seconds": (c.evaluation_seconds * 10.0).round() / 10.0,
+                "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,
+                "peak_memory_mib": c.peak_memory_mib.map(|m| m.round()),
+                "discovery_examples": c.discovery_examples, "discovery_dropped": c.discovery_dropped,
+                "evaluation_examples": c.evaluation_examples, "evaluation_dropped": c.evaluation_dropped,
+            }))
+        })
+        .collect()
+}
+
+/// A pivot of one metric: a row per method, a column per `model/task` (in first-seen order).
+pub fn pivot(cells: &[CellResult], metric: fn(&CellResult) -> f64) -> (Vec<String>, Vec<Row>) {
+    let mut columns = vec!["method".to_string()];
+    let mut methods: Vec<&str> = Vec::new();
+    for c in cells {
+        let column = format!("{}/{}", c.model, c.task);
+        if !columns.contains(&column) {
+            columns.push(column);
+        }
+        if !methods.contains(&c.method.as_str()) {
+            methods.push(&c.method);
+        }
+    }
+    let rows = methods
+        .iter()
+        .map(|&m| {
+            let mut r = Row::new();
+            r.insert("method".into(), m.into());
+            for c in cells.iter().filter(|c| c.method == m) {
+                r.insert(format!("{}/{}", c.model, c.task), json!(r6(metric(c))));
+            }
+            r
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// Writes every CSV report of `cells` into `dir`.
+pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
+    tables::write_csv(&dir.join("curves.csv"), &CURVE_COLUMNS, &curve_rows(cells))?;
+    tables::write_csv(&dir.join("summary.csv"), &SUMMARY_COLUMNS, &summary_rows(cells))?;
+    for (name, metric) in [("cpr.csv", (|c: &CellResult| c.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.cmd)] {
+        let (columns, rows) = pivot(cells, metric);
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        tables::write_csv(&dir.join(name), &columns, &rows)?;
+    }
+    Ok(())
+}

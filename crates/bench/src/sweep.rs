@@ -1,0 +1,179 @@
+//! Running a whole config: cells in order, each stored as `cells/<cell>.json` when it finishes (so
+//! a rerun skips it and a killed run loses no finished cell), reports regenerated after each.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tasks::Split;
+use transformer::{LocalModel, ModelSpec};
+
+use crate::cell::{run_cell, BatchProgress, CellResult, SweepModel};
+use crate::config::{Cell, Config};
+use crate::{plot, report, BenchError};
+
+/// What a sweep reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Cell `index` of `total` starts, or is skipped because a stored result matches it.
+    Cell { index: usize, total: usize, key: String, skipped: bool },
+    /// A batch of the running cell is done.
+    Batch(BatchProgress),
+    /// The running cell finished, with its CPR and CMD.
+    Finished { key: String, cpr: f64, cmd: f64, seconds: f64 },
+}
+
+/// Where a sweep reads and writes, and what it runs on.
+#[derive(Debug, Clone)]
+pub struct SweepPaths {
+    /// The config file (hashed into the manifest).
+    pub config: PathBuf,
+    /// `results/`: the run writes `results/<config name>/`.
+    pub results: PathBuf,
+    /// The datasets directory.
+    pub tasks: PathBuf,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_sha256(path: &Path) -> Result<String, BenchError> {
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(path).map_err(|source| BenchError::Io { path: path.into(), source })?;
+    std::io::copy(&mut file, &mut hasher).map_err(|source| BenchError::Io { path: path.into(), source })?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|source| BenchError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| BenchError::Io { path: path.into(), source })
+}
+
+/// A stable hash of everything that decides a cell's numbers.
+fn definition(config: &Config, cell: &Cell) -> String {
+    let text = json!({
+        "model": cell.model, "task": cell.task.name(), "method": cell.method,
+        "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
+        "seed": config.seed, "ablation": config.ablation.to_string(), "ig_steps": config.ig_steps,
+        "batch_size": config.batch_size, "fractions": config.fractions,
+    })
+    .to_string();
+    sha256_hex(text.as_bytes())[..16].to_string()
+}
+
+/// The file a cell's result is stored in.
+fn cell_path(dir: &Path, cell: &Cell) -> PathBuf {
+    let slug: String = cell.key().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    dir.join("cells").join(format!("{slug}.json"))
+}
+
+/// A stored result that still matches the cell's definition.
+fn stored(path: &Path, definition: &str) -> Result<Option<CellResult>, BenchError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.into(), source })?;
+    let result: CellResult = serde_json::from_str(&text).map_err(|e| BenchError::Json { path: path.into(), message: e.to_string() })?;
+    Ok((result.definition == definition).then_some(result))
+}
+
+/// Hashes of a model's files by file name (weights, config, tokenizer).
+fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
+    let files: Vec<PathBuf> = match ModelSpec::parse(spec)?.materialise()? {
+        LocalModel::Gguf(path) => vec![path],
+        LocalModel::Dir(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|source| BenchError::Io { path: dir.clone(), source })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors" || e == "json"))
+                .collect();
+            files.sort();
+            files
+        }
+    };
+    files.iter().map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), file_sha256(p)?))).collect()
+}
+
+/// The git revision of the working directory, with `-dirty` when it has uncommitted changes.
+fn git_revision() -> String {
+    let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match git(&["rev-parse", "HEAD"]) {
+        Some(rev) if git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => format!("{rev}-dirty"),
+        Some(rev) => rev,
+        None => "unknown".into(),
+    }
+}
+
+/// `manifest.json`: what the run's numbers depend on.
+fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMap<String, BTreeMap<String, String>>) -> Result<serde_json::Value, BenchError> {
+    let config_text = std::fs::read(&paths.config).map_err(|source| BenchError::Io { path: paths.config.clone(), source })?;
+    let mut datasets = BTreeMap::new();
+    for task in config.cells.iter().map(|c| c.task).collect::<std::collections::BTreeSet<_>>() {
+        let mut splits = BTreeMap::new();
+        for split in Split::ALL {
+            splits.insert(split.name().to_string(), file_sha256(&tasks::split_path(&paths.tasks, task, split))?);
+        }
+        datasets.insert(task.name().to_string(), splits);
+    }
+    Ok(json!({
+        "name": config.name,
+        "config": { "file": paths.config.file_name().map(|n| n.to_string_lossy().into_owned()), "sha256": sha256_hex(&config_text) },
+        "seed": config.seed,
+        "backend": backend,
+        "git_revision": git_revision(),
+        "models": models,
+        "datasets": datasets,
+    }))
+}
+
+/// Rewrites every report of the run from the cells finished so far, in config order.
+fn write_reports(dir: &Path, finished: &[Option<CellResult>], manifest: &serde_json::Value) -> Result<(), BenchError> {
+    let cells: Vec<CellResult> = finished.iter().flatten().cloned().collect();
+    report::write_tables(dir, &cells)?;
+    plot::write_plots(&dir.join("plots"), &cells)?;
+    write_atomic(&dir.join("manifest.json"), serde_json::to_string_pretty(manifest).expect("JSON values serialise").as_bytes())
+}
+
+/// Runs every cell of `config` not already stored, writing reports after each; returns the run's
+/// directory. `backend` names the tensor backend in the manifest.
+pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backend: &str, device: &B::Device, events: &mut dyn FnMut(Event)) -> Result<PathBuf, BenchError> {
+    let dir = paths.results.join(&config.name);
+    let cells_dir = dir.join("cells");
+    std::fs::create_dir_all(&cells_dir).map_err(|source| BenchError::Io { path: cells_dir.clone(), source })?;
+    let mut models = BTreeMap::new();
+    for cell in &config.cells {
+        if !models.contains_key(&cell.model) {
+            models.insert(cell.model.clone(), model_hashes(&cell.model)?);
+        }
+    }
+    let manifest = manifest(config, paths, backend, &models)?;
+    let definitions: Vec<String> = config.cells.iter().map(|c| definition(config, c)).collect();
+    let mut finished: Vec<Option<CellResult>> =
+        config.cells.iter().zip(&definitions).map(|(c, d)| stored(&cell_path(&dir, c), d)).collect::<Result<_, _>>()?;
+    let mut loaded: Option<(String, SweepModel<B>)> = None;
+    let total = config.cells.len();
+    for (index, cell) in config.cells.iter().enumerate() {
+        events(Event::Cell { index, total, key: cell.key(), skipped: finished[index].is_some() });
+        if finished[index].is_some() {
+            continue;
+        }
+        if loaded.as_ref().is_none_or(|(name, _)| *name != cell.model) {
+            drop(loaded.take()); // free the previous model first
+            loaded = Some((cell.model.clone(), SweepModel::new(transformer::load_model::<B>(&cell.model, device)?)?));
+        }
+        let (_, model) = loaded.as_ref().expect("loaded above");
+        let result = run_cell(config, cell, model, &paths.tasks, definitions[index].clone(), &mut |p| events(Event::Batch(p)))?;
+        let json = serde_json::to_string_pretty(&result).expect("cell results serialise");
+        write_atomic(&cell_path(&dir, cell), json.as_bytes())?;
+        events(Event::Finished { key: cell.key(), cpr: result.cpr, cmd: result.cmd, seconds: result.discovery_seconds + result.evaluation_seconds });
+        finished[index] = Some(result);
+        write_reports(&dir, &finished, &manifest)?;
+    }
+    write_reports(&dir, &finished, &manifest)?;
+    Ok(dir)
+}
