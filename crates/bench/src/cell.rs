@@ -88,8 +88,8 @@ impl<B: AutodiffBackend> SweepModel<B> {
 }
 
 /// Pairs from the start of a split, prepared for the model, with the number dropped.
-fn pairs_of(cell: &Cell, split: Split, n: usize, model: &SweepModel<impl AutodiffBackend>, dir: &std::path::Path) -> Result<(Vec<PreparedPair>, usize), BenchError> {
-    let mut examples = tasks::load_split(dir, cell.task, split)?;
+fn pairs_of(config: &Config, cell: &Cell, split: Split, n: usize, model: &SweepModel<impl AutodiffBackend>, dir: &std::path::Path) -> Result<(Vec<PreparedPair>, usize), BenchError> {
+    let mut examples = config.datasets.load(cell.task, split, dir)?;
     examples.truncate(n);
     let prepared = tasks::prepare(&examples, &model.tokenizer, &model.model.config, &PrepareOptions::default())?;
     if prepared.pairs.is_empty() {
@@ -109,8 +109,8 @@ pub fn run_cell<B: AutodiffBackend>(
 ) -> Result<CellResult, BenchError> {
     let fail = |message: String| BenchError::Cell { cell: cell.key(), message };
     memory::reset_peak();
-    let (discovery, discovery_dropped) = pairs_of(cell, Split::Train, cell.discovery_examples, model, tasks_dir)?;
-    let (evaluation, evaluation_dropped) = pairs_of(cell, Split::Validation, cell.evaluation_examples, model, tasks_dir)?;
+    let (discovery, discovery_dropped) = pairs_of(config, cell, Split::Train, cell.discovery_examples, model, tasks_dir)?;
+    let (evaluation, evaluation_dropped) = pairs_of(config, cell, Split::Validation, cell.evaluation_examples, model, tasks_dir)?;
     let batch = config.batch_size;
     let method = Method::parse(&cell.method, config.ig_steps, config.seed).map_err(|e| fail(e.to_string()))?;
     // Random scores need no pairs: one "batch".

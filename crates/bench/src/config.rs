@@ -21,8 +21,28 @@ pub struct Config {
     pub batch_size: usize,
     /// Budgets as fractions of the graph's edges (MIB's ten by default).
     pub fractions: Vec<f64>,
+    pub datasets: Datasets,
     /// The cells, in run order.
     pub cells: Vec<Cell>,
+}
+
+/// Where the task examples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datasets {
+    /// circuitbench's committed splits under `tasks/`.
+    Committed,
+    /// MIB's own datasets from the Hugging Face hub (`mib-bench/*`, parquet conversion).
+    Mib,
+}
+
+impl Datasets {
+    /// The examples of one split.
+    pub fn load(self, task: TaskKind, split: tasks::Split, tasks_dir: &Path) -> Result<Vec<tasks::Example>, tasks::TaskError> {
+        match self {
+            Datasets::Committed => tasks::load_split(tasks_dir, task, split),
+            Datasets::Mib => Ok(tasks::hub::load_mib(task, split, &transformer::hub::HubOptions::from_env())?.examples),
+        }
+    }
 }
 
 /// One model × task × method unit of work.
@@ -69,6 +89,8 @@ struct RawConfig {
     batch_size: usize,
     #[serde(default)]
     fractions: Option<Vec<f64>>,
+    #[serde(default = "default_datasets")]
+    datasets: String,
     #[serde(rename = "group")]
     groups: Vec<RawGroup>,
 }
@@ -89,6 +111,9 @@ struct RawGroup {
 
 fn default_ablation() -> String {
     "counterfactual".into()
+}
+fn default_datasets() -> String {
+    "committed".into()
 }
 fn default_ig_steps() -> usize {
     5
@@ -112,6 +137,11 @@ impl Config {
             return Err(invalid("name".into(), format!("{:?} must be non-empty letters, digits, `-` or `_` (it names the results directory)", raw.name)));
         }
         let ablation: AblationKind = raw.ablation.parse().map_err(|e| invalid("ablation".into(), format!("{e}")))?;
+        let datasets = match raw.datasets.as_str() {
+            "committed" => Datasets::Committed,
+            "mib" => Datasets::Mib,
+            other => return Err(invalid("datasets".into(), format!("`{other}` is neither `committed` (tasks/) nor `mib` (MIB's hub datasets)"))),
+        };
         if raw.ig_steps == 0 {
             return Err(invalid("ig_steps".into(), "must be at least 1".into()));
         }
@@ -176,6 +206,6 @@ impl Config {
         if let Some(dup) = cells.iter().find(|c| !seen.insert(c.key())) {
             return Err(invalid("group".into(), format!("cell {} is listed twice", dup.key())));
         }
-        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, cells })
+        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, datasets, cells })
     }
 }

@@ -59,8 +59,9 @@ fn definition(config: &Config, cell: &Cell) -> String {
     let text = json!({
         "model": cell.model, "task": cell.task.name(), "method": cell.method,
         "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
-        "seed": config.seed, "ablation": config.ablation.to_string(), "ig_steps": config.ig_steps,
-        "batch_size": config.batch_size, "fractions": config.fractions,
+        "seed": config.seed,
+        "datasets_source": format!("{:?}", config.datasets).to_lowercase(), "ablation": config.ablation.to_string(), "ig_steps": config.ig_steps,
+        "batch_size": config.batch_size, "fractions": config.fractions, "datasets": format!("{:?}", config.datasets),
     })
     .to_string();
     sha256_hex(text.as_bytes())[..16].to_string()
@@ -115,8 +116,16 @@ fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMa
     let mut datasets = BTreeMap::new();
     for task in config.cells.iter().map(|c| c.task).collect::<std::collections::BTreeSet<_>>() {
         let mut splits = BTreeMap::new();
-        for split in Split::ALL {
-            splits.insert(split.name().to_string(), file_sha256(&tasks::split_path(&paths.tasks, task, split))?);
+        // MIB's test splits are not all public; the sweep reads only train and validation anyway.
+        let splits_used: &[Split] = match config.datasets {
+            crate::config::Datasets::Committed => &Split::ALL,
+            crate::config::Datasets::Mib => &[Split::Train, Split::Validation],
+        };
+        for &split in splits_used {
+            // The examples as loaded, so committed files and hub datasets are hashed alike.
+            let examples = config.datasets.load(task, split, &paths.tasks)?;
+            let text = serde_json::to_string(&examples).expect("examples serialise");
+            splits.insert(split.name().to_string(), sha256_hex(text.as_bytes()));
         }
         datasets.insert(task.name().to_string(), splits);
     }
@@ -124,6 +133,7 @@ fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMa
         "name": config.name,
         "config": { "file": paths.config.file_name().map(|n| n.to_string_lossy().into_owned()), "sha256": sha256_hex(&config_text) },
         "seed": config.seed,
+        "datasets_source": format!("{:?}", config.datasets).to_lowercase(),
         "backend": backend,
         "git_revision": git_revision(),
         "models": models,

@@ -50,14 +50,7 @@ pub fn write_parquet(path: &Path, rows: &[Row]) -> Result<(), TableError> {
             }
         }
     }
-    let columns = names
-        .iter()
-        .map(|name| {
-            let values: Vec<&Value> = rows.iter().map(|row| row.get(*name).unwrap_or(&Value::Null)).collect();
-            values_series(name, &values).map(Column::from).map_err(|e| e.at(path))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut frame = DataFrame::new(rows.len(), columns).map_err(|e| polars_err(path, e))?;
+    let mut frame = frame_of(path, &names, rows)?;
     let file = File::create(path).map_err(|source| TableError::Io { path: path.into(), source })?;
     ParquetWriter::new(file).finish(&mut frame).map_err(|e| polars_err(path, e))?;
     Ok(())

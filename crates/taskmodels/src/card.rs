@@ -22,7 +22,7 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
          - {style}\n\
          - {layers} layers, d_model {d}, {heads} query heads ({kv} key/value heads), d_mlp {mlp}, vocabulary {vocab}\n\
          - {params} parameters, stored as f32 safetensors\n\
-         - word-level tokenizer (`tokenizer.json`, built with the `tokenizers` crate): every word, punctuation run\n\
+         - word-level tokenizer (`tokenizer.json`, built with the `tokenizers` crate): every word, punctuation run\n  \
            and number 0–198 is one token; `<bos>` is prepended to every prompt (MIB's default)\n\n\
          ## Data\n\n\
          The task's committed train split plus {generated} further examples drawn from the same generator and\n\
@@ -31,8 +31,7 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
          counterfactual → its own answer. {prompts} prompts in all.\n\n\
          ## Training\n\n\
          - seed {seed}, {steps} AdamW steps of {batch} prompts, peak learning rate {lr}, weight decay {wd}\n\
-         - loss: cross-entropy of the answer token at the last position, plus {lm} × the mean next-token\n\
-           cross-entropy inside the prompts\n\
+         - loss: cross-entropy of the answer token at the last position\n\
          - mean loss {l0:.3} over the first tenth of the steps, {l1:.3} over the last; batch accuracy {a0:.3} → {a1:.3}\n\
          - wall time {secs:.0} s on the machine that trained it\n\n\
          ## Validation ({pairs} pairs, never trained on)\n\n\
@@ -55,7 +54,6 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
         batch = r.batch_size,
         lr = r.learning_rate,
         wd = r.weight_decay,
-        lm = r.lm_weight,
         l0 = report.first_loss,
         l1 = report.last_loss,
         a0 = report.first_accuracy,

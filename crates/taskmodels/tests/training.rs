@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
-use taskmodels::{Progress, Recipe, TrainOptions};
+use taskmodels::{Progress, Recipe, Style, TrainOptions};
 use tasks::{Split, TaskKind};
 use transformer::{CpuBackend, LocalModel};
 
@@ -34,13 +34,15 @@ fn run(options: &TrainOptions) -> (taskmodels::Report, Vec<f64>) {
 
 #[test]
 fn a_short_run_lowers_loss_and_raises_accuracy() {
-    for (task, label) in [(TaskKind::Ioi, "gpt2"), (TaskKind::ArithmeticAddition, "llama")] {
-        let recipe = Recipe { steps: 80, learning_rate: 3e-3, ..taskmodels::recipe(task).tiny() };
+    // IOI: the loss falls fast as the model learns to answer with a name from the prompt.
+    let task = TaskKind::Ioi;
+    for (style, label) in [(Style::Gpt2, "gpt2"), (Style::Llama, "llama")] {
+        let recipe = Recipe { style, steps: 200, learning_rate: 1e-2, ..taskmodels::recipe(task).tiny() };
         let options = options(task, recipe, label);
         let (report, losses) = run(&options);
-        assert_eq!(losses.len(), 80);
-        assert!(report.last_loss < report.first_loss - 1.0, "{task}: loss {} → {}", report.first_loss, report.last_loss);
-        assert!(report.last_accuracy > report.first_accuracy, "{task}: accuracy {} → {}", report.first_accuracy, report.last_accuracy);
+        assert_eq!(losses.len(), 200);
+        assert!(report.last_loss < report.first_loss - 1.0, "{label}: loss {} → {}", report.first_loss, report.last_loss);
+        assert!(report.last_accuracy > report.first_accuracy, "{label}: accuracy {} → {}", report.first_accuracy, report.last_accuracy);
 
         // The written directory is a model like any other, scored the same after reloading.
         let loaded = LocalModel::Dir(options.out_dir.clone()).load::<B>(&Default::default()).unwrap();

@@ -61,7 +61,10 @@ pub enum ModelSpec {
 pub fn task_models_dir() -> PathBuf {
     match std::env::var_os("CIRCUITBENCH_MODELS") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        None => {
+            let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+            crate_dir.ancestors().nth(2).unwrap_or(crate_dir).join("models")
+        }
     }
 }
 
