@@ -120,12 +120,12 @@ pub fn circuit_svg(cell: &CellResult) -> String {
         }
     }
     let columns = heads + 1;
-    let (w, row_h) = (120.0 + 70.0 * columns as f64, 46.0);
+    let (w, row_h) = (140.0 + 80.0 * columns as f64, 60.0);
     let h = 80.0 + row_h * (layers + 1) as f64;
     let place = |name: &str| -> Option<(f64, f64)> {
         let (row, col) = node_place(name, layers)?;
         let col = if col == usize::MAX { heads } else if row == 0 || row == layers + 1 { heads / 2 } else { col };
-        Some((70.0 + 70.0 * col as f64, h - 40.0 - row_h * row as f64))
+        Some((80.0 + 80.0 * col as f64, h - 40.0 - row_h * row as f64))
     };
     let max_score = parsed.iter().map(|p| p.3.abs()).fold(f32::MIN_POSITIVE, f32::max);
     let mut svg = String::new();
@@ -139,10 +139,10 @@ pub fn circuit_svg(cell: &CellResult) -> String {
         nodes.insert(dst, b);
         let colour = if *score >= 0.0 { "#0072B2" } else { "#D55E00" };
         let width = 0.5 + 4.0 * (score.abs() / max_score);
-        let _ = writeln!(svg, r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width:.2}" opacity="0.7"><title>{}->{}{} {score:.4}</title></line>"#, a.0, a.1, b.0, b.1, escape(src), escape(dst), if slot.is_empty() { String::new() } else { format!("<{slot}>") });
+        let _ = writeln!(svg, r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width:.2}" opacity="0.7"><title>{} {score:.4}</title></line>"#, a.0, a.1, b.0, b.1, escape(&format!("{src}->{dst}{}", if slot.is_empty() { String::new() } else { format!("<{slot}>") })));
     }
     for (name, (x, y)) in &nodes {
-        let _ = writeln!(svg, r##"<circle cx="{x:.1}" cy="{y:.1}" r="13" fill="#f4f4f4" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, y + 3.5, escape(name));
+        let _ = writeln!(svg, r##"<circle cx="{x:.1}" cy="{y:.1}" r="18" fill="#f4f4f4" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, y + 3.5, escape(name));
     }
     svg.push_str("</svg>\n");
     svg

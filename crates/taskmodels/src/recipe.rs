@@ -56,7 +56,7 @@ pub fn recipe(task: TaskKind) -> Recipe {
     let llama = Recipe { style: Style::Llama, n_heads: 8, n_kv_heads: 4, d_mlp: 384, learning_rate: 3e-3, weight_decay: 0.01, ..base };
     match task {
         TaskKind::Ioi => Recipe { steps: 2000, ..llama },
-        TaskKind::Mcqa => Recipe { steps: 2000, ..llama },
+        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 3000, learning_rate: 3e-3, weight_decay: 0.01, ..base },
         TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2500, batch_size: 128, weight_decay: 0.5, ..llama },
     }
 }
