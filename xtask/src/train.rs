@@ -30,6 +30,15 @@ pub struct TrainArgs {
     /// Peak learning rate (default: the recipe's).
     #[arg(long)]
     lr: Option<f64>,
+    /// Layers (default: the recipe's).
+    #[arg(long)]
+    layers: Option<usize>,
+    /// `gpt2` or `llama` style (default: the recipe's).
+    #[arg(long)]
+    style: Option<String>,
+    /// Weight of the next-token loss inside prompts (default: the recipe's).
+    #[arg(long)]
+    lm_weight: Option<f64>,
     /// Datasets directory (default: the workspace's tasks/).
     #[arg(long)]
     tasks_dir: Option<PathBuf>,
@@ -37,12 +46,21 @@ pub struct TrainArgs {
     pub device: crate::Device,
 }
 
-/// Trains and prints the run's report.
+/// Trains and prints the run's report. The overrides make a variant of the shipped recipe, for
+/// experiments; the shipped models use the recipe as it is.
 pub fn run<B: Backend>(device: &B::Device, args: &TrainArgs) -> Result<()> {
     let mut recipe = taskmodels::recipe(args.task);
     recipe.steps = args.steps.unwrap_or(recipe.steps);
     recipe.batch_size = args.batch.unwrap_or(recipe.batch_size);
     recipe.learning_rate = args.lr.unwrap_or(recipe.learning_rate);
+    recipe.n_layers = args.layers.unwrap_or(recipe.n_layers);
+    recipe.lm_weight = args.lm_weight.unwrap_or(recipe.lm_weight);
+    recipe.style = match args.style.as_deref() {
+        None => recipe.style,
+        Some("gpt2") => taskmodels::Style::Gpt2,
+        Some("llama") => taskmodels::Style::Llama,
+        Some(other) => anyhow::bail!("--style: `{other}` is neither gpt2 nor llama"),
+    };
     let options = TrainOptions {
         task: args.task,
         recipe,

@@ -54,10 +54,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
     std::fs::rename(&tmp, path).map_err(|source| BenchError::Io { path: path.into(), source })
 }
 
-/// A stable hash of everything that decides a cell's numbers.
-fn definition(config: &Config, cell: &Cell) -> String {
+/// A stable hash of everything that decides a cell's numbers, the model's files included.
+fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, String>) -> String {
     let text = json!({
-        "model": cell.model, "task": cell.task.name(), "method": cell.method,
+        "model": cell.model, "model_files": model_files, "task": cell.task.name(), "method": cell.method,
         "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
         "seed": config.seed,
         "datasets_source": format!("{:?}", config.datasets).to_lowercase(), "ablation": config.ablation.to_string(), "ig_steps": config.ig_steps,
@@ -162,7 +162,7 @@ pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backen
         }
     }
     let manifest = manifest(config, paths, backend, &models)?;
-    let definitions: Vec<String> = config.cells.iter().map(|c| definition(config, c)).collect();
+    let definitions: Vec<String> = config.cells.iter().map(|c| definition(config, c, &models[&c.model])).collect();
     let mut finished: Vec<Option<CellResult>> =
         config.cells.iter().zip(&definitions).map(|(c, d)| stored(&cell_path(&dir, c), d)).collect::<Result<_, _>>()?;
     let mut loaded: Option<(String, SweepModel<B>)> = None;

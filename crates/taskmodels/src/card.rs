@@ -31,7 +31,7 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
          counterfactual → its own answer. {prompts} prompts in all.\n\n\
          ## Training\n\n\
          - seed {seed}, {steps} AdamW steps of {batch} prompts, peak learning rate {lr}, weight decay {wd}\n\
-         - loss: cross-entropy of the answer token at the last position\n\
+         - loss: cross-entropy of the answer token at the last position{lm}\n\
          - mean loss {l0:.3} over the first tenth of the steps, {l1:.3} over the last; batch accuracy {a0:.3} → {a1:.3}\n\
          - wall time {secs:.0} s on the machine that trained it\n\n\
          ## Validation ({pairs} pairs, never trained on)\n\n\
@@ -54,6 +54,7 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
         batch = r.batch_size,
         lr = r.learning_rate,
         wd = r.weight_decay,
+        lm = if r.lm_weight > 0.0 { format!(", plus {} × the mean next-token cross-entropy inside the prompts", r.lm_weight) } else { String::new() },
         l0 = report.first_loss,
         l1 = report.last_loss,
         a0 = report.first_accuracy,

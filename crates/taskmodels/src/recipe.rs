@@ -30,6 +30,8 @@ pub struct Recipe {
     /// Peak learning rate (linear warm-up over the first 5% of steps, then cosine decay to 10%).
     pub learning_rate: f64,
     pub weight_decay: f32,
+    /// Weight of the next-token loss inside prompts, beside the answer's loss (0: answers only).
+    pub lm_weight: f64,
     /// Distinct training examples drawn from the task's generator (besides the train split),
     /// none of whose prompts occurs in validation or test.
     pub generated_examples: usize,
@@ -48,6 +50,7 @@ pub fn recipe(task: TaskKind) -> Recipe {
         batch_size: 64,
         learning_rate: 2e-3,
         weight_decay: 0.1,
+        lm_weight: 0.0,
         generated_examples: 20_000,
     };
     // Llama style for every task: rotary positions make "the name two tokens back" or "the most
@@ -56,8 +59,11 @@ pub fn recipe(task: TaskKind) -> Recipe {
     let llama = Recipe { style: Style::Llama, n_heads: 8, n_kv_heads: 4, d_mlp: 384, learning_rate: 3e-3, weight_decay: 0.01, ..base };
     match task {
         TaskKind::Ioi => Recipe { steps: 2000, ..llama },
-        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 3000, learning_rate: 3e-3, weight_decay: 0.01, ..base },
-        TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2500, batch_size: 128, weight_decay: 0.5, ..llama },
+        // MCQA's answer needs two compositions (match the stated colour, read the letter moved
+        // onto the matching option); the next-token loss inside the prompt (the next option letter)
+        // trains the letter-moving heads directly.
+        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 256, steps: 4000, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
+        TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2000, batch_size: 128, weight_decay: 0.5, ..llama },
     }
 }
 

@@ -116,18 +116,45 @@ fn last_logits<B: Backend>(model: &Transformer<B>, sequences: &[Vec<u32>]) -> Re
     Ok(model.forward(&batch, &Readout::LastToken).squeeze_dim(1))
 }
 
-/// The loss of one batch of (prompt, answer) — cross-entropy of the answer at each prompt's last
-/// position — and the accuracy of its answers.
-fn step_loss<B: AutodiffBackend>(model: &Transformer<B>, picks: &[&(Vec<u32>, u32)]) -> Result<(Tensor<B, 1>, f64), TrainError> {
+/// The loss of one batch of (prompt, answer) and the accuracy of its answers: cross-entropy of the
+/// answer at each prompt's last position, plus `lm_weight` × the mean next-token cross-entropy
+/// inside the prompts. The latter is a denser signal that can teach what the answer needs: in MCQA,
+/// predicting the next option letter trains heads that carry each letter to its option.
+fn step_loss<B: AutodiffBackend>(model: &Transformer<B>, picks: &[&(Vec<u32>, u32)], lm_weight: f64) -> Result<(Tensor<B, 1>, f64), TrainError> {
     let device = model.token_embedding.device();
     let sequences: Vec<Vec<u32>> = picks.iter().map(|(s, _)| s.clone()).collect();
-    let targets: Vec<i64> = picks.iter().map(|&&(_, t)| t as i64).collect();
-    let logits = last_logits(model, &sequences)?;
-    let predicted: Vec<i64> = logits.clone().inner().argmax(1).into_data().convert::<i64>().to_vec().expect("ids");
-    let hits = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [sequences.len(), 1]), &device);
-    let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
-    Ok((loss, hits as f64 / sequences.len() as f64))
+    if lm_weight == 0.0 {
+        let targets: Vec<i64> = picks.iter().map(|&&(_, t)| t as i64).collect();
+        let logits = last_logits(model, &sequences)?;
+        let predicted: Vec<i64> = logits.clone().inner().argmax(1).into_data().convert::<i64>().to_vec().expect("ids");
+        let hits = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
+        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [sequences.len(), 1]), &device);
+        let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
+        return Ok((loss, hits as f64 / sequences.len() as f64));
+    }
+    let batch = Batch::new(&sequences, &model.config, &device)?;
+    let (rows, len) = (sequences.len(), batch.ids.dims()[1]);
+    // Per position: the token to predict there, and whether it is the answer or a prompt token.
+    let (mut targets, mut answer, mut next) = (vec![0i64; rows * len], vec![0f32; rows * len], vec![0f32; rows * len]);
+    for (r, (seq, target)) in picks.iter().enumerate() {
+        let last = seq.len() - 1;
+        for t in 0..last {
+            targets[r * len + t] = seq[t + 1] as i64;
+            next[r * len + t] = 1.0;
+        }
+        targets[r * len + last] = *target as i64;
+        answer[r * len + last] = 1.0;
+    }
+    let n_next = next.iter().sum::<f32>().max(1.0) as f64;
+    let logits = model.forward(&batch, &Readout::All);
+    let predicted: Vec<i64> = logits.clone().inner().argmax(2).into_data().convert::<i64>().to_vec().expect("ids");
+    let hits = picks.iter().enumerate().filter(|&(r, (seq, t))| predicted[r * len + seq.len() - 1] == *t as i64).count();
+    let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [rows, len, 1]), &device);
+    let picked: Tensor<B, 2> = log_softmax(logits, 2).gather(2, targets).squeeze_dim(2);
+    let weights = |w: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(w, [rows, len]), &device);
+    let answer_loss = (picked.clone() * weights(answer)).sum().neg() / rows as f64;
+    let next_loss = (picked * weights(next)).sum().neg() / n_next;
+    Ok((answer_loss + next_loss * lm_weight, hits as f64 / rows as f64))
 }
 
 /// Scores `model` on `examples` (prepared for it with MIB's defaults), in batches of 64 pairs.
@@ -181,7 +208,7 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device, pro
     let mut history = Vec::with_capacity(recipe.steps);
     for step in 0..recipe.steps {
         let picks: Vec<&(Vec<u32>, u32)> = (0..recipe.batch_size).map(|_| &data[rng.random_range(0..data.len())]).collect();
-        let (loss, accuracy) = step_loss(&model, &picks)?;
+        let (loss, accuracy) = step_loss(&model, &picks, recipe.lm_weight)?;
         let loss_value = loss.clone().into_scalar().elem::<f64>();
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged { step, loss: loss_value });
