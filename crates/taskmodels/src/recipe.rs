@@ -62,7 +62,7 @@ pub fn recipe(task: TaskKind) -> Recipe {
         // MCQA's answer needs two compositions (match the stated colour, read the letter moved
         // onto the matching option); the next-token loss inside the prompt (the next option letter)
         // trains the letter-moving heads directly.
-        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 256, steps: 4000, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
+        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 3000, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
         TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2000, batch_size: 128, weight_decay: 0.5, ..llama },
     }
 }
