@@ -55,7 +55,7 @@ fn compare_tables(baseline: &Path, run: &Path, keys: &[&str], metrics: &[&str], 
             let after = new.get(key).and_then(|r| number(r, metric));
             out.compared += 1;
             let moved = match (before, after) {
-                (Some(x), Some(y)) => !((x - y).abs() <= tolerance),
+                (Some(x), Some(y)) => (x - y).is_nan() || (x - y).abs() > tolerance,
                 (None, None) => false,
                 _ => true,
             };

@@ -92,6 +92,8 @@ impl<B: Backend> RmsNorm<B> {
 }
 
 /// The MLP of a block; its output (bias included) is one MIB node.
+// One per block, so the variants' size difference costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mlp<B: Backend> {
     Gelu(GeluMlp<B>),
