@@ -2,7 +2,7 @@
 //! progress bars and writes its reports under `results/<name>/`; `cargo xtask regress` compares a
 //! run with a baseline run and fails when a number moved.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use bench::{Config, Event, SweepPaths};
@@ -10,12 +10,6 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
 use crate::progress::{self, line};
-
-/// The workspace root (xtask's parent).
-fn workspace() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).to_path_buf()
-}
 
 /// Options of `bench`.
 #[derive(clap::Args)]
@@ -35,11 +29,11 @@ pub struct BenchArgs {
 
 /// Runs the sweep and prints where its reports are.
 pub fn run<B: Backend>(device: &B::Device, args: &BenchArgs) -> Result<()> {
-    let config_path = args.config.clone().unwrap_or_else(|| workspace().join("configs").join(format!("{}.toml", args.track)));
+    let config_path = args.config.clone().unwrap_or_else(|| crate::workspace().join("configs").join(format!("{}.toml", args.track)));
     let config = Config::load(&config_path)?;
     let paths = SweepPaths {
         config: config_path,
-        results: args.results.clone().unwrap_or_else(|| workspace().join("results")),
+        results: args.results.clone().unwrap_or_else(|| crate::workspace().join("results")),
         tasks: crate::tasks_cmd::default_dir(),
     };
     let backend = format!("{:?}", args.device).to_lowercase();
@@ -85,7 +79,7 @@ pub struct RegressArgs {
 
 /// Compares and exits non-zero when anything moved.
 pub fn regress(args: &RegressArgs) -> Result<()> {
-    let run = args.run.clone().unwrap_or_else(|| workspace().join("results").join("quick"));
+    let run = args.run.clone().unwrap_or_else(|| crate::workspace().join("results").join("quick"));
     let comparison = bench::regress::compare(&args.baseline, &run, args.tolerance)?;
     println!("{}", bench::regress::render(&comparison, args.tolerance));
     if !comparison.moved.is_empty() {

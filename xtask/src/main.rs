@@ -98,6 +98,12 @@ enum PerfBench {
     Methods(perf::MethodsArgs),
 }
 
+/// The workspace root (xtask's parent), where tasks/, configs/ and results/ live.
+pub fn workspace() -> PathBuf {
+    let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::FetchModel { name } => {

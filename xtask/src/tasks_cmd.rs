@@ -1,7 +1,7 @@
 //! `cargo xtask tasks generate | check`: write the committed datasets, and measure whether a model
 //! does each task (accuracy and logit differences on clean and counterfactual prompts).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use burn::tensor::backend::Backend;
@@ -84,8 +84,7 @@ pub fn run(command: TasksCommand) -> Result<()> {
 
 /// The committed datasets directory, `<workspace>/tasks`.
 pub fn default_dir() -> PathBuf {
-    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask.parent().unwrap_or(xtask).join("tasks")
+    crate::workspace().join("tasks")
 }
 
 fn generate(args: &GenerateArgs) -> Result<()> {

@@ -6,16 +6,11 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::cell::CellResult;
-use crate::sweep::write_atomic;
+use crate::sweep::{slug, write_atomic};
 use crate::BenchError;
 
 /// Line colours, one per method in first-seen order (colour-blind-safe Okabe–Ito, then greys).
 const COLOURS: [&str; 10] = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#777777", "#BBBBBB"];
-
-/// A file-name-safe form of a label.
-fn slug(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
-}
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")

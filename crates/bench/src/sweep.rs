@@ -40,18 +40,14 @@ fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn file_sha256(path: &Path) -> Result<String, BenchError> {
-    let mut hasher = Sha256::new();
-    let mut file = std::fs::File::open(path).map_err(|source| BenchError::Io { path: path.into(), source })?;
-    std::io::copy(&mut file, &mut hasher).map_err(|source| BenchError::Io { path: path.into(), source })?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|source| BenchError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| BenchError::Io { path: path.into(), source })
+    Ok(transformer::checkpoint::write_atomic(path, bytes)?)
+}
+
+/// A file-name-safe form of a label (cell keys, model names).
+pub(crate) fn slug(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
 /// A stable hash of everything that decides a cell's numbers, the model's files included.
@@ -69,8 +65,7 @@ fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, Strin
 
 /// The file a cell's result is stored in.
 fn cell_path(dir: &Path, cell: &Cell) -> PathBuf {
-    let slug: String = cell.key().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
-    dir.join("cells").join(format!("{slug}.json"))
+    dir.join("cells").join(format!("{}.json", slug(&cell.key())))
 }
 
 /// A stored result that still matches the cell's definition.
@@ -97,7 +92,7 @@ fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
             files
         }
     };
-    files.iter().map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), file_sha256(p)?))).collect()
+    files.iter().map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), transformer::fetch::file_sha256(p)?))).collect()
 }
 
 /// The git revision of the working directory, with `-dirty` when it has uncommitted changes.

@@ -49,12 +49,8 @@ fn fetch_error(artifact: &PipArtifact, message: impl Into<String>) -> LoadError 
     LoadError::Fetch { what: artifact.package.into(), message: message.into() }
 }
 
-/// Size and SHA-256 check, so a truncated or tampered file is never used.
-fn verify(artifact: &PipArtifact, path: &Path) -> Result<(), LoadError> {
-    let size = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?.len();
-    if size != artifact.size {
-        return Err(fetch_error(artifact, format!("{}: size {size} bytes, expected {}", path.display(), artifact.size)));
-    }
+/// The SHA-256 of a file as lowercase hex, read in 1 MiB blocks.
+pub fn file_sha256(path: &Path) -> Result<String, LoadError> {
     let mut file = File::open(path).map_err(|e| LoadError::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -65,7 +61,16 @@ fn verify(artifact: &PipArtifact, path: &Path) -> Result<(), LoadError> {
         }
         hasher.update(&buf[..n]);
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Size and SHA-256 check, so a truncated or tampered file is never used.
+fn verify(artifact: &PipArtifact, path: &Path) -> Result<(), LoadError> {
+    let size = std::fs::metadata(path).map_err(|e| LoadError::io(path, e))?.len();
+    if size != artifact.size {
+        return Err(fetch_error(artifact, format!("{}: size {size} bytes, expected {}", path.display(), artifact.size)));
+    }
+    let digest = file_sha256(path)?;
     if digest != artifact.sha256 {
         return Err(fetch_error(artifact, format!("{}: SHA-256 {digest}, expected {}", path.display(), artifact.sha256)));
     }
