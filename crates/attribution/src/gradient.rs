@@ -12,7 +12,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use graph::Graph;
-use patching::{Ablation, AblationError, EdgeMasks, PatchHooks, Reference};
+use patching::{Ablation, AblationError, MaskGradientHooks};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
@@ -87,11 +87,10 @@ fn node_groups(n_layers: usize) -> Vec<NodeGroup> {
         .collect()
 }
 
-/// Keep-weights [1, n_fwd, n_bwd]: 1 everywhere (the unpatched run), except α on every edge out of
+/// Keep values of every source's row: 1 everywhere (the unpatched run), except α on the sources of
 /// `group`, which sets that group's outputs to α·clean + (1 − α)·ablated for everything downstream.
-fn keep_weights<B: Backend>(graph: &Graph, interpolate: Option<(NodeGroup, f64)>, device: &B::Device) -> Tensor<B, 3> {
-    let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-    let mut keep = vec![1.0f32; n_fwd * n_bwd];
+fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
+    let mut keep = vec![1.0f32; graph.n_fwd()];
     if let Some((group, alpha)) = interpolate {
         let sources = match group {
             NodeGroup::Input => 0..1,
@@ -101,34 +100,26 @@ fn keep_weights<B: Backend>(graph: &Graph, interpolate: Option<(NodeGroup, f64)>
                 f..f + 1
             }
         };
-        keep[sources.start * n_bwd..sources.end * n_bwd].fill(alpha as f32);
+        keep[sources].fill(alpha as f32);
     }
-    Tensor::from_data(TensorData::new(keep, [1, n_fwd, n_bwd]), device)
+    keep
 }
 
-/// One forward/backward pass through the patching engine with the keep-weights as a leaf, adding
-/// w · Δ·∇ for every edge: the engine's destination v reads resid + Σ_u (1 − keep_uv) δ_u, so
-/// −∂L/∂keep_uv = Σ δ_u · ∂L/∂input_v is the edge's score. Only that [n_fwd × n_bwd] gradient is
-/// kept; the gradients at the destination slots are transient inside the backward pass.
-#[allow(clippy::too_many_arguments)]
+/// One forward/backward pass through the engine's mask-gradient path, adding w · Δ·∇ for every
+/// edge: −∂L/∂keep_uv = Σ δ_u · ∂L/∂input_v is the edge's score (see
+/// [`patching::MaskGradientHooks`]).
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
-    graph: &Graph,
     batch: &Batch<B>,
     answers: &[(u32, u32)],
     rules: &GradientRules,
-    keep: Tensor<B, 3>,
-    ablated: Tensor<B, 4>,
-    reference: Reference<B>,
+    mut hooks: MaskGradientHooks<B>,
     w: f64,
     scores: &mut [f64],
 ) {
-    let keep = keep.require_grad();
-    let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_tensor(keep.clone()), ablated).with_reference(reference);
     let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
     let grads = loss(logits, answers).backward();
-    let grad: Vec<f32> = keep.grad(&grads).expect("the mask takes part in the loss").into_data().to_vec().expect("f32 gradient");
-    for (score, g) in scores.iter_mut().zip(grad) {
+    for (score, g) in scores.iter_mut().zip(hooks.keep_gradient(&grads)) {
         *score -= w * g as f64;
     }
 }
@@ -161,25 +152,32 @@ pub fn gradient_scores<B: AutodiffBackend>(
     for chunk in pairs.chunks(options.batch_size.max(1)) {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::<B>::new(&clean, &model.config, &device)?;
-        let cf_batch = Batch::<B>::new(&counterfactual, &model.config, &device)?;
-        let ablated = Tensor::<B, 4>::from_inner(ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?);
+        let ablated = ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?;
         passes.forward += ablation.forward_passes();
-        // Δ = ablated − clean comes from a plain clean pass, so that every gradient run, clean or
-        // not, reads it as one constant tensor (see `Reference::Fixed`).
-        let clean_nodes = Tensor::<B, 4>::from_inner(patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?).1);
-        passes.forward += 1;
-        let mut run = |batch: &Batch<B>, rules: &GradientRules, interpolate, reference, w: f64| {
+        // EAP and GIM take gradients on the clean run and measure Δ = ablated − clean against that
+        // run's own outputs; every other run measures it against a plain clean pass.
+        let reference = match method {
+            GradientMethod::Eap(_) => None,
+            _ => {
+                passes.forward += 1;
+                Some(patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?).1)
+            }
+        };
+        let fixed = |keep: &[f32]| {
+            let reference = reference.clone().expect("recorded for every method but EAP");
+            MaskGradientHooks::new(*graph, ablated.clone()).with_fixed_reference(reference, keep)
+        };
+        let mut run = |batch: &Batch<B>, rules: &GradientRules, hooks: MaskGradientHooks<B>, w: f64| {
             passes.forward += 1;
             passes.backward += 1;
-            let keep = keep_weights(graph, interpolate, &device);
-            gradient_pass(&model, graph, batch, &answers, rules, keep, ablated.clone(), reference, w, &mut scores)
+            gradient_pass(&model, batch, &answers, rules, hooks, w, &mut scores)
         };
-        let fixed = || Reference::Fixed(clean_nodes.clone());
         match method {
-            GradientMethod::Eap(rules) => run(&clean_batch, &rules, None, fixed(), 1.0),
+            GradientMethod::Eap(rules) => run(&clean_batch, &rules, MaskGradientHooks::new(*graph, ablated.clone()), 1.0),
             GradientMethod::CleanCorrupted => {
-                run(&clean_batch, &plain, None, fixed(), 0.5);
-                run(&cf_batch, &plain, None, fixed(), 0.5);
+                let untouched = vec![1.0; graph.n_fwd()];
+                run(&clean_batch, &plain, fixed(&untouched), 0.5);
+                run(&Batch::new(&counterfactual, &model.config, &device)?, &plain, fixed(&untouched), 0.5);
             }
             GradientMethod::IgInputs { steps } | GradientMethod::IgActivations { steps } => {
                 let (groups, alphas): (Vec<NodeGroup>, Vec<f64>) = match method {
@@ -189,7 +187,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
                 let w = 1.0 / (groups.len() * steps) as f64;
                 for &group in &groups {
                     for &alpha in &alphas {
-                        run(&clean_batch, &plain, Some((group, alpha)), fixed(), w);
+                        run(&clean_batch, &plain, fixed(&keep_rows(graph, Some((group, alpha)))), w);
                     }
                 }
             }

@@ -3,15 +3,18 @@
 //! A destination v reads `resid_v + Σ_u (1 − mask[u,v]) · (ablated_u − actual_u)` over its upstream
 //! sources u (mib-spec §2). The mask is a dense tensor of the (possibly autodiff) backend, one per
 //! replica of the batch, so the same engine serves circuit evaluation (0/1 masks, one per budget),
-//! exact patching (one ablated edge per replica), gradient attribution (a soft mask leaf at 1: its
-//! gradient is every edge's score at once) and, later, learned soft masks.
+//! exact patching (one ablated edge per replica), gradient attribution (the mask's gradient at 1 is
+//! every edge's score at once; [`MaskGradientHooks`] computes it without forming the zero patch
+//! term) and, later, learned soft masks.
 
 pub mod ablation;
 pub mod activations;
 pub mod metric;
+pub mod mask_gradient;
 pub mod patch;
 
 pub use ablation::{Ablation, AblationKind, AblationError};
 pub use activations::{record_nodes, NodeRecorder};
+pub use mask_gradient::MaskGradientHooks;
 pub use metric::logit_differences;
-pub use patch::{patched_logit_differences, EdgeMasks, PatchHooks, Reference};
+pub use patch::{patched_logit_differences, EdgeMasks, PatchHooks};

@@ -55,18 +55,6 @@ struct Group {
     dst: Range<usize>,
 }
 
-/// What δ_u = ablated_u − reference_u is measured against.
-#[derive(Debug, Clone)]
-pub enum Reference<B: Backend> {
-    /// This run's own outputs, differentiably: patching and learned masks.
-    Actual,
-    /// Given outputs [n_fwd, pairs, pos, d_model], typically the clean run's, as constants:
-    /// gradient attribution, which scores Δ = ablated − clean also on runs that are not the clean
-    /// run (integrated gradients, clean-corrupted). δ is then one tensor computed up front, so the
-    /// slices the backward pass keeps are views of it rather than copies.
-    Fixed(Tensor<B, 4>),
-}
-
 /// What a group's destinations add to the residual they read.
 enum Term<B: Backend> {
     /// Nothing: every edge into the group is kept in every replica.
@@ -88,7 +76,6 @@ pub struct PatchHooks<B: Backend> {
     graph: Graph,
     /// Ablated node outputs [n_fwd, pairs, pos, d_model] (the counterfactual run's, means, or zeros).
     ablated: Tensor<B, 4>,
-    reference: Reference<B>,
     keep: Tensor<B, 3>,
     hard: Option<Vec<Vec<bool>>>,
     replicas: usize,
@@ -110,7 +97,6 @@ impl<B: Backend> PatchHooks<B> {
         Self {
             graph,
             ablated,
-            reference: Reference::Actual,
             keep: masks.keep.clone(),
             hard: masks.hard.clone(),
             replicas: masks.replicas(),
@@ -121,18 +107,7 @@ impl<B: Backend> PatchHooks<B> {
         }
     }
 
-    /// Measures δ against `reference` instead of the actual run's outputs.
-    pub fn with_reference(mut self, reference: Reference<B>) -> Self {
-        if let (Reference::Fixed(fixed), true) = (&reference, self.active) {
-            let [n, pairs, t, d] = fixed.dims();
-            let delta: Tensor<B, 3> = (self.ablated.clone() - fixed.clone()).reshape([1, n, pairs * t * d]);
-            self.deltas = Some(delta.expand([self.replicas, n, pairs * t * d]));
-        }
-        self.reference = reference;
-        self
-    }
-
-    /// Records (ablated − reference) for the next `k` sources, given actual outputs [k, rows, pos, d].
+    /// Records (ablated − actual) for the next `k` sources, given actual outputs [k, rows, pos, d].
     fn push_actual(&mut self, actual: Tensor<B, 4>) {
         if !self.active {
             return;
@@ -142,15 +117,6 @@ impl<B: Backend> PatchHooks<B> {
         let start = self.produced;
         let ablated_pairs = self.ablated.dims()[1];
         let width = pairs * t * d;
-        if let Reference::Fixed(_) = self.reference {
-            // δ is already whole; only the running sum follows the sources.
-            self.produced += k;
-            if self.hard.is_some() {
-                let deltas = self.deltas.clone().expect("computed with the reference");
-                self.add_to_sum(deltas.slice([0..self.replicas, start..start + k, 0..width]));
-            }
-            return;
-        }
         let ablated: Tensor<B, 5> = self
             .ablated
             .clone()
@@ -199,17 +165,6 @@ impl<B: Backend> PatchHooks<B> {
         let Some(hard) = &self.hard else {
             // Soft masks: the dense form over every upstream source.
             let r = self.replicas;
-            if let Reference::Fixed(_) = self.reference {
-                // Over all sources with the downstream ones weighted 0, so every group multiplies the
-                // one δ tensor itself: a slice would be a copy, and autodiff keeps each group's
-                // operand until the backward pass (≈ n_layers copies of δ).
-                let n_fwd = self.graph.n_fwd();
-                let ablate = self.keep.clone().slice([0..r, 0..n_fwd, group.dst.clone()]).neg() + 1.0;
-                let upstream: Vec<f32> = (0..n_fwd).flat_map(|u| group.dst.clone().map(move |_| if u < group.upstream { 1.0 } else { 0.0 })).collect();
-                let upstream = Tensor::<B, 3>::from_data(TensorData::new(upstream, [1, n_fwd, group.dst.len()]), &self.keep.device());
-                let deltas = self.deltas.clone().expect("computed with the reference");
-                return Term::PerDestination((ablate * upstream).swap_dims(1, 2).matmul(deltas));
-            }
             let ablate = self.keep.clone().slice([0..r, 0..group.upstream, group.dst.clone()]).neg() + 1.0;
             let rows: Vec<usize> = (0..group.upstream).collect();
             return Term::PerDestination(ablate.swap_dims(1, 2).matmul(self.gather(&rows)));

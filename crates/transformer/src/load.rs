@@ -61,11 +61,27 @@ pub enum ModelSpec {
 pub fn task_models_dir() -> PathBuf {
     match std::env::var_os("CIRCUITBENCH_MODELS") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-            crate_dir.ancestors().nth(2).unwrap_or(crate_dir).join("models")
-        }
+        None => workspace_root().join("models"),
     }
+}
+
+/// The circuitbench checkout in use, found at run time so that two checkouts sharing one build
+/// cache never read each other's files: the workspace around `$CARGO_MANIFEST_DIR` (set by
+/// `cargo run`), else around the current directory, else the one this crate was compiled in.
+pub fn workspace_root() -> PathBuf {
+    let is_root = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
+            && dir.join("crates").join("transformer").is_dir()
+    };
+    let runtime_starts = [std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), std::env::current_dir().ok()];
+    runtime_starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| start.ancestors().find(|dir| is_root(dir)).map(Path::to_path_buf))
+        .unwrap_or_else(|| {
+            let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+            crate_dir.ancestors().nth(2).unwrap_or(crate_dir).to_path_buf()
+        })
 }
 
 impl ModelSpec {

@@ -7,7 +7,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, PositionEncoding};
 use crate::hooks::{AttentionInput, Hooks, NoHooks};
-use crate::layers::{Linear, Mlp, Norm, RopeTables};
+use crate::layers::{Linear, Mlp, Norm, RopeTables, matmul_last};
 use crate::rules::{GradientRules, attention_softmax, scale_grad};
 
 /// Multi-head (optionally grouped-query) self-attention whose heads can be read and fed one by one.
@@ -182,7 +182,11 @@ impl<B: Backend> Attention<B> {
                 .expand([n, group, d_model, self.d_head])
                 .reshape([self.n_heads, d_model, self.d_head])
         };
-        let y = x.swap_dims(1, 2).matmul(w.unsqueeze());
+        // As [heads, b·t, d_model] @ [heads, d_model, d_head]: one GEMM per head rather than per
+        // (row, head), so each head's weights are packed once.
+        let [b, t, heads, _] = x.dims();
+        let y = x.permute([2, 0, 1, 3]).reshape([heads, b * t, d_model]).matmul(w);
+        let y = y.reshape([heads, b, t, self.d_head]).swap_dims(0, 1);
         match Self::per_head_bias(linear, n, self.d_head) {
             Some(bias) if n == self.n_heads => y + bias,
             Some(bias) => y + self.ungroup(bias),
@@ -236,11 +240,13 @@ impl<B: Backend> Attention<B> {
 
         let mixed = if hooks.wants_head_outputs() {
             let w_o = self.o.weight.val().reshape([h, dh, self.o.d_out()]);
-            let heads = z.matmul(w_o.unsqueeze()).swap_dims(1, 2); // [b, t, h, d_model]
+            // One GEMM per head over all rows: [h, b·t, d_head] @ [h, d_head, d_model].
+            let heads = z.swap_dims(0, 1).reshape([h, b * t, dh]).matmul(w_o);
+            let heads = heads.reshape([h, b, t, self.o.d_out()]).permute([1, 2, 0, 3]); // [b, t, h, d_model]
             let heads = hooks.head_outputs(layer, heads);
             heads.sum_dim(2).squeeze_dim::<3>(2)
         } else {
-            z.swap_dims(1, 2).reshape([b, t, h * dh]).matmul(self.o.weight.val().unsqueeze())
+            matmul_last(z.swap_dims(1, 2).reshape([b, t, h * dh]), self.o.weight.val())
         };
         match &self.o.bias {
             Some(b_o) => mixed + b_o.val().unsqueeze(),
@@ -308,7 +314,7 @@ impl<B: Backend> Transformer<B> {
             Some(w) => w.val(),
             None => self.token_embedding.val().transpose(),
         };
-        x.matmul(w.unsqueeze())
+        matmul_last(x, w)
     }
 }
 

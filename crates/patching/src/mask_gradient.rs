@@ -1,0 +1,208 @@
+//! The engine's fast path for ∂L/∂keep, the one quantity every gradient attribution method needs,
+//! when the keep mask is 1 on every edge except whole rows (all edges out of a source at one α).
+//!
+//! [`crate::PatchHooks`] with the keep mask as a leaf computes the same gradient (the tests check
+//! that they agree), but it forms Σ_u (1 − keep_uv) δ_u at every destination in the forward pass —
+//! a product over all upstream sources that is zero at keep = 1 and costs as much as the model —
+//! and autodiff then contracts every destination's gradient with δ again. Here instead:
+//! - a row of keep at α is a shift of that source's output by (1 − α)·δ_u where it is written to
+//!   the residual stream, which is exactly what every downstream destination would have added;
+//! - every destination reads its input plus a zero leaf (a probe); one backward gives each probe's
+//!   gradient g_v = ∂L/∂input_v, and ∂L/∂keep_uv = −Σ δ_u · g_v over batch, positions and
+//!   d_model: one matrix product per block of layers, over the upstream sources only.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use graph::Graph;
+use transformer::{AttentionInput, Hooks};
+
+use crate::activations::heads_source_major;
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// Layers whose destinations are scored together: each block contracts its destinations'
+/// gradients with the sources upstream of its last layer, so larger blocks do more products with
+/// sources that are downstream (and discarded), smaller blocks more, smaller products.
+const LAYERS_PER_BLOCK: usize = 4;
+
+/// A destination's probe: a zero leaf added to what it reads.
+enum Probe<B: AutodiffBackend> {
+    /// One of q/k/v of every head of a layer: [batch, pos, heads, d_model].
+    Heads(Tensor<B, 4>),
+    /// An MLP input or the final residual: [batch, pos, d_model].
+    Single(Tensor<B, 3>),
+}
+
+/// Hooks that make one forward/backward pass yield ∂L/∂keep for a keep mask that is 1 except on
+/// whole source rows; see the module docs. δ_u = ablated_u − reference_u.
+pub struct MaskGradientHooks<B: AutodiffBackend> {
+    graph: Graph,
+    /// Ablated node outputs [n_fwd, batch, pos, d_model].
+    ablated: Tensor<Inner<B>, 4>,
+    /// Outputs δ is measured against; None = this run's own outputs, recorded as they appear.
+    reference: Option<Tensor<Inner<B>, 4>>,
+    /// This run's outputs in forward order, [k, batch, pos, d_model] chunks (when `reference` is None).
+    recorded: Vec<Tensor<Inner<B>, 4>>,
+    /// Per source: 1 − keep on its row (0 leaves the source alone).
+    shifts: Vec<f32>,
+    /// Probes in backward-index order of their destinations (q, k, v of each layer, its MLP, logits).
+    probes: Vec<Probe<B>>,
+    produced: usize,
+}
+
+impl<B: AutodiffBackend> MaskGradientHooks<B> {
+    /// Scores against the run's own outputs with every edge kept (EAP, GIM on the clean run).
+    pub fn new(graph: Graph, ablated: Tensor<Inner<B>, 4>) -> Self {
+        let n_fwd = graph.n_fwd();
+        Self { graph, ablated, reference: None, recorded: Vec::new(), shifts: vec![0.0; n_fwd], probes: Vec::new(), produced: 0 }
+    }
+
+    /// Measures δ against fixed outputs [n_fwd, batch, pos, d_model] (the clean run's) and sets the
+    /// keep row of each source to `keep[u]` (1 = untouched): integrated gradients, and gradients on
+    /// runs other than the clean one.
+    pub fn with_fixed_reference(mut self, reference: Tensor<Inner<B>, 4>, keep_rows: &[f32]) -> Self {
+        assert_eq!(keep_rows.len(), self.graph.n_fwd(), "one keep value per source");
+        self.shifts = keep_rows.iter().map(|k| 1.0 - k).collect();
+        self.reference = Some(reference);
+        self
+    }
+
+    /// (1 − keep) · δ for sources `start..start + k`, as [k, batch, pos, d] in the autodiff backend,
+    /// or None when none of them is shifted.
+    fn shift(&self, start: usize, k: usize) -> Option<Tensor<B, 4>> {
+        let shifts = &self.shifts[start..start + k];
+        if shifts.iter().all(|&s| s == 0.0) {
+            return None;
+        }
+        let reference = self.reference.clone().expect("shifted rows come with a fixed reference");
+        let [_, b, t, d] = reference.dims();
+        let rows = start..start + k;
+        let delta = self.ablated.clone().slice([rows.clone(), 0..b, 0..t, 0..d]) - reference.slice([rows, 0..b, 0..t, 0..d]);
+        let weights = Tensor::<Inner<B>, 4>::from_data(TensorData::new(shifts.to_vec(), [k, 1, 1, 1]), &delta.device());
+        Some(Tensor::from_inner(delta * weights))
+    }
+
+    /// Records (when measuring against this run) and shifts the next `k` sources, given as
+    /// [k, batch, pos, d_model]; returns the shift to add, if any.
+    fn produce(&mut self, outputs: &Tensor<B, 4>) -> Option<Tensor<B, 4>> {
+        let k = outputs.dims()[0];
+        if self.reference.is_none() {
+            self.recorded.push(outputs.clone().inner());
+        }
+        let shift = self.shift(self.produced, k);
+        self.produced += k;
+        shift
+    }
+
+    fn probe3(&mut self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        let probe = Tensor::<B, 3>::zeros(resid.dims(), &resid.device()).require_grad();
+        self.probes.push(Probe::Single(probe.clone()));
+        resid + probe
+    }
+
+    /// ∂L/∂keep, row-major [n_fwd × n_bwd] (0 off the graph's edges), from the gradients of the
+    /// backward pass of this forward pass's loss.
+    pub fn keep_gradient(self, grads: &B::Gradients) -> Vec<f32> {
+        let graph = self.graph;
+        let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
+        let reference = match self.reference {
+            Some(r) => r,
+            None => Tensor::cat(self.recorded, 0),
+        };
+        let [_, b, t, d] = reference.dims();
+        let width = b * t * d;
+        let delta: Tensor<Inner<B>, 2> = (self.ablated - reference).reshape([n_fwd, width]);
+        // Each probe's gradient as columns [width, slots], in backward-index order. Columns, so
+        // the product below needs no transposed operand: burn-ndarray makes any transposed matmul
+        // operand contiguous by walking it in logical order, which for a [slots, width] matrix
+        // read column-wise is one cache miss per element (measured: seconds per pass on SmolLM2).
+        let columns: Vec<Tensor<Inner<B>, 2>> = self
+            .probes
+            .iter()
+            .map(|probe| match probe {
+                // [b, t, heads, d] → [b, t, d, heads]: each position's heads × d block is transposed
+                // in cache.
+                Probe::Heads(p) => {
+                    let g = p.grad(grads).expect("every probe takes part in the loss");
+                    let heads = g.dims()[2];
+                    g.swap_dims(2, 3).reshape([width, heads])
+                }
+                Probe::Single(p) => p.grad(grads).expect("every probe takes part in the loss").reshape([width, 1]),
+            })
+            .collect();
+        let mut out = vec![0.0f32; n_fwd * n_bwd];
+        let n_layers = graph.shape().n_layers;
+        let mut next = 0;
+        let mut bwd_start = 0;
+        for first in (0..n_layers).step_by(LAYERS_PER_BLOCK) {
+            let last = (first + LAYERS_PER_BLOCK).min(n_layers) - 1;
+            // q, k, v, MLP per layer (4 probes each), and the logits probe with the last block.
+            let probes_in_block = 4 * (last - first + 1) + usize::from(last == n_layers - 1);
+            let gradient = Tensor::cat(columns[next..next + probes_in_block].to_vec(), 1);
+            next += probes_in_block;
+            let n_dst = gradient.dims()[1];
+            let upstream = if last == n_layers - 1 { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
+            let block = delta.clone().slice([0..upstream, 0..width]).matmul(gradient);
+            let values: Vec<f32> = block.into_data().to_vec().expect("f32 products");
+            for u in 0..upstream {
+                for j in 0..n_dst {
+                    let v = bwd_start + j;
+                    if graph.is_edge(u, v) {
+                        out[u * n_bwd + v] = -values[u * n_dst + j];
+                    }
+                }
+            }
+            bwd_start += n_dst;
+        }
+        debug_assert_eq!(bwd_start, n_bwd);
+        out
+    }
+}
+
+impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
+    fn wants_head_outputs(&self) -> bool {
+        true
+    }
+
+    fn input_output(&mut self, embedding: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.produce(&embedding.clone().unsqueeze()) {
+            Some(shift) => embedding + shift.squeeze_dim(0),
+            None => embedding,
+        }
+    }
+
+    fn attention_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> AttentionInput<B> {
+        let [b, t, d] = resid.dims();
+        let heads = self.graph.shape().n_heads;
+        let mut slot = || {
+            let probe = Tensor::<B, 4>::zeros([b, t, heads, d], &resid.device()).require_grad();
+            self.probes.push(Probe::Heads(probe.clone()));
+            resid.clone().unsqueeze_dim::<4>(2) + probe
+        };
+        let (q, k, v) = (slot(), slot(), slot());
+        AttentionInput::PerHead { q, k, v }
+    }
+
+    fn head_outputs(&mut self, _layer: usize, heads: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self.produce(&heads_source_major(heads.clone())) {
+            // [k, b, t, d] back to [b, t, k, d].
+            Some(shift) => heads + shift.permute([1, 2, 0, 3]),
+            None => heads,
+        }
+    }
+
+    fn mlp_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.probe3(resid)
+    }
+
+    fn mlp_output(&mut self, _layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.produce(&out.clone().unsqueeze()) {
+            Some(shift) => out + shift.squeeze_dim(0),
+            None => out,
+        }
+    }
+
+    fn final_input(&mut self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.probe3(resid)
+    }
+}

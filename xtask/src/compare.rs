@@ -1,0 +1,374 @@
+//! `cargo xtask perf compare`: the same attribution and evaluation work done by circuitbench and by
+//! two PyTorch peers on this machine, in one run, with wall time per stage, the ratios, and a check
+//! that every system computed the same numbers (a speed-up that changes the scores is no speed-up).
+//!
+//! The peers live in `xtask/peers/` and are installed by this command into a virtual environment
+//! under the user's cache (`~/.cache/circuitbench/peers-venv`, from PyPI, pinned in
+//! `xtask/peers/requirements.txt`; about 6 GB, since torch's PyPI wheel brings the CUDA runtime): (a) MIB's own stack — TransformerLens with the EAP-IG flags,
+//! loops written the way the EAP-IG library runs them; (b) a lean script on Hugging Face
+//! transformers with plain hooks. They read one job file (token ids, the circuits to evaluate) and
+//! write one result file; the protocol is in `xtask/peers/README.md`.
+//!
+//! Stages, each timed standalone as a user would run it (its own clean and counterfactual passes
+//! included, model loading excluded): EAP, EAP-IG-inputs, GIM, and the evaluation of ten circuits
+//! (MIB's ten budgets, chosen by circuitbench's EAP scores, signed) plus m(N) and m(∅). All pairs
+//! form one batch of prompts of equal length, so no system pads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
+use evaluator::circuit::{MIB_FRACTIONS, edge_budget};
+use graph::Graph;
+use patching::{Ablation, AblationKind};
+use serde_json::{Value, json};
+use tasks::PreparedPair;
+use transformer::{LocalModel, ModelConfig, ModelSpec};
+
+/// Options of the side-by-side comparison.
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    /// Model (a GGUF model: the peers load the same file through transformers' GGUF reader).
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// IOI pairs from the train split, all of one prompt length (one batch).
+    #[arg(long, default_value_t = 16)]
+    pairs: usize,
+    /// Integrated-gradient steps of EAP-IG-inputs.
+    #[arg(long, default_value_t = 5)]
+    ig_steps: usize,
+    /// Peers to run beside circuitbench (`--peers none` runs circuitbench alone).
+    #[arg(long, value_delimiter = ',', default_values = ["transformerlens", "hf"])]
+    peers: Vec<String>,
+    /// Where the job, the peers' results and `compare.csv` go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = crate::Device::Cpu)]
+    pub device: crate::Device,
+}
+
+/// The stages every system runs, in order.
+const STAGES: [&str; 4] = ["eap", "eap-ig-inputs", "gim", "evaluation"];
+
+/// Largest relative L2 difference between two systems' edge scores (over real edges) still
+/// counted as agreement: f32 accumulation in a different order moves scores by ~1e-5.
+const SCORE_TOLERANCE: f64 = 1e-3;
+/// Largest absolute difference in m (logit units) still counted as agreement.
+const M_TOLERANCE: f64 = 1e-3;
+
+/// What one system measured on one stage.
+#[derive(Debug, Clone, Default)]
+struct StageResult {
+    seconds: f64,
+    /// Dense [n_fwd × n_bwd] scores (attribution stages).
+    scores: Option<Vec<f32>>,
+    /// Mean m over the pairs: clean model, empty circuit, then each circuit (evaluation).
+    m: Option<Vec<f64>>,
+    /// FLOPs the stage needs at the least (model matmuls and edge-score contractions).
+    flops: Option<f64>,
+}
+
+/// One system's results, stage by stage.
+struct SystemResult {
+    name: String,
+    stages: Vec<(String, StageResult)>,
+}
+
+impl SystemResult {
+    fn stage(&self, name: &str) -> Option<&StageResult> {
+        self.stages.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+/// The first `n` IOI train pairs of the most common prompt length (so nothing is padded).
+fn equal_length_pairs(all: Vec<PreparedPair>, n: usize) -> Result<Vec<PreparedPair>> {
+    let mut counts = std::collections::BTreeMap::<usize, usize>::new();
+    for p in &all {
+        *counts.entry(p.clean.len()).or_default() += 1;
+    }
+    let (&len, &count) = counts.iter().max_by_key(|&(len, count)| (*count, std::cmp::Reverse(*len))).context("no prepared pairs")?;
+    ensure!(count >= n, "only {count} train pairs share a prompt length ({len} tokens); asked for {n}");
+    Ok(all.into_iter().filter(|p| p.clean.len() == len).take(n).collect())
+}
+
+/// Median GFLOP/s of a large plain f32 matmul: the machine's attainable matmul throughput.
+fn peak_matmul_gflops<B: Backend>(device: &B::Device) -> f64 {
+    use burn::tensor::{Distribution, Tensor};
+    let (m, k, n) = (1024, 1024, 1024);
+    let a = Tensor::<B, 2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+    let b = Tensor::<B, 2>::random([k, n], Distribution::Normal(0.0, 1.0), device);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    2.0 * (m * k * n) as f64 / times[2] / 1e9
+}
+
+/// Least FLOPs of one gradient pass set: `fwd` forward and `bwd` backward passes (a backward costs
+/// two forwards) plus the Δ·∇ contraction over every edge for each backward pass.
+fn attribution_flops(cfg: &ModelConfig, graph: &Graph, pairs: usize, len: usize, fwd: usize, bwd: usize) -> f64 {
+    let tokens = pairs * len;
+    let forward = cfg.forward_flops(tokens, len, pairs);
+    let contraction = 2.0 * graph.n_edges() as f64 * (tokens * cfg.d_model) as f64;
+    (fwd + 2 * bwd) as f64 * forward + bwd as f64 * contraction
+}
+
+/// Runs the four stages in circuitbench; returns the results and the circuits evaluated.
+fn run_circuitbench<B: Backend>(
+    device: &B::Device,
+    model_name: &str,
+    pairs: &[PreparedPair],
+    ig_steps: usize,
+) -> Result<(SystemResult, Vec<Vec<bool>>)> {
+    use attribution::{Method, RunOptions, run_method};
+    let loaded = transformer::load_model::<Autodiff<B>>(model_name, device)?;
+    let cfg = loaded.model.config.clone();
+    let graph = Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let options = RunOptions { batch_size: pairs.len(), edges_per_pass: 16 };
+    let len = pairs[0].clean.len();
+    // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's cost.
+    let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+    let _ = loaded.model.valid().forward(&transformer::Batch::new(&clean, &cfg, device)?, &transformer::Readout::LastToken).into_data();
+    let mut stages = Vec::new();
+    let mut eap_scores = None;
+    for name in ["eap", "eap-ig-inputs", "gim"] {
+        let method = Method::parse(name, ig_steps, 0)?;
+        let start = Instant::now();
+        let scores = run_method(&loaded.model, &graph, pairs, &method, AblationKind::Counterfactual, options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let flops = attribution_flops(&cfg, &graph, pairs.len(), len, scores.passes.forward, scores.passes.backward);
+        if name == "eap" {
+            eap_scores = Some(scores.values.clone());
+        }
+        stages.push((name.to_string(), StageResult { seconds, scores: Some(scores.values), m: None, flops: Some(flops) }));
+    }
+    let eap_scores = eap_scores.expect("eap ran first");
+    let circuits: Vec<Vec<bool>> =
+        MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
+    let inner = loaded.model.valid();
+    let refs: Vec<&[bool]> = circuits.iter().map(Vec::as_slice).collect();
+    let start = Instant::now();
+    let ablation = Ablation::fit(AblationKind::Counterfactual, &inner, &[], pairs.len(), device)?;
+    let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, EvalOptions { batch_size: pairs.len(), masks_per_pass: 1 })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let means: Vec<f64> = [result.m_full, result.m_empty].into_iter().chain(result.m_circuits).collect();
+    stages.push(("evaluation".into(), StageResult { seconds, scores: None, m: Some(means), flops: None }));
+    Ok((SystemResult { name: "circuitbench".into(), stages }, circuits))
+}
+
+/// The peers' virtual environment, created and filled from `xtask/peers/requirements.txt` when
+/// missing or when the requirements changed since it was filled (a stamp file holds their hash).
+fn peer_python() -> Result<PathBuf> {
+    let peers = crate::workspace().join("xtask").join("peers");
+    let requirements = peers.join("requirements.txt");
+    let wanted = transformer::fetch::file_sha256(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = transformer::fetch::cache_dir().join("peers-venv");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("circuitbench-requirements.sha256");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) && python.exists() {
+        return Ok(python);
+    }
+    let run = |cmd: &mut Command| -> Result<()> {
+        let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+        ensure!(status.success(), "{cmd:?} failed ({status})");
+        Ok(())
+    };
+    eprintln!("installing the PyTorch peers into {} (first run only; large download)", venv.display());
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements))?;
+    std::fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(python)
+}
+
+/// The job file every peer reads: the model file, the pairs' token ids and the circuits.
+fn job_json(gguf: &Path, graph: &Graph, pairs: &[PreparedPair], ig_steps: usize, circuits: &[Vec<bool>]) -> Value {
+    let n_bwd = graph.n_bwd();
+    let edges = |mask: &Vec<bool>| -> Vec<[usize; 2]> {
+        mask.iter().enumerate().filter(|&(_, &on)| on).map(|(i, _)| [i / n_bwd, i % n_bwd]).collect()
+    };
+    json!({
+        "gguf": gguf,
+        "n_layers": graph.shape().n_layers,
+        "n_heads": graph.shape().n_heads,
+        "pairs": pairs.iter().map(|p| json!({"clean": p.clean, "counterfactual": p.counterfactual, "correct": p.correct, "incorrect": p.incorrect})).collect::<Vec<_>>(),
+        "ig_steps": ig_steps,
+        "stages": STAGES,
+        "circuits": circuits.iter().map(edges).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs one peer script on the job and reads its result file.
+fn run_peer(python: &Path, peer: &str, job: &Path, out_dir: &Path) -> Result<SystemResult> {
+    let script = match peer {
+        "transformerlens" => "transformerlens_peer.py",
+        "hf" => "hf_peer.py",
+        other => bail!("unknown peer `{other}` (known: transformerlens, hf)"),
+    };
+    let script = crate::workspace().join("xtask").join("peers").join(script);
+    let out = out_dir.join(format!("{peer}.json"));
+    eprintln!("running the {peer} peer ({})", script.display());
+    let status = Command::new(python).arg(&script).arg(job).arg(&out).status().with_context(|| format!("running {}", script.display()))?;
+    ensure!(status.success(), "the {peer} peer failed ({status}); its output is above");
+    let text = std::fs::read_to_string(&out).with_context(|| format!("reading {}", out.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", out.display()))?;
+    let field = |v: &Value, key: &str| -> Result<Value> { v.get(key).cloned().with_context(|| format!("{}: no `{key}`", out.display())) };
+    let floats = |v: &Value, what: &str| -> Result<Vec<f64>> {
+        v.as_array()
+            .with_context(|| format!("{}: `{what}` is not a list", out.display()))?
+            .iter()
+            .map(|x| x.as_f64().with_context(|| format!("{}: `{what}` holds a non-number", out.display())))
+            .collect()
+    };
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let stages_json = field(&value, "stages")?;
+    let mut stages = Vec::new();
+    for name in STAGES {
+        let stage = field(&stages_json, name)?;
+        let seconds = field(&stage, "seconds")?.as_f64().with_context(|| format!("{}: {name}.seconds is not a number", out.display()))?;
+        let mut result = StageResult { seconds, ..Default::default() };
+        if name == "evaluation" {
+            let mut m = vec![mean(floats(&field(&stage, "m_clean")?, "m_clean")?), mean(floats(&field(&stage, "m_empty")?, "m_empty")?)];
+            for circuit in field(&stage, "m")?.as_array().with_context(|| format!("{}: evaluation.m is not a list", out.display()))? {
+                m.push(mean(floats(circuit, "m")?));
+            }
+            result.m = Some(m);
+        } else {
+            result.scores = Some(floats(&field(&stage, "scores")?, "scores")?.into_iter().map(|x| x as f32).collect());
+        }
+        stages.push((name.to_string(), result));
+    }
+    let system = value.get("system").and_then(Value::as_str).unwrap_or(peer).to_string();
+    Ok(SystemResult { name: system, stages })
+}
+
+/// ‖a − b‖ / ‖b‖ over the graph's real edges.
+fn relative_l2(graph: &Graph, a: &[f32], b: &[f32]) -> f64 {
+    let n_bwd = graph.n_bwd();
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (f, v) in graph.edges() {
+        let (x, y) = (a[f * n_bwd + v] as f64, b[f * n_bwd + v] as f64);
+        diff += (x - y).powi(2);
+        norm += y * y;
+    }
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// How far `other` is from circuitbench on a stage: relative L2 of scores, or max |Δm|.
+fn disagreement(graph: &Graph, ours: &StageResult, other: &StageResult) -> Result<(f64, bool)> {
+    match (&ours.scores, &other.scores, &ours.m, &other.m) {
+        (Some(a), Some(b), _, _) => {
+            ensure!(a.len() == b.len(), "score matrices differ in size ({} vs {})", a.len(), b.len());
+            let d = relative_l2(graph, b, a);
+            Ok((d, d <= SCORE_TOLERANCE))
+        }
+        (_, _, Some(a), Some(b)) => {
+            ensure!(a.len() == b.len(), "different numbers of evaluated circuits ({} vs {})", a.len(), b.len());
+            let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            Ok((d, d <= M_TOLERANCE))
+        }
+        _ => bail!("a stage produced neither scores nor m values"),
+    }
+}
+
+/// Runs the comparison, prints the table and writes `compare.csv` (and the job and peer results)
+/// under `--out` (default `results/perf`).
+pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()> {
+    let gguf = match ModelSpec::parse(&args.model)?.materialise()? {
+        LocalModel::Gguf(path) => path,
+        LocalModel::Dir(dir) => bail!("{}: the peers load GGUF files; give a GGUF model", dir.display()),
+    };
+    let out_dir = args.out.clone().unwrap_or_else(|| crate::workspace().join("results").join("perf"));
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let loaded = transformer::load_model::<B>(&args.model, device)?;
+    let cfg = loaded.model.config.clone();
+    let graph = Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let examples = tasks::load_split(&crate::tasks_cmd::default_dir(), tasks::TaskKind::Ioi, tasks::Split::Train)?;
+    let prepared = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
+    drop(loaded);
+    let pairs = equal_length_pairs(prepared, args.pairs)?;
+    let len = pairs[0].clean.len();
+    let peak = peak_matmul_gflops::<B>(device);
+    println!("{}: {} IOI pairs of {len} tokens, one batch; plain f32 matmul peak {peak:.1} GFLOP/s", args.model, pairs.len());
+
+    let (ours, circuits) = run_circuitbench::<B>(device, &args.model, &pairs, args.ig_steps)?;
+    let job = out_dir.join("job.json");
+    let job_text = serde_json::to_string(&job_json(&gguf, &graph, &pairs, args.ig_steps, &circuits))?;
+    transformer::checkpoint::write_atomic(&job, job_text.as_bytes())?;
+
+    let peers: Vec<&str> = args.peers.iter().map(String::as_str).filter(|p| *p != "none").collect();
+    let mut systems = vec![ours];
+    if !peers.is_empty() {
+        let python = peer_python()?;
+        for peer in peers {
+            systems.push(run_peer(&python, peer, &job, &out_dir)?);
+        }
+    }
+
+    let ours = &systems[0];
+    let mut header = format!("{:<14} {:>14}", "stage", "circuitbench s");
+    for other in &systems[1..] {
+        header += &format!(" {:>16} {:>8} {:>11}", short(&other.name), "ratio", "agreement");
+    }
+    header += &format!(" {:>10}", "matmul %");
+    println!("{header}");
+    let mut rows = Vec::new();
+    for stage in STAGES {
+        let mine = ours.stage(stage).expect("circuitbench runs every stage");
+        let mut line = format!("{stage:<14} {:>14.2}", mine.seconds);
+        let mut row = serde_json::Map::new();
+        row.insert("stage".into(), json!(stage));
+        row.insert("circuitbench_seconds".into(), json!(mine.seconds));
+        for other in &systems[1..] {
+            let theirs = other.stage(stage).with_context(|| format!("{} did not report {stage}", other.name))?;
+            let (d, ok) = disagreement(&graph, mine, theirs)?;
+            let ratio = theirs.seconds / mine.seconds;
+            line += &format!(" {:>16.2} {:>7.1}x {:>10.1e}{}", theirs.seconds, ratio, d, if ok { " " } else { "!" });
+            let key = short(&other.name);
+            row.insert(format!("{key}_seconds"), json!(theirs.seconds));
+            row.insert(format!("{key}_ratio"), json!(ratio));
+            row.insert(format!("{key}_disagreement"), json!(d));
+            row.insert(format!("{key}_agrees"), json!(ok));
+        }
+        let fraction = mine.flops.map(|f| 100.0 * f / mine.seconds / 1e9 / peak);
+        line += &match fraction {
+            Some(p) => format!(" {p:>9.0}%"),
+            None => format!(" {:>10}", "-"),
+        };
+        row.insert("matmul_peak_percent".into(), fraction.map_or(Value::Null, |p| json!(p)));
+        println!("{line}");
+        rows.push(row);
+    }
+    println!(
+        "agreement: relative L2 of scores over real edges (≤ {SCORE_TOLERANCE:.0e}), or max |Δm| of the evaluation (≤ {M_TOLERANCE:.0e}); \
+         '!' marks a disagreement. matmul %: the stage's least FLOPs (model matmuls, Δ·∇ over every edge) per second, \
+         as a share of the plain matmul peak."
+    );
+    let mut columns: Vec<String> = rows[0].keys().cloned().collect();
+    columns.sort_by_key(|c| (c != "stage", c.clone()));
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let csv = out_dir.join("compare.csv");
+    tables::write_csv(&csv, &columns, &rows)?;
+    println!("wrote {}", csv.display());
+    let disagreements: Vec<String> = rows
+        .iter()
+        .flat_map(|row| row.iter().filter(|(k, v)| k.ends_with("_agrees") && **v == json!(false)).map(move |(k, _)| format!("{} {}", row["stage"], k)))
+        .collect();
+    ensure!(disagreements.is_empty(), "systems disagree: {}", disagreements.join(", "));
+    Ok(())
+}
+
+/// A system's short column name (`transformer_lens 3.0 ...` → `transformer_lens`).
+fn short(name: &str) -> String {
+    name.split_whitespace().next().unwrap_or(name).to_string()
+}
