@@ -75,7 +75,10 @@ struct StageResult {
 
 /// One system's results, stage by stage.
 struct SystemResult {
+    /// Short key used in column names (`circuitbench`, `transformerlens`, `hf`).
     name: String,
+    /// What the system reports about itself (versions, threads).
+    description: String,
     stages: Vec<(String, StageResult)>,
 }
 
@@ -163,7 +166,8 @@ fn run_circuitbench<B: Backend>(
     let seconds = start.elapsed().as_secs_f64();
     let means: Vec<f64> = [result.m_full, result.m_empty].into_iter().chain(result.m_circuits).collect();
     stages.push(("evaluation".into(), StageResult { seconds, scores: None, m: Some(means), flops: None }));
-    Ok((SystemResult { name: "circuitbench".into(), stages }, circuits))
+    let description = format!("circuitbench {} (burn {}, {})", env!("CARGO_PKG_VERSION"), "0.21.0", std::any::type_name::<B>());
+    Ok((SystemResult { name: "circuitbench".into(), description, stages }, circuits))
 }
 
 /// The peers' virtual environment, created and filled from `xtask/peers/requirements.txt` when
@@ -247,8 +251,8 @@ fn run_peer(python: &Path, peer: &str, job: &Path, out_dir: &Path) -> Result<Sys
         }
         stages.push((name.to_string(), result));
     }
-    let system = value.get("system").and_then(Value::as_str).unwrap_or(peer).to_string();
-    Ok(SystemResult { name: system, stages })
+    let description = value.get("system").and_then(Value::as_str).unwrap_or(peer).to_string();
+    Ok(SystemResult { name: peer.to_string(), description, stages })
 }
 
 /// ‖a − b‖ / ‖b‖ over the graph's real edges.
@@ -315,10 +319,13 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
         }
     }
 
+    for system in &systems {
+        println!("{:<16} {}", system.name, system.description);
+    }
     let ours = &systems[0];
     let mut header = format!("{:<14} {:>14}", "stage", "circuitbench s");
     for other in &systems[1..] {
-        header += &format!(" {:>16} {:>8} {:>11}", short(&other.name), "ratio", "agreement");
+        header += &format!(" {:>16} {:>8} {:>11}", format!("{} s", other.name), "ratio", "agreement");
     }
     header += &format!(" {:>10}", "matmul %");
     println!("{header}");
@@ -334,7 +341,7 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
             let (d, ok) = disagreement(&graph, mine, theirs)?;
             let ratio = theirs.seconds / mine.seconds;
             line += &format!(" {:>16.2} {:>7.1}x {:>10.1e}{}", theirs.seconds, ratio, d, if ok { " " } else { "!" });
-            let key = short(&other.name);
+            let key = &other.name;
             row.insert(format!("{key}_seconds"), json!(theirs.seconds));
             row.insert(format!("{key}_ratio"), json!(ratio));
             row.insert(format!("{key}_disagreement"), json!(d));
@@ -366,9 +373,4 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
         .collect();
     ensure!(disagreements.is_empty(), "systems disagree: {}", disagreements.join(", "));
     Ok(())
-}
-
-/// A system's short column name (`transformer_lens 3.0 ...` → `transformer_lens`).
-fn short(name: &str) -> String {
-    name.split_whitespace().next().unwrap_or(name).to_string()
 }
