@@ -374,3 +374,47 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
     ensure!(disagreements.is_empty(), "systems disagree: {}", disagreements.join(", "));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(len: usize, tag: u32) -> PreparedPair {
+        PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; len], correct: 1, incorrect: 2 }
+    }
+
+    #[test]
+    fn pairs_of_the_most_common_length_in_order() {
+        let all = vec![pair(5, 0), pair(7, 1), pair(7, 2), pair(5, 3), pair(7, 4)];
+        let chosen = equal_length_pairs(all.clone(), 2).unwrap();
+        assert_eq!(chosen.iter().map(|p| p.clean[0]).collect::<Vec<_>>(), vec![1, 2]);
+        let err = equal_length_pairs(all, 4).unwrap_err().to_string();
+        assert!(err.contains("only 3 train pairs share a prompt length (7 tokens)"), "{err}");
+    }
+
+    #[test]
+    fn disagreement_is_measured_on_real_edges_only() {
+        let graph = Graph::new(graph::GraphShape { n_layers: 1, n_heads: 1 }).unwrap();
+        let n = graph.n_fwd() * graph.n_bwd();
+        let ours: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+        let mut theirs = ours.clone();
+        // A cell that is not an edge (the MLP feeding its own layer's head) may differ freely.
+        let non_edge = (0..n).find(|&i| !graph.is_edge(i / graph.n_bwd(), i % graph.n_bwd())).unwrap();
+        theirs[non_edge] += 100.0;
+        let stage = |s: Vec<f32>| StageResult { scores: Some(s), ..Default::default() };
+        assert_eq!(disagreement(&graph, &stage(ours.clone()), &stage(theirs.clone())).unwrap(), (0.0, true));
+        let edge = (0..n).find(|&i| graph.is_edge(i / graph.n_bwd(), i % graph.n_bwd())).unwrap();
+        theirs[edge] += 10.0;
+        let (d, ok) = disagreement(&graph, &stage(ours), &stage(theirs)).unwrap();
+        assert!(d > SCORE_TOLERANCE && !ok, "a moved edge score is a disagreement ({d})");
+    }
+
+    #[test]
+    fn evaluation_disagreement_is_the_largest_m_difference() {
+        let graph = Graph::new(graph::GraphShape { n_layers: 1, n_heads: 1 }).unwrap();
+        let stage = |m: Vec<f64>| StageResult { m: Some(m), ..Default::default() };
+        let (d, ok) = disagreement(&graph, &stage(vec![1.0, -2.0, 0.5]), &stage(vec![1.0, -2.0005, 0.5])).unwrap();
+        assert!((d - 5e-4).abs() < 1e-12 && ok);
+        assert!(disagreement(&graph, &stage(vec![1.0]), &stage(vec![1.0, 2.0])).is_err());
+    }
+}
