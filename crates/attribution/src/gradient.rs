@@ -110,6 +110,7 @@ fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
 /// [`patching::MaskGradientHooks`]).
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
+    inner: &Transformer<Inner<B>>,
     batch: &Batch<B>,
     answers: &[(u32, u32)],
     rules: &GradientRules,
@@ -119,7 +120,7 @@ fn gradient_pass<B: AutodiffBackend>(
 ) {
     let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
     let grads = loss(logits, answers).backward();
-    for (score, g) in scores.iter_mut().zip(hooks.keep_gradient(&grads)) {
+    for (score, g) in scores.iter_mut().zip(hooks.keep_gradient(&grads, inner, rules)) {
         *score -= w * g as f64;
     }
 }
@@ -170,7 +171,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
         let mut run = |batch: &Batch<B>, rules: &GradientRules, hooks: MaskGradientHooks<B>, w: f64| {
             passes.forward += 1;
             passes.backward += 1;
-            gradient_pass(&model, batch, &answers, rules, hooks, w, &mut scores)
+            gradient_pass(&model, &inner, batch, &answers, rules, hooks, w, &mut scores)
         };
         match method {
             GradientMethod::Eap(rules) => run(&clean_batch, &rules, MaskGradientHooks::new(*graph, ablated.clone()), 1.0),

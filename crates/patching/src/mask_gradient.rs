@@ -7,14 +7,19 @@
 //! and autodiff then contracts every destination's gradient with δ again. Here instead:
 //! - a row of keep at α is a shift of that source's output by (1 − α)·δ_u where it is written to
 //!   the residual stream, which is exactly what every downstream destination would have added;
-//! - every destination reads its input plus a zero leaf (a probe); one backward gives each probe's
-//!   gradient g_v = ∂L/∂input_v, and ∂L/∂keep_uv = −Σ δ_u · g_v over batch, positions and
-//!   d_model: one matrix product per block of layers, over the upstream sources only.
+//! - one backward gives every destination's input gradient g_v = ∂L/∂input_v, and ∂L/∂keep_uv =
+//!   −Σ δ_u · g_v over batch, positions and d_model: one matrix product per block of layers, over
+//!   the upstream sources only. MLP inputs and the final residual read their input plus a zero
+//!   leaf (a probe); a head's q, k and v inputs are all the same residual here, so attention takes
+//!   the shared fast path and the probes sit on each head's q, k and v projection outputs, whose
+//!   gradients are mapped back through the head's weights and the norm's Jacobian
+//!   ([`transformer::model::Attention::projection_input_gradients`], [`transformer::layers::Norm::input_gradient`])
+//!   — the per-head input path's backward without its per-head copies.
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
-use transformer::{AttentionInput, Hooks};
+use transformer::{AttentionInput, GradientRules, Hooks, Transformer};
 
 use crate::activations::heads_source_major;
 
@@ -25,12 +30,12 @@ type Inner<B> = <B as AutodiffBackend>::InnerBackend;
 /// sources that are downstream (and discarded), smaller blocks more, smaller products.
 const LAYERS_PER_BLOCK: usize = 4;
 
-/// A destination's probe: a zero leaf added to what it reads.
-enum Probe<B: AutodiffBackend> {
-    /// One of q/k/v of every head of a layer: [batch, pos, heads, d_model].
-    Heads(Tensor<B, 4>),
-    /// An MLP input or the final residual: [batch, pos, d_model].
-    Single(Tensor<B, 3>),
+/// The probes of one layer: zero leaves on its heads' q, k, v projection outputs [b, heads, t,
+/// d_head] and on its MLP's input, with the residual the attention's norm read.
+struct LayerProbes<B: AutodiffBackend> {
+    resid: Tensor<Inner<B>, 3>,
+    qkv: [Tensor<B, 4>; 3],
+    mlp: Tensor<B, 3>,
 }
 
 /// Hooks that make one forward/backward pass yield ∂L/∂keep for a keep mask that is 1 except on
@@ -45,8 +50,12 @@ pub struct MaskGradientHooks<B: AutodiffBackend> {
     recorded: Vec<Tensor<Inner<B>, 4>>,
     /// Per source: 1 − keep on its row (0 leaves the source alone).
     shifts: Vec<f32>,
-    /// Probes in backward-index order of their destinations (q, k, v of each layer, its MLP, logits).
-    probes: Vec<Probe<B>>,
+    /// Per layer: the residual entering attention and the q/k/v output probes, until its MLP probe
+    /// completes it.
+    layers: Vec<LayerProbes<B>>,
+    pending: Option<(Tensor<Inner<B>, 3>, Option<[Tensor<B, 4>; 3]>)>,
+    /// The final residual's probe.
+    logits: Option<Tensor<B, 3>>,
     produced: usize,
 }
 
@@ -54,7 +63,7 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
     /// Scores against the run's own outputs with every edge kept (EAP, GIM on the clean run).
     pub fn new(graph: Graph, ablated: Tensor<Inner<B>, 4>) -> Self {
         let n_fwd = graph.n_fwd();
-        Self { graph, ablated, reference: None, recorded: Vec::new(), shifts: vec![0.0; n_fwd], probes: Vec::new(), produced: 0 }
+        Self { graph, ablated, reference: None, recorded: Vec::new(), shifts: vec![0.0; n_fwd], layers: Vec::new(), pending: None, logits: None, produced: 0 }
     }
 
     /// Measures δ against fixed outputs [n_fwd, batch, pos, d_model] (the clean run's) and sets the
@@ -94,15 +103,15 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         shift
     }
 
-    fn probe3(&mut self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn probe3(resid: Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let probe = Tensor::<B, 3>::zeros(resid.dims(), &resid.device()).require_grad();
-        self.probes.push(Probe::Single(probe.clone()));
-        resid + probe
+        (resid + probe.clone(), probe)
     }
 
     /// ∂L/∂keep, row-major [n_fwd × n_bwd] (0 off the graph's edges), from the gradients of the
-    /// backward pass of this forward pass's loss.
-    pub fn keep_gradient(self, grads: &B::Gradients) -> Vec<f32> {
+    /// backward pass of this forward pass's loss; `model` and `rules` are the pass's (the norms'
+    /// backward is recomputed here).
+    pub fn keep_gradient(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules) -> Vec<f32> {
         let graph = self.graph;
         let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
         let reference = match self.reference {
@@ -112,24 +121,23 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         let [_, b, t, d] = reference.dims();
         let width = b * t * d;
         let delta: Tensor<Inner<B>, 2> = (self.ablated - reference).reshape([n_fwd, width]);
-        // Each probe's gradient as columns [width, slots], in backward-index order. Columns, so
-        // the product below needs no transposed operand: burn-ndarray makes any transposed matmul
-        // operand contiguous by walking it in logical order, which for a [slots, width] matrix
-        // read column-wise is one cache miss per element (measured: seconds per pass on SmolLM2).
-        let columns: Vec<Tensor<Inner<B>, 2>> = self
-            .probes
-            .iter()
-            .map(|probe| match probe {
-                // [b, t, heads, d] → [b, t, d, heads]: each position's heads × d block is transposed
-                // in cache.
-                Probe::Heads(p) => {
-                    let g = p.grad(grads).expect("every probe takes part in the loss");
-                    let heads = g.dims()[2];
-                    g.swap_dims(2, 3).reshape([width, heads])
-                }
-                Probe::Single(p) => p.grad(grads).expect("every probe takes part in the loss").reshape([width, 1]),
-            })
-            .collect();
+        let grad3 = |p: &Tensor<B, 3>| p.grad(grads).expect("every probe takes part in the loss");
+        // Every destination's input gradient as columns [width, slots], in backward-index order.
+        // Columns, so the product below needs no transposed operand: burn-ndarray makes a
+        // transposed matmul operand contiguous by walking it element by element.
+        let mut columns: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * self.layers.len() + 1);
+        for (layer, probes) in self.layers.iter().enumerate() {
+            let block = &model.blocks[layer];
+            let outputs = probes.qkv.clone().map(|p| p.grad(grads).expect("every probe takes part in the loss"));
+            let resid = probes.resid.clone().reshape([1, b * t, d]);
+            for g in block.attn.projection_input_gradients(outputs) {
+                let heads = g.dims()[0];
+                let g = block.attn_norm.input_gradient(resid.clone(), g, rules.freeze_norm); // [heads, b·t, d]
+                columns.push(g.reshape([heads, width]).transpose());
+            }
+            columns.push(grad3(&probes.mlp).reshape([width, 1]));
+        }
+        columns.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([width, 1]));
         let mut out = vec![0.0f32; n_fwd * n_bwd];
         let n_layers = graph.shape().n_layers;
         let mut next = 0;
@@ -172,15 +180,18 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
     }
 
     fn attention_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> AttentionInput<B> {
-        let [b, t, d] = resid.dims();
-        let heads = self.graph.shape().n_heads;
-        let mut slot = || {
-            let probe = Tensor::<B, 4>::zeros([b, t, heads, d], &resid.device()).require_grad();
-            self.probes.push(Probe::Heads(probe.clone()));
-            resid.clone().unsqueeze_dim::<4>(2) + probe
-        };
-        let (q, k, v) = (slot(), slot(), slot());
-        AttentionInput::PerHead { q, k, v }
+        self.pending = Some((resid.clone().inner(), None));
+        AttentionInput::Shared(resid)
+    }
+
+    fn qkv_outputs(&mut self, _layer: usize, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> [Tensor<B, 4>; 3] {
+        let probe = |x: &Tensor<B, 4>| Tensor::<B, 4>::zeros(x.dims(), &x.device()).require_grad();
+        let probes = [probe(&q), probe(&k), probe(&v)];
+        let out = [q + probes[0].clone(), k + probes[1].clone(), v + probes[2].clone()];
+        if let Some((_, slot)) = self.pending.as_mut() {
+            *slot = Some(probes);
+        }
+        out
     }
 
     fn head_outputs(&mut self, _layer: usize, heads: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -192,7 +203,10 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
     }
 
     fn mlp_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.probe3(resid)
+        let (input, mlp) = Self::probe3(resid);
+        let (attention_resid, qkv) = self.pending.take().expect("attention runs before the MLP");
+        self.layers.push(LayerProbes { resid: attention_resid, qkv: qkv.expect("attention reports its q, k and v"), mlp });
+        input
     }
 
     fn mlp_output(&mut self, _layer: usize, out: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -203,6 +217,8 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
     }
 
     fn final_input(&mut self, resid: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.probe3(resid)
+        let (input, probe) = Self::probe3(resid);
+        self.logits = Some(probe);
+        input
     }
 }

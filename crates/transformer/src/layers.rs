@@ -68,6 +68,37 @@ impl<B: Backend> Norm<B> {
     }
 }
 
+impl<B: Backend> Norm<B> {
+    /// The norm's backward on its own: ∂L/∂x from ∂L/∂y at input x, for hooks that probe after the
+    /// norm (x broadcasts against g). `freeze` treats σ or rms as a constant, as `forward` does.
+    pub fn input_gradient<const D: usize>(&self, x: Tensor<B, D>, g: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {
+        let last = D - 1;
+        match self {
+            Norm::Layer(n) => {
+                let (var, mean) = x.clone().var_mean_bias(last);
+                let sigma = (var + n.eps).sqrt();
+                let a = g * n.weight.val().unsqueeze();
+                let centred = a.clone() - a.clone().mean_dim(last);
+                if freeze {
+                    return centred / sigma;
+                }
+                let normed = (x - mean) / sigma.clone();
+                (centred - normed.clone() * (a * normed).mean_dim(last)) / sigma
+            }
+            Norm::Rms(n) => {
+                let rms = (x.clone().square().mean_dim(last) + n.eps).sqrt();
+                let a = g * n.weight.val().unsqueeze();
+                if freeze {
+                    return a / rms;
+                }
+                let d = x.dims()[last] as f64;
+                let coupling = (a.clone() * x.clone()).sum_dim(last) / (rms.clone().powi_scalar(3) * d);
+                a / rms - x * coupling
+            }
+        }
+    }
+}
+
 /// LayerNorm with affine weight and bias (biased variance, as PyTorch).
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {

@@ -194,6 +194,26 @@ impl<B: Backend> Attention<B> {
         }
     }
 
+    /// ∂L/∂(the normed input each query head's q, k and v read) from ∂L/∂(their projection outputs)
+    /// [b, heads, t, d_head] (as given by [`Hooks::qkv_outputs`]): g @ W_headᵀ per head, k and v
+    /// through their group's weights; each [heads, b·t, d_model]. With the norm's
+    /// [`Norm::input_gradient`] this is the per-head input path's backward, without its copies.
+    pub fn projection_input_gradients(&self, grads: [Tensor<B, 4>; 3]) -> [Tensor<B, 3>; 3] {
+        let [gq, gk, gv] = grads;
+        let through = |linear: &Linear<B>, n: usize, g: Tensor<B, 4>| {
+            let [b, heads, t, dh] = g.dims();
+            let d_model = linear.weight.dims()[0];
+            let w = linear.weight.val().reshape([d_model, n, dh]).permute([1, 2, 0]); // [n, d_head, d_model]
+            let w = if n == heads {
+                w
+            } else {
+                w.unsqueeze_dim::<4>(1).expand([n, heads / n, dh, d_model]).reshape([heads, dh, d_model])
+            };
+            g.swap_dims(0, 1).reshape([heads, b * t, dh]).matmul(w)
+        };
+        [through(&self.q, self.n_heads, gq), through(&self.k, self.n_kv_heads, gk), through(&self.v, self.n_kv_heads, gv)]
+    }
+
     fn ungroup_if_kv(&self, y: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
         if n == self.n_heads { y } else { self.ungroup(y) }
     }
@@ -227,6 +247,7 @@ impl<B: Backend> Attention<B> {
                 self.project_per_head(&self.v, self.n_kv_heads, norm.forward(v, rules)),
             ),
         };
+        let [q, k, v] = hooks.qkv_outputs(layer, q, k, v);
         let (q, k, v) = (scale_grad(q, rules.q_scale), scale_grad(k, rules.k_scale), scale_grad(v, rules.v_scale));
         let (q, k) = match rope {
             Some(r) => (r.apply(q), r.apply(k)),

@@ -386,3 +386,33 @@ fn gated_mlp_rule_halves_the_last_mlp_input_gradient() {
     let gate_only = mlp_gradient(&GradientRules { gate_scale: 0.5, ..GradientRules::IDENTITY });
     assert!(rel_diff(&gate_only, &plain) > 1e-3 && rel_diff(&gate_only, &halved) > 1e-3);
 }
+
+/// `Norm::input_gradient` (the norm's backward on its own, used by probes placed after the norm)
+/// equals autodiff through `Norm::forward`, plain and with the statistic frozen, for LayerNorm and
+/// RMSNorm, with x broadcast against several gradients.
+#[test]
+fn norm_input_gradient_is_the_norms_backward() {
+    let device = Default::default();
+    <CpuBackend as Backend>::seed(&device, 5);
+    let d = 6;
+    let weight = || param::<AD, 1>((0..d).map(|i| 0.5 + 0.25 * i as f32).collect(), [d], &device);
+    let norms = [
+        Norm::Layer(LayerNorm { weight: weight(), bias: param((0..d).map(|i| 0.1 * i as f32).collect(), [d], &device), eps: 1e-5 }),
+        Norm::Rms(RmsNorm { weight: weight(), eps: 1e-5 }),
+    ];
+    for norm in &norms {
+        for freeze in [false, true] {
+            let x = Tensor::<AD, 3>::random([1, 4, d], Distribution::Normal(0.3, 1.0), &device);
+            let g = Tensor::<AD, 3>::random([3, 4, d], Distribution::Normal(0.0, 1.0), &device);
+            let leaf = x.clone().require_grad();
+            let rules = GradientRules { freeze_norm: freeze, ..GradientRules::IDENTITY };
+            let y = norm.forward(leaf.clone().expand([3, 4, d]), &rules);
+            let grads = (y * g.clone()).sum().backward();
+            let expected: Vec<f32> = leaf.grad(&grads).unwrap().into_data().to_vec().unwrap();
+            // The closed form per gradient row, summed over the broadcast rows as autodiff does.
+            let got: Vec<f32> = norm.input_gradient(x, g, freeze).sum_dim(0).into_data().to_vec().unwrap();
+            let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "freeze {freeze}: closed form differs from autodiff by {worst}");
+        }
+    }
+}
