@@ -108,6 +108,7 @@ fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
 /// One forward/backward pass through the engine's mask-gradient path, adding w · Δ·∇ for every
 /// edge: −∂L/∂keep_uv = Σ δ_u · ∂L/∂input_v is the edge's score (see
 /// [`patching::MaskGradientHooks`]).
+#[allow(clippy::too_many_arguments)]
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
     inner: &Transformer<Inner<B>>,

@@ -38,6 +38,12 @@ struct LayerProbes<B: AutodiffBackend> {
     mlp: Tensor<B, 3>,
 }
 
+/// A layer whose attention has run and whose MLP input is still to come.
+struct PendingLayer<B: AutodiffBackend> {
+    resid: Tensor<Inner<B>, 3>,
+    qkv: Option<[Tensor<B, 4>; 3]>,
+}
+
 /// Hooks that make one forward/backward pass yield ∂L/∂keep for a keep mask that is 1 except on
 /// whole source rows; see the module docs. δ_u = ablated_u − reference_u.
 pub struct MaskGradientHooks<B: AutodiffBackend> {
@@ -53,7 +59,7 @@ pub struct MaskGradientHooks<B: AutodiffBackend> {
     /// Per layer: the residual entering attention and the q/k/v output probes, until its MLP probe
     /// completes it.
     layers: Vec<LayerProbes<B>>,
-    pending: Option<(Tensor<Inner<B>, 3>, Option<[Tensor<B, 4>; 3]>)>,
+    pending: Option<PendingLayer<B>>,
     /// The final residual's probe.
     logits: Option<Tensor<B, 3>>,
     produced: usize,
@@ -180,7 +186,7 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
     }
 
     fn attention_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> AttentionInput<B> {
-        self.pending = Some((resid.clone().inner(), None));
+        self.pending = Some(PendingLayer { resid: resid.clone().inner(), qkv: None });
         AttentionInput::Shared(resid)
     }
 
@@ -188,8 +194,8 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
         let probe = |x: &Tensor<B, 4>| Tensor::<B, 4>::zeros(x.dims(), &x.device()).require_grad();
         let probes = [probe(&q), probe(&k), probe(&v)];
         let out = [q + probes[0].clone(), k + probes[1].clone(), v + probes[2].clone()];
-        if let Some((_, slot)) = self.pending.as_mut() {
-            *slot = Some(probes);
+        if let Some(pending) = self.pending.as_mut() {
+            pending.qkv = Some(probes);
         }
         out
     }
@@ -204,8 +210,8 @@ impl<B: AutodiffBackend> Hooks<B> for MaskGradientHooks<B> {
 
     fn mlp_input(&mut self, _layer: usize, resid: Tensor<B, 3>) -> Tensor<B, 3> {
         let (input, mlp) = Self::probe3(resid);
-        let (attention_resid, qkv) = self.pending.take().expect("attention runs before the MLP");
-        self.layers.push(LayerProbes { resid: attention_resid, qkv: qkv.expect("attention reports its q, k and v"), mlp });
+        let pending = self.pending.take().expect("attention runs before the MLP");
+        self.layers.push(LayerProbes { resid: pending.resid, qkv: pending.qkv.expect("attention reports its q, k and v"), mlp });
         input
     }
 
