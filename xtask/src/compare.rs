@@ -117,13 +117,14 @@ fn peak_matmul_gflops<B: Backend>(device: &B::Device) -> f64 {
     2.0 * (m * k * n) as f64 / times[2] / 1e9
 }
 
-/// Least FLOPs of one gradient pass set: `fwd` forward and `bwd` backward passes (a backward costs
-/// two forwards) plus the Δ·∇ contraction over every edge for each backward pass.
+/// Least FLOPs of attributing one batch: `fwd` forward and `bwd` backward passes (a backward costs
+/// two forwards) plus one Δ·∇ contraction over every edge (gradients of several passes add up
+/// before it, since Δ is the same).
 fn attribution_flops(cfg: &ModelConfig, graph: &Graph, pairs: usize, len: usize, fwd: usize, bwd: usize) -> f64 {
     let tokens = pairs * len;
     let forward = cfg.forward_flops(tokens, len, pairs);
     let contraction = 2.0 * graph.n_edges() as f64 * (tokens * cfg.d_model) as f64;
-    (fwd + 2 * bwd) as f64 * forward + bwd as f64 * contraction
+    (fwd + 2 * bwd) as f64 * forward + contraction
 }
 
 /// Runs the four stages in circuitbench; returns the results and the circuits evaluated.

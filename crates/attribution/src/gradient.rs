@@ -12,7 +12,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use graph::Graph;
-use patching::{Ablation, AblationError, MaskGradientHooks};
+use patching::{Ablation, AblationError, DestinationGradients, MaskGradientHooks};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
@@ -105,9 +105,8 @@ fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
     keep
 }
 
-/// One forward/backward pass through the engine's mask-gradient path, adding w · Δ·∇ for every
-/// edge: −∂L/∂keep_uv = Σ δ_u · ∂L/∂input_v is the edge's score (see
-/// [`patching::MaskGradientHooks`]).
+/// One forward/backward pass through the engine's mask-gradient path: every destination's input
+/// gradient, weighted by w, with the δ it is contracted with (see [`patching::MaskGradientHooks`]).
 #[allow(clippy::too_many_arguments)]
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
@@ -117,13 +116,10 @@ fn gradient_pass<B: AutodiffBackend>(
     rules: &GradientRules,
     mut hooks: MaskGradientHooks<B>,
     w: f64,
-    scores: &mut [f64],
-) {
+) -> DestinationGradients<Inner<B>> {
     let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
     let grads = loss(logits, answers).backward();
-    for (score, g) in scores.iter_mut().zip(hooks.keep_gradient(&grads, inner, rules)) {
-        *score -= w * g as f64;
-    }
+    hooks.destination_gradients(&grads, inner, rules, w)
 }
 
 /// Scores every edge with `method` on `pairs`; Δ_u is ablated_u − clean_u under `ablation`.
@@ -169,10 +165,17 @@ pub fn gradient_scores<B: AutodiffBackend>(
             let reference = reference.clone().expect("recorded for every method but EAP");
             MaskGradientHooks::new(*graph, ablated.clone()).with_fixed_reference(reference, keep)
         };
+        // Every pass of a batch measures δ against the same outputs, so their destination
+        // gradients add up and are contracted with δ once (−∂L/∂keep is each edge's score).
+        let mut summed: Option<DestinationGradients<Inner<B>>> = None;
         let mut run = |batch: &Batch<B>, rules: &GradientRules, hooks: MaskGradientHooks<B>, w: f64| {
             passes.forward += 1;
             passes.backward += 1;
-            gradient_pass(&model, &inner, batch, &answers, rules, hooks, w, &mut scores)
+            let pass = gradient_pass(&model, &inner, batch, &answers, rules, hooks, w);
+            summed = Some(match summed.take() {
+                Some(sum) => sum.add(pass),
+                None => pass,
+            });
         };
         match method {
             GradientMethod::Eap(rules) => run(&clean_batch, &rules, MaskGradientHooks::new(*graph, ablated.clone()), 1.0),
@@ -193,6 +196,10 @@ pub fn gradient_scores<B: AutodiffBackend>(
                     }
                 }
             }
+        }
+        let summed = summed.expect("every method runs at least one pass");
+        for (score, g) in scores.iter_mut().zip(summed.keep_gradient()) {
+            *score -= g as f64;
         }
     }
     let n = pairs.len() as f64;

@@ -15,6 +15,6 @@ pub mod patch;
 
 pub use ablation::{Ablation, AblationKind, AblationError};
 pub use activations::{record_nodes, NodeRecorder};
-pub use mask_gradient::MaskGradientHooks;
+pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
 pub use metric::logit_differences;
 pub use patch::{patched_logit_differences, EdgeMasks, PatchHooks};

@@ -16,7 +16,7 @@
 //!   ([`transformer::model::Attention::projection_input_gradients`], [`transformer::layers::Norm::input_gradient`])
 //!   — the per-head input path's backward without its per-head copies.
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
 use transformer::{AttentionInput, GradientRules, Hooks, Transformer};
@@ -114,12 +114,18 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         (resid + probe.clone(), probe)
     }
 
-    /// ∂L/∂keep, row-major [n_fwd × n_bwd] (0 off the graph's edges), from the gradients of the
-    /// backward pass of this forward pass's loss; `model` and `rules` are the pass's (the norms'
-    /// backward is recomputed here).
-    pub fn keep_gradient(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules) -> Vec<f32> {
+    /// Every destination's input gradient of this pass (times `w`), with the δ it is contracted
+    /// with, from the gradients of the backward pass of this forward pass's loss; `model` and
+    /// `rules` are the pass's (the norms' backward is recomputed here).
+    pub fn destination_gradients(
+        self,
+        grads: &B::Gradients,
+        model: &Transformer<Inner<B>>,
+        rules: &GradientRules,
+        w: f64,
+    ) -> DestinationGradients<Inner<B>> {
         let graph = self.graph;
-        let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
+        let n_fwd = graph.n_fwd();
         let reference = match self.reference {
             Some(r) => r,
             None => Tensor::cat(self.recorded, 0),
@@ -129,7 +135,7 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         let delta: Tensor<Inner<B>, 2> = (self.ablated - reference).reshape([n_fwd, width]);
         let grad3 = |p: &Tensor<B, 3>| p.grad(grads).expect("every probe takes part in the loss");
         // Every destination's input gradient as columns [width, slots], in backward-index order.
-        // Columns, so the product below needs no transposed operand: burn-ndarray makes a
+        // Columns, so the contraction needs no transposed operand: burn-ndarray makes a
         // transposed matmul operand contiguous by walking it element by element.
         let mut columns: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * self.layers.len() + 1);
         for (layer, probes) in self.layers.iter().enumerate() {
@@ -144,19 +150,54 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
             columns.push(grad3(&probes.mlp).reshape([width, 1]));
         }
         columns.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([width, 1]));
-        let mut out = vec![0.0f32; n_fwd * n_bwd];
         let n_layers = graph.shape().n_layers;
+        let mut blocks = Vec::new();
         let mut next = 0;
-        let mut bwd_start = 0;
         for first in (0..n_layers).step_by(LAYERS_PER_BLOCK) {
             let last = (first + LAYERS_PER_BLOCK).min(n_layers) - 1;
-            // q, k, v, MLP per layer (4 probes each), and the logits probe with the last block.
-            let probes_in_block = 4 * (last - first + 1) + usize::from(last == n_layers - 1);
-            let gradient = Tensor::cat(columns[next..next + probes_in_block].to_vec(), 1);
-            next += probes_in_block;
+            // q, k, v, MLP per layer (4 column groups each), and the logits column with the last block.
+            let groups = 4 * (last - first + 1) + usize::from(last == n_layers - 1);
+            blocks.push(Tensor::cat(columns[next..next + groups].to_vec(), 1) * w);
+            next += groups;
+        }
+        DestinationGradients { graph, delta, blocks }
+    }
+}
+
+/// The input gradients of every destination, summed over one or more passes that share δ (a fixed
+/// reference), with that δ: contracting once per batch rather than once per pass is what makes
+/// integrated gradients' many passes cheap.
+pub struct DestinationGradients<B: Backend> {
+    graph: Graph,
+    /// δ = ablated − reference, [n_fwd, batch·pos·d_model].
+    delta: Tensor<B, 2>,
+    /// Per block of `LAYERS_PER_BLOCK` layers: its destinations' gradients as columns
+    /// [batch·pos·d_model, destinations], in backward-index order.
+    blocks: Vec<Tensor<B, 2>>,
+}
+
+impl<B: Backend> DestinationGradients<B> {
+    /// Adds another pass's (already weighted) gradients; both must measure δ against the same
+    /// fixed reference.
+    pub fn add(self, other: Self) -> Self {
+        let blocks = self.blocks.into_iter().zip(other.blocks).map(|(a, b)| a + b).collect();
+        Self { blocks, ..self }
+    }
+
+    /// ∂L/∂keep summed over the passes, row-major [n_fwd × n_bwd] (0 off the graph's edges):
+    /// −Σ δ_u · g_v, one product per block over the sources upstream of its last layer.
+    pub fn keep_gradient(&self) -> Vec<f32> {
+        let graph = self.graph;
+        let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
+        let n_layers = graph.shape().n_layers;
+        let width = self.delta.dims()[1];
+        let mut out = vec![0.0f32; n_fwd * n_bwd];
+        let mut bwd_start = 0;
+        for (i, gradient) in self.blocks.iter().enumerate() {
+            let last = ((i + 1) * LAYERS_PER_BLOCK).min(n_layers) - 1;
             let n_dst = gradient.dims()[1];
             let upstream = if last == n_layers - 1 { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
-            let block = delta.clone().slice([0..upstream, 0..width]).matmul(gradient);
+            let block = self.delta.clone().slice([0..upstream, 0..width]).matmul(gradient.clone());
             let values: Vec<f32> = block.into_data().to_vec().expect("f32 products");
             for u in 0..upstream {
                 for j in 0..n_dst {

@@ -55,7 +55,7 @@ fn check(name: &str, rules: GradientRules) {
 
     let mut fast = MaskGradientHooks::new(graph, ablated);
     let grads = loss(model.model.forward_with_rules(&batch, &Readout::LastToken, &mut fast, &rules)).backward();
-    let got = fast.keep_gradient(&grads, &inner, &rules);
+    let got = fast.destination_gradients(&grads, &inner, &rules, 1.0).keep_gradient();
     assert!(expected.iter().any(|&g| g.abs() > 1e-4), "{name}: the gradient is not trivially zero");
     let diff = max_rel_diff(&got, &expected);
     assert!(diff < 1e-4, "{name}: fast path differs from the general engine by {diff} (relative to the largest entry)");
