@@ -336,23 +336,14 @@ def main(job_path, out_path):
         "load_seconds": load.seconds,
         "stages": {},
     }
-    for stage in job["stages"]:
-        with pc.Stopwatch() as t:
-            if stage == "eap":
-                out = {"scores": scores_eap(peer, data)}
-            elif stage == "eap-ig-inputs":
-                out = {"scores": scores_eap_ig_inputs(peer, data, job.get("ig_steps", 5))}
-            elif stage == "gim":
-                out = {"scores": scores_eap(peer, data, gim=True)}
-            elif stage == "evaluation":
-                out = evaluate(peer, data, job.get("circuits", []))
-            else:
-                raise SystemExit(f"unknown stage {stage!r}")
-        if "scores" in out:
-            out["scores"] = pc.scores_list(out["scores"], real)
-        result["stages"][stage] = {"seconds": t.seconds, **out}
-        print(f"[hf] {stage}: {t.seconds:.3f} s", file=sys.stderr)
-    pc.write_result(out_path, result)
+    steps = job.get("ig_steps", 5)
+    handlers = {
+        "eap": lambda: {"scores": scores_eap(peer, data)},
+        "eap-ig-inputs": lambda: {"scores": scores_eap_ig_inputs(peer, data, steps)},
+        "gim": lambda: {"scores": scores_eap(peer, data, gim=True)},
+        "evaluation": lambda: evaluate(peer, data, job.get("circuits", [])),
+    }
+    pc.run_stages("hf", job, handlers, result, real, out_path)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,19 @@ def write_result(path: str, result: dict) -> None:
 def scores_list(scores: torch.Tensor, real: torch.Tensor) -> list:
     """Row-major [n_fwd * n_bwd] floats with every non-edge entry exactly 0."""
     return torch.where(real, scores, torch.zeros_like(scores)).reshape(-1).tolist()
+
+
+def run_stages(tag, job, handlers, result, real, out_path):
+    """Runs the job's stages in order, each timed around its handler (stage name -> function of no
+    arguments returning the stage's output), and writes the result file."""
+    for stage in job["stages"]:
+        handler = handlers.get(stage)
+        if handler is None:
+            raise SystemExit(f"unknown stage {stage!r}")
+        with Stopwatch() as t:
+            out = handler()
+        if "scores" in out:
+            out["scores"] = scores_list(out["scores"], real)
+        result["stages"][stage] = {"seconds": t.seconds, **out}
+        print(f"[{tag}] {stage}: {t.seconds:.3f} s", file=sys.stderr)
+    write_result(out_path, result)

@@ -324,23 +324,14 @@ def main(job_path, out_path):
         "load_seconds": load.seconds,
         "stages": {},
     }
-    for stage in job["stages"]:
-        with pc.Stopwatch() as t:
-            if stage == "eap":
-                out = {"scores": scores_eap(model, g, data)}
-            elif stage == "eap-ig-inputs":
-                out = {"scores": scores_eap_ig_inputs(model, g, data, job.get("ig_steps", 5))}
-            elif stage == "gim":
-                out = {"scores": scores_eap(model, g, data, gim=True)}
-            elif stage == "evaluation":
-                out = evaluate(model, g, data, job.get("circuits", []))
-            else:
-                raise SystemExit(f"unknown stage {stage!r}")
-        if "scores" in out:
-            out["scores"] = pc.scores_list(out["scores"], real)
-        result["stages"][stage] = {"seconds": t.seconds, **out}
-        print(f"[transformerlens] {stage}: {t.seconds:.3f} s", file=sys.stderr)
-    pc.write_result(out_path, result)
+    steps = job.get("ig_steps", 5)
+    handlers = {
+        "eap": lambda: {"scores": scores_eap(model, g, data)},
+        "eap-ig-inputs": lambda: {"scores": scores_eap_ig_inputs(model, g, data, steps)},
+        "gim": lambda: {"scores": scores_eap(model, g, data, gim=True)},
+        "evaluation": lambda: evaluate(model, g, data, job.get("circuits", [])),
+    }
+    pc.run_stages("transformerlens", job, handlers, result, real, out_path)
 
 
 if __name__ == "__main__":

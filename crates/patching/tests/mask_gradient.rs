@@ -36,7 +36,17 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
-fn check(name: &str, rules: GradientRules) {
+/// A fixture with its graph, the counterfactual run's node outputs and the clean batch.
+struct Setup {
+    model: LoadedModel<A>,
+    graph: Graph,
+    inner: transformer::Transformer<CpuBackend>,
+    ablated: Tensor<CpuBackend, 4>,
+    batch: Batch<A>,
+    clean: Batch<CpuBackend>,
+}
+
+fn setup(name: &str) -> Setup {
     let model = load(name);
     let cfg = model.model.config.clone();
     let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads }).unwrap();
@@ -45,6 +55,13 @@ fn check(name: &str, rules: GradientRules) {
     let inner = model.model.valid();
     let ablated = record_nodes(&inner, &Batch::new(&corrupt, &cfg, &device).unwrap()).1;
     let batch = Batch::<A>::new(&clean, &cfg, &device).unwrap();
+    let clean = Batch::new(&clean, &cfg, &device).unwrap();
+    Setup { model, graph, inner, ablated, batch, clean }
+}
+
+fn check(name: &str, rules: GradientRules) {
+    let Setup { model, graph, inner, ablated, batch, .. } = setup(name);
+    let device = Default::default();
 
     let keep = Tensor::<A, 3>::ones([1, graph.n_fwd(), graph.n_bwd()], &device).require_grad();
     let mut general = PatchHooks::new(graph, &EdgeMasks::from_tensor(keep.clone()), Tensor::from_inner(ablated.clone()));
@@ -77,15 +94,9 @@ fn agrees_with_the_general_engine_llama() {
 /// their actual outputs are the clean ones): the shifted pass gives the general engine's logits.
 #[test]
 fn keep_rows_match_the_general_engine() {
-    let model = load("llama-tiny");
-    let cfg = model.model.config.clone();
-    let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads }).unwrap();
+    let Setup { model, graph, inner, ablated, batch, clean } = setup("llama-tiny");
     let device = Default::default();
-    let (clean, corrupt) = prompts(cfg.vocab_size);
-    let inner = model.model.valid();
-    let ablated = record_nodes(&inner, &Batch::new(&corrupt, &cfg, &device).unwrap()).1;
-    let reference = record_nodes(&inner, &Batch::new(&clean, &cfg, &device).unwrap()).1;
-    let batch = Batch::<A>::new(&clean, &cfg, &device).unwrap();
+    let reference = record_nodes(&inner, &clean).1;
     let layer0 = graph.layer(0).unwrap();
     let mut rows = vec![1.0f32; graph.n_fwd()];
     rows[layer0.heads_fwd.clone()].fill(0.3);
