@@ -319,23 +319,14 @@ def evaluate(peer: Peer, data, circuits):
 
 # ----------------------------------------------------------------------------------------------
 def main(job_path, out_path):
-    threads = pc.setup_torch()
-    torch.set_grad_enabled(False)
-    job = pc.read_job(job_path)
-    g = pc.GraphLayout(job["n_layers"], job["n_heads"])
-    data = pc.job_tensors(job)
+    threads, job, g, data = pc.open_job(job_path)
 
     with pc.Stopwatch() as load:
         peer = Peer(pc.load_hf_from_gguf(job["gguf"]), g)
     peer.run(peer.embed(data[0]), data[2], data[3])  # warm-up
 
     real = g.real_edges()
-    result = {
-        "system": "Hugging Face transformers + hooks (" + pc.versions("transformers") + ")",
-        "threads": threads,
-        "load_seconds": load.seconds,
-        "stages": {},
-    }
+    system = "Hugging Face transformers + hooks (" + pc.versions("transformers") + ")"
     steps = job.get("ig_steps", 5)
     handlers = {
         "eap": lambda: {"scores": scores_eap(peer, data)},
@@ -343,7 +334,7 @@ def main(job_path, out_path):
         "gim": lambda: {"scores": scores_eap(peer, data, gim=True)},
         "evaluation": lambda: evaluate(peer, data, job.get("circuits", [])),
     }
-    pc.run_stages("hf", job, handlers, result, real, out_path)
+    pc.run_stages("hf", system, threads, load.seconds, job, handlers, real, out_path)
 
 
 if __name__ == "__main__":

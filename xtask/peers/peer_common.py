@@ -169,9 +169,19 @@ def scores_list(scores: torch.Tensor, real: torch.Tensor) -> list:
     return torch.where(real, scores, torch.zeros_like(scores)).reshape(-1).tolist()
 
 
-def run_stages(tag, job, handlers, result, real, out_path):
+def open_job(job_path):
+    """Sets up torch (threads, no autograd by default) and reads the job: returns the thread
+    count, the job, its graph layout and its tensors (clean, counterfactual, correct, incorrect)."""
+    threads = setup_torch()
+    torch.set_grad_enabled(False)
+    job = read_job(job_path)
+    return threads, job, GraphLayout(job["n_layers"], job["n_heads"]), job_tensors(job)
+
+
+def run_stages(tag, system, threads, load_seconds, job, handlers, real, out_path):
     """Runs the job's stages in order, each timed around its handler (stage name -> function of no
     arguments returning the stage's output), and writes the result file."""
+    result = {"system": system, "threads": threads, "load_seconds": load_seconds, "stages": {}}
     for stage in job["stages"]:
         handler = handlers.get(stage)
         if handler is None:

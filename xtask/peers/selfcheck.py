@@ -59,6 +59,17 @@ def make_pairs(tok, n, seed=0):
     return best[:n]
 
 
+def write_job(path, gguf, pairs, circuits):
+    """Writes a job with every stage for SmolLM2's shape (30 layers, 9 heads); returns its path."""
+    job = {
+        "gguf": gguf, "n_layers": 30, "n_heads": 9, "pairs": pairs, "ig_steps": 5,
+        "stages": ["eap", "eap-ig-inputs", "gim", "evaluation"], "circuits": circuits,
+    }
+    with open(path, "w") as f:
+        json.dump(job, f)
+    return path
+
+
 def run_peer(script, job_path, out_path):
     cmd = ["nice", "-n", "10", sys.executable, os.path.join(HERE, script), job_path, out_path]
     subprocess.run(cmd, check=True)
@@ -117,13 +128,7 @@ def main():
         circuits = [real_list, []]
         for e in probe:
             circuits.append([x for x in real_list if x != e])
-        job = {
-            "gguf": gguf, "n_layers": 30, "n_heads": 9, "pairs": pairs, "ig_steps": 5,
-            "stages": ["eap", "eap-ig-inputs", "gim", "evaluation"], "circuits": circuits,
-        }
-        jp = os.path.join(args.workdir, "check-job.json")
-        with open(jp, "w") as f:
-            json.dump(job, f)
+        jp = write_job(os.path.join(args.workdir, "check-job.json"), gguf, pairs, circuits)
         res = {
             "tl": run_peer("transformerlens_peer.py", jp, os.path.join(args.workdir, "check-tl.json")),
             "hf": run_peer("hf_peer.py", jp, os.path.join(args.workdir, "check-hf.json")),
@@ -158,13 +163,7 @@ def main():
         rng = random.Random(3)
         fractions = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
         circuits = [rng.sample(real_list, max(1, round(f * len(real_list)))) for f in fractions]
-        job = {
-            "gguf": gguf, "n_layers": 30, "n_heads": 9, "pairs": pairs, "ig_steps": 5,
-            "stages": ["eap", "eap-ig-inputs", "gim", "evaluation"], "circuits": circuits,
-        }
-        jp = os.path.join(args.workdir, "time-job.json")
-        with open(jp, "w") as f:
-            json.dump(job, f)
+        jp = write_job(os.path.join(args.workdir, "time-job.json"), gguf, pairs, circuits)
         res = {}
         for k, script in [("hf", "hf_peer.py"), ("tl", "transformerlens_peer.py")]:
             res[k] = run_peer(script, jp, os.path.join(args.workdir, f"time-{k}.json"))

@@ -300,11 +300,7 @@ def evaluate(model, g, data, circuits):
 
 # ----------------------------------------------------------------------------------------------
 def main(job_path, out_path):
-    threads = pc.setup_torch()
-    torch.set_grad_enabled(False)
-    job = pc.read_job(job_path)
-    g = pc.GraphLayout(job["n_layers"], job["n_heads"])
-    data = pc.job_tensors(job)
+    threads, job, g, data = pc.open_job(job_path)
 
     with pc.Stopwatch() as load:
         hf_model = pc.load_hf_from_gguf(job["gguf"])
@@ -316,14 +312,7 @@ def main(job_path, out_path):
         model(data[0])  # warm-up
 
     real = g.real_edges()
-    result = {
-        "system": "TransformerLens HookedTransformer + EAP-IG-style loops ("
-        + pc.versions("transformer-lens", "transformers")
-        + ")",
-        "threads": threads,
-        "load_seconds": load.seconds,
-        "stages": {},
-    }
+    system = "TransformerLens HookedTransformer + EAP-IG-style loops (" + pc.versions("transformer-lens", "transformers") + ")"
     steps = job.get("ig_steps", 5)
     handlers = {
         "eap": lambda: {"scores": scores_eap(model, g, data)},
@@ -331,7 +320,7 @@ def main(job_path, out_path):
         "gim": lambda: {"scores": scores_eap(model, g, data, gim=True)},
         "evaluation": lambda: evaluate(model, g, data, job.get("circuits", [])),
     }
-    pc.run_stages("transformerlens", job, handlers, result, real, out_path)
+    pc.run_stages("transformerlens", system, threads, load.seconds, job, handlers, real, out_path)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ use graph::Graph;
 use patching::{Ablation, AblationKind};
 use serde_json::{Value, json};
 use tasks::PreparedPair;
-use transformer::{LocalModel, ModelConfig, ModelSpec};
+use transformer::{LocalModel, ModelConfig, ModelSpec, Transformer};
 
 /// Options of the side-by-side comparison.
 #[derive(clap::Args)]
@@ -130,27 +130,28 @@ fn attribution_flops(cfg: &ModelConfig, graph: &Graph, pairs: usize, len: usize,
 /// Runs the four stages in circuitbench; returns the results and the circuits evaluated.
 fn run_circuitbench<B: Backend>(
     device: &B::Device,
-    model_name: &str,
+    model: &Transformer<Autodiff<B>>,
+    graph: &Graph,
     pairs: &[PreparedPair],
     ig_steps: usize,
 ) -> Result<(SystemResult, Vec<Vec<bool>>)> {
     use attribution::{Method, RunOptions, run_method};
-    let loaded = transformer::load_model::<Autodiff<B>>(model_name, device)?;
-    let cfg = loaded.model.config.clone();
-    let graph = Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let cfg = &model.config;
+    let graph = *graph;
+    let inner = model.valid();
     let options = RunOptions { batch_size: pairs.len(), edges_per_pass: 16 };
     let len = pairs[0].clean.len();
     // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's cost.
     let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
-    let _ = loaded.model.valid().forward(&transformer::Batch::new(&clean, &cfg, device)?, &transformer::Readout::LastToken).into_data();
+    let _ = inner.forward(&transformer::Batch::new(&clean, cfg, device)?, &transformer::Readout::LastToken).into_data();
     let mut stages = Vec::new();
     let mut eap_scores = None;
     for name in ["eap", "eap-ig-inputs", "gim"] {
         let method = Method::parse(name, ig_steps, 0)?;
         let start = Instant::now();
-        let scores = run_method(&loaded.model, &graph, pairs, &method, AblationKind::Counterfactual, options)?;
+        let scores = run_method(model, &graph, pairs, &method, AblationKind::Counterfactual, options)?;
         let seconds = start.elapsed().as_secs_f64();
-        let flops = attribution_flops(&cfg, &graph, pairs.len(), len, scores.passes.forward, scores.passes.backward);
+        let flops = attribution_flops(cfg, &graph, pairs.len(), len, scores.passes.forward, scores.passes.backward);
         if name == "eap" {
             eap_scores = Some(scores.values.clone());
         }
@@ -159,7 +160,6 @@ fn run_circuitbench<B: Backend>(
     let eap_scores = eap_scores.expect("eap ran first");
     let circuits: Vec<Vec<bool>> =
         MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
-    let inner = loaded.model.valid();
     let refs: Vec<&[bool]> = circuits.iter().map(Vec::as_slice).collect();
     let start = Instant::now();
     let ablation = Ablation::fit(AblationKind::Counterfactual, &inner, &[], pairs.len(), device)?;
@@ -295,18 +295,18 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
     let out_dir = args.out.clone().unwrap_or_else(|| crate::workspace().join("results").join("perf"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let loaded = transformer::load_model::<B>(&args.model, device)?;
-    let cfg = loaded.model.config.clone();
+    let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
+    let cfg = &loaded.model.config;
     let graph = Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
     let examples = tasks::load_split(&crate::tasks_cmd::default_dir(), tasks::TaskKind::Ioi, tasks::Split::Train)?;
-    let prepared = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
-    drop(loaded);
+    let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &tasks::PrepareOptions::default())?.pairs;
     let pairs = equal_length_pairs(prepared, args.pairs)?;
     let len = pairs[0].clean.len();
     let peak = peak_matmul_gflops::<B>(device);
     println!("{}: {} IOI pairs of {len} tokens, one batch; plain f32 matmul peak {peak:.1} GFLOP/s", args.model, pairs.len());
 
-    let (ours, circuits) = run_circuitbench::<B>(device, &args.model, &pairs, args.ig_steps)?;
+    let (ours, circuits) = run_circuitbench::<B>(device, &loaded.model, &graph, &pairs, args.ig_steps)?;
+    drop(loaded);
     let job = out_dir.join("job.json");
     let job_text = serde_json::to_string(&job_json(&gguf, &graph, &pairs, args.ig_steps, &circuits))?;
     transformer::checkpoint::write_atomic(&job, job_text.as_bytes())?;

@@ -1,8 +1,9 @@
 //! The gradient family — EAP, GIM and its variants, clean-corrupted, EAP-IG over inputs or over
-//! activations — as one loop over the patching engine: forward passes with the edge mask as a
-//! leaf, one backward each, and score(u→v) += w · Σ_{batch,pos,d} Δ_u · dL/d(input_v) with
-//! Δ_u = ablated_u − clean_u, read off as the mask's gradient. Integrated gradients move along
-//! their path by setting mask entries between 0 and 1, so no method needs hooks of its own.
+//! activations — as one loop over the patching engine's mask-gradient path: forward passes with
+//! the edge mask at 1 (at α on a node group's rows along an integrated-gradients path), one backward
+//! each, and score(u→v) = −∂L/∂keep_uv = w · Σ_{batch,pos,d} Δ_u · dL/d(input_v) with
+//! Δ_u = ablated_u − clean_u, the passes of a batch summed before one contraction with Δ. No method
+//! needs hooks of its own.
 //!
 //! Loss and scaling: per batch L = −Σ_pairs m (m = logit(correct) − logit(incorrect)); scores are
 //! summed over batches and divided by the number of pairs, so a score is the mean first-order
@@ -173,7 +174,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
             passes.backward += 1;
             let pass = gradient_pass(&model, &inner, batch, &answers, rules, hooks, w);
             summed = Some(match summed.take() {
-                Some(sum) => sum.add(pass),
+                Some(sum) => sum + pass,
                 None => pass,
             });
         };

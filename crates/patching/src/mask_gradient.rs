@@ -156,8 +156,10 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         for first in (0..n_layers).step_by(LAYERS_PER_BLOCK) {
             let last = (first + LAYERS_PER_BLOCK).min(n_layers) - 1;
             // q, k, v, MLP per layer (4 column groups each), and the logits column with the last block.
-            let groups = 4 * (last - first + 1) + usize::from(last == n_layers - 1);
-            blocks.push(Tensor::cat(columns[next..next + groups].to_vec(), 1) * w);
+            let final_block = last == n_layers - 1;
+            let groups = 4 * (last - first + 1) + usize::from(final_block);
+            let upstream = if final_block { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
+            blocks.push(GradientBlock { upstream, columns: Tensor::cat(columns[next..next + groups].to_vec(), 1) * w });
             next += groups;
         }
         DestinationGradients { graph, delta, blocks }
@@ -171,33 +173,30 @@ pub struct DestinationGradients<B: Backend> {
     graph: Graph,
     /// δ = ablated − reference, [n_fwd, batch·pos·d_model].
     delta: Tensor<B, 2>,
-    /// Per block of `LAYERS_PER_BLOCK` layers: its destinations' gradients as columns
-    /// [batch·pos·d_model, destinations], in backward-index order.
-    blocks: Vec<Tensor<B, 2>>,
+    /// Per block of `LAYERS_PER_BLOCK` layers, in backward-index order.
+    blocks: Vec<GradientBlock<B>>,
+}
+
+/// The destinations of a block of layers: their gradients and how many sources can feed them.
+struct GradientBlock<B: Backend> {
+    /// Sources upstream of the block's last destination (the first `upstream` forward indices).
+    upstream: usize,
+    /// The destinations' gradients as columns [batch·pos·d_model, destinations].
+    columns: Tensor<B, 2>,
 }
 
 impl<B: Backend> DestinationGradients<B> {
-    /// Adds another pass's (already weighted) gradients; both must measure δ against the same
-    /// fixed reference.
-    pub fn add(self, other: Self) -> Self {
-        let blocks = self.blocks.into_iter().zip(other.blocks).map(|(a, b)| a + b).collect();
-        Self { blocks, ..self }
-    }
-
     /// ∂L/∂keep summed over the passes, row-major [n_fwd × n_bwd] (0 off the graph's edges):
     /// −Σ δ_u · g_v, one product per block over the sources upstream of its last layer.
     pub fn keep_gradient(&self) -> Vec<f32> {
         let graph = self.graph;
         let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-        let n_layers = graph.shape().n_layers;
         let width = self.delta.dims()[1];
         let mut out = vec![0.0f32; n_fwd * n_bwd];
         let mut bwd_start = 0;
-        for (i, gradient) in self.blocks.iter().enumerate() {
-            let last = ((i + 1) * LAYERS_PER_BLOCK).min(n_layers) - 1;
-            let n_dst = gradient.dims()[1];
-            let upstream = if last == n_layers - 1 { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
-            let block = self.delta.clone().slice([0..upstream, 0..width]).matmul(gradient.clone());
+        for &GradientBlock { upstream, ref columns } in &self.blocks {
+            let n_dst = columns.dims()[1];
+            let block = self.delta.clone().slice([0..upstream, 0..width]).matmul(columns.clone());
             let values: Vec<f32> = block.into_data().to_vec().expect("f32 products");
             for u in 0..upstream {
                 for j in 0..n_dst {
@@ -211,6 +210,22 @@ impl<B: Backend> DestinationGradients<B> {
         }
         debug_assert_eq!(bwd_start, n_bwd);
         out
+    }
+}
+
+/// Another pass's (already weighted) gradients added in; both must measure δ against the same
+/// fixed reference.
+impl<B: Backend> std::ops::Add for DestinationGradients<B> {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        let blocks = self
+            .blocks
+            .into_iter()
+            .zip(other.blocks)
+            .map(|(a, b)| GradientBlock { upstream: a.upstream, columns: a.columns + b.columns })
+            .collect();
+        Self { blocks, ..self }
     }
 }
 

@@ -66,9 +66,7 @@ impl<B: Backend> Norm<B> {
             Norm::Rms(n) => n.forward(x, rules.freeze_norm),
         }
     }
-}
 
-impl<B: Backend> Norm<B> {
     /// The norm's backward on its own: ∂L/∂x from ∂L/∂y at input x, for hooks that probe after the
     /// norm (x broadcasts against g). `freeze` treats σ or rms as a constant, as `forward` does.
     pub fn input_gradient<const D: usize>(&self, x: Tensor<B, D>, g: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {

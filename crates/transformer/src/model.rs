@@ -147,6 +147,19 @@ impl<B: Backend> Attention<B> {
         linear.weight.val().reshape([d_model, n, d_head]).swap_dims(0, 1)
     }
 
+    /// The weights each query head applies with a projection of `n` heads, [n_heads, d_model,
+    /// d_head]: a key/value head's weights repeated for every query head of its group.
+    fn query_head_weight(&self, linear: &Linear<B>, n: usize) -> Tensor<B, 3> {
+        let w = Self::per_head_weight(linear, n, self.d_head);
+        if n == self.n_heads {
+            return w;
+        }
+        let d_model = linear.weight.dims()[0];
+        w.unsqueeze_dim::<4>(1)
+            .expand([n, self.n_heads / n, d_model, self.d_head])
+            .reshape([self.n_heads, d_model, self.d_head])
+    }
+
     /// Per-head biases [1, n, 1, d_head], broadcastable over [batch, n, pos, d_head].
     fn per_head_bias(linear: &Linear<B>, n: usize, d_head: usize) -> Option<Tensor<B, 4>> {
         linear.bias.as_ref().map(|b| b.val().reshape([1, n, 1, d_head]))
@@ -173,15 +186,7 @@ impl<B: Backend> Attention<B> {
     /// (for k/v: its group's) weights → [b, n_heads, t, d_head].
     fn project_per_head(&self, linear: &Linear<B>, n: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let d_model = x.dims()[3];
-        let w = Self::per_head_weight(linear, n, self.d_head);
-        let w = if n == self.n_heads {
-            w
-        } else {
-            let group = self.n_heads / n;
-            w.unsqueeze_dim::<4>(1)
-                .expand([n, group, d_model, self.d_head])
-                .reshape([self.n_heads, d_model, self.d_head])
-        };
+        let w = self.query_head_weight(linear, n);
         // As [heads, b·t, d_model] @ [heads, d_model, d_head]: one GEMM per head rather than per
         // (row, head), so each head's weights are packed once.
         let [b, t, heads, _] = x.dims();
@@ -202,13 +207,7 @@ impl<B: Backend> Attention<B> {
         let [gq, gk, gv] = grads;
         let through = |linear: &Linear<B>, n: usize, g: Tensor<B, 4>| {
             let [b, heads, t, dh] = g.dims();
-            let d_model = linear.weight.dims()[0];
-            let w = linear.weight.val().reshape([d_model, n, dh]).permute([1, 2, 0]); // [n, d_head, d_model]
-            let w = if n == heads {
-                w
-            } else {
-                w.unsqueeze_dim::<4>(1).expand([n, heads / n, dh, d_model]).reshape([heads, dh, d_model])
-            };
+            let w = self.query_head_weight(linear, n).swap_dims(1, 2); // [heads, d_head, d_model]
             g.swap_dims(0, 1).reshape([heads, b * t, dh]).matmul(w)
         };
         [through(&self.q, self.n_heads, gq), through(&self.k, self.n_kv_heads, gk), through(&self.v, self.n_kv_heads, gv)]
