@@ -133,6 +133,8 @@ fn main() -> Result<()> {
             let path: PathBuf = match local {
                 LocalModel::Dir(d) => d,
                 LocalModel::Gguf(p) => p,
+                // Weights are made at load time; the tokenizer is the one file it reads.
+                LocalModel::Random(_) => transformer::random::RandomShape::tokenizer_path(),
             };
             println!("{}", path.display());
         }

@@ -60,6 +60,9 @@ pub struct CellResult {
     pub backward_passes: usize,
     /// Peak resident memory of the process during the cell (Linux; None elsewhere).
     pub peak_memory_mib: Option<f64>,
+    /// Peak GPU memory in use during the cell (runs on a GPU with `nvidia-smi` only).
+    #[serde(default)]
+    pub peak_gpu_memory_mib: Option<f64>,
     /// The top edges by signed score, (name, score), for the circuit diagram.
     pub top_edges: Vec<(String, f32)>,
 }
@@ -105,10 +108,18 @@ pub fn run_cell<B: AutodiffBackend>(
     model: &SweepModel<B>,
     tasks_dir: &std::path::Path,
     definition: String,
+    gpu: bool,
     progress: &mut dyn FnMut(BatchProgress),
 ) -> Result<CellResult, BenchError> {
     let fail = |message: String| BenchError::Cell { cell: cell.key(), message };
     memory::reset_peak();
+    let gpu_sampler = if gpu {
+        // Pooled memory of earlier cells would count as this cell's.
+        B::memory_cleanup(&model.model.token_embedding.device());
+        memory::GpuMemorySampler::start()
+    } else {
+        None
+    };
     let (discovery, discovery_dropped) = pairs_of(config, cell, Split::Train, cell.discovery_examples, model, tasks_dir)?;
     let (evaluation, evaluation_dropped) = pairs_of(config, cell, Split::Validation, cell.evaluation_examples, model, tasks_dir)?;
     let batch = config.batch_size;
@@ -221,6 +232,7 @@ pub fn run_cell<B: AutodiffBackend>(
         forward_passes: scores.passes.forward + eval_passes,
         backward_passes: scores.passes.backward,
         peak_memory_mib: memory::peak_mib(),
+        peak_gpu_memory_mib: gpu_sampler.and_then(memory::GpuMemorySampler::peak_mib),
         top_edges,
     })
 }

@@ -33,6 +33,11 @@ pub enum Datasets {
     Committed,
     /// MIB's own datasets from the Hugging Face hub (`mib-bench/*`, parquet conversion).
     Mib,
+    /// The task generators' splits (the committed files' seed), grown to at least `train` and
+    /// `validation` examples: for sweeps that need more pairs than the committed files hold
+    /// (MIB's 1,000 evaluation pairs). The splits stay disjoint; the committed train split is a
+    /// prefix of the generated one.
+    Generated { train: usize, validation: usize },
 }
 
 impl Datasets {
@@ -41,6 +46,11 @@ impl Datasets {
         match self {
             Datasets::Committed => tasks::load_split(tasks_dir, task, split),
             Datasets::Mib => Ok(tasks::hub::load_mib(task, split, &transformer::hub::HubOptions::from_env())?.examples),
+            Datasets::Generated { train, validation } => {
+                let committed = tasks::default_sizes(task);
+                let sizes = tasks::SplitSizes { train: train.max(committed.train), validation: validation.max(committed.validation), test: committed.test };
+                Ok(tasks::generate(task, tasks::DEFAULT_SEED, sizes)?.remove(&split).unwrap_or_default())
+            }
         }
     }
 }
@@ -140,7 +150,11 @@ impl Config {
         let datasets = match raw.datasets.as_str() {
             "committed" => Datasets::Committed,
             "mib" => Datasets::Mib,
-            other => return Err(invalid("datasets".into(), format!("`{other}` is neither `committed` (tasks/) nor `mib` (MIB's hub datasets)"))),
+            // Sized below, once the cells are known.
+            "generated" => Datasets::Generated { train: 0, validation: 0 },
+            other => {
+                return Err(invalid("datasets".into(), format!("`{other}` is not `committed` (tasks/), `mib` (MIB's hub datasets) or `generated` (the task generators)")));
+            }
         };
         if raw.ig_steps == 0 {
             return Err(invalid("ig_steps".into(), "must be at least 1".into()));
@@ -206,6 +220,13 @@ impl Config {
         if let Some(dup) = cells.iter().find(|c| !seen.insert(c.key())) {
             return Err(invalid("group".into(), format!("cell {} is listed twice", dup.key())));
         }
+        let datasets = match datasets {
+            Datasets::Generated { .. } => Datasets::Generated {
+                train: cells.iter().map(|c| c.discovery_examples).max().unwrap_or(0),
+                validation: cells.iter().map(|c| c.evaluation_examples).max().unwrap_or(0),
+            },
+            other => other,
+        };
         Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, datasets, cells })
     }
 }

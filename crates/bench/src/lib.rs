@@ -12,7 +12,7 @@ pub mod report;
 pub mod sweep;
 
 pub use cell::{run_cell, BatchProgress, CellResult, CurvePoint, SweepModel};
-pub use config::{Cell, Config, ConfigError};
+pub use config::{Cell, Config, ConfigError, Datasets};
 pub use sweep::{run_sweep, Event, SweepPaths};
 
 /// Why a sweep cannot go on.

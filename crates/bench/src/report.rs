@@ -16,7 +16,7 @@ pub const CURVE_COLUMNS: [&str; 12] = [
 ];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 16] = [
+pub const SUMMARY_COLUMNS: [&str; 17] = [
     "model",
     "task",
     "method",
@@ -29,6 +29,7 @@ pub const SUMMARY_COLUMNS: [&str; 16] = [
     "forward_passes",
     "backward_passes",
     "peak_memory_mib",
+    "peak_gpu_memory_mib",
     "discovery_examples",
     "discovery_dropped",
     "evaluation_examples",
@@ -36,7 +37,7 @@ pub const SUMMARY_COLUMNS: [&str; 16] = [
 ];
 
 /// Summary columns that measure the machine rather than the method: they differ between runs.
-pub const TIMING_COLUMNS: [&str; 3] = ["discovery_seconds", "evaluation_seconds", "peak_memory_mib"];
+pub const TIMING_COLUMNS: [&str; 4] = ["discovery_seconds", "evaluation_seconds", "peak_memory_mib", "peak_gpu_memory_mib"];
 
 fn row(value: Value) -> Row {
     match value {
@@ -77,6 +78,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
                 "discovery_seconds": (c.discovery_seconds * 10.0).round() / 10.0, "evaluation_seconds": (c.evaluation_seconds * 10.0).round() / 10.0,
                 "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,
                 "peak_memory_mib": c.peak_memory_mib.map(|m| m.round()),
+                "peak_gpu_memory_mib": c.peak_gpu_memory_mib.map(|m| m.round()),
                 "discovery_examples": c.discovery_examples, "discovery_dropped": c.discovery_dropped,
                 "evaluation_examples": c.evaluation_examples, "evaluation_dropped": c.evaluation_dropped,
             }))

@@ -91,6 +91,8 @@ fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
             files.sort();
             files
         }
+        // The weights are a function of the shape and the code; the tokenizer is the one file read.
+        LocalModel::Random(_) => vec![transformer::random::RandomShape::tokenizer_path()],
     };
     files.iter().map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), transformer::fetch::file_sha256(p)?))).collect()
 }
@@ -113,7 +115,7 @@ fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMa
         let mut splits = BTreeMap::new();
         // MIB's test splits are not all public; the sweep reads only train and validation anyway.
         let splits_used: &[Split] = match config.datasets {
-            crate::config::Datasets::Committed => &Split::ALL,
+            crate::config::Datasets::Committed | crate::config::Datasets::Generated { .. } => &Split::ALL,
             crate::config::Datasets::Mib => &[Split::Train, Split::Validation],
         };
         for &split in splits_used {
@@ -145,7 +147,8 @@ fn write_reports(dir: &Path, finished: &[Option<CellResult>], manifest: &serde_j
 }
 
 /// Runs every cell of `config` not already stored, writing reports after each; returns the run's
-/// directory. `backend` names the tensor backend in the manifest.
+/// directory. `backend` names the tensor backend in the manifest; on `cuda`, cells also record
+/// their peak GPU memory.
 pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backend: &str, device: &B::Device, events: &mut dyn FnMut(Event)) -> Result<PathBuf, BenchError> {
     let dir = paths.results.join(&config.name);
     let cells_dir = dir.join("cells");
@@ -172,7 +175,7 @@ pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backen
             loaded = Some((cell.model.clone(), SweepModel::new(transformer::load_model::<B>(&cell.model, device)?)?));
         }
         let (_, model) = loaded.as_ref().expect("loaded above");
-        let result = run_cell(config, cell, model, &paths.tasks, definitions[index].clone(), &mut |p| events(Event::Batch(p)))?;
+        let result = run_cell(config, cell, model, &paths.tasks, definitions[index].clone(), backend == "cuda", &mut |p| events(Event::Batch(p)))?;
         let json = serde_json::to_string_pretty(&result).expect("cell results serialise");
         write_atomic(&cell_path(&dir, cell), json.as_bytes())?;
         events(Event::Finished { key: cell.key(), cpr: result.cpr, cmd: result.cmd, seconds: result.discovery_seconds + result.evaluation_seconds });

@@ -31,6 +31,8 @@ struct RandomStore {
     seed: u64,
     /// Whether the unembedding is tied (then `lm_head.weight` does not exist).
     tied: bool,
+    /// Uniform weights from a counter hash instead of Box–Muller normals (see [`Transformer::init_fast`]).
+    fast: bool,
 }
 
 impl RandomStore {
@@ -63,6 +65,9 @@ impl TensorStore for RandomStore {
         if is_norm {
             return Ok(vec![1.0; len]);
         }
+        if self.fast {
+            return Ok(uniform_weights(self.name_seed(name), len));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(self.name_seed(name));
         // Box–Muller: two uniforms give one standard normal.
         Ok((0..len)
@@ -74,11 +79,37 @@ impl TensorStore for RandomStore {
     }
 }
 
+/// `len` weights uniform on [−√3σ, √3σ] (standard deviation σ = [`INIT_STD`]), element i a
+/// SplitMix64 hash of (seed, i): about 1 ns per weight where Box–Muller takes about 30.
+fn uniform_weights(seed: u64, len: usize) -> Vec<f32> {
+    let half_width = 3f64.sqrt() * INIT_STD;
+    (0..len as u64)
+        .map(|i| {
+            let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+            ((2.0 * unit - 1.0) * half_width) as f32
+        })
+        .collect()
+}
+
 impl<B: Backend> Transformer<B> {
     /// A freshly initialised model of `config`, the same for the same seed on every machine.
     pub fn init(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self, LoadError> {
+        Self::init_with(config, RandomStore { seed, tied: false, fast: false }, device)
+    }
+
+    /// Like [`init`](Self::init) with uniform weights of the same scale, made ~30× faster: for
+    /// timing models of billions of parameters (Llama-3.1-8B's shape in seconds, not minutes).
+    pub fn init_fast(config: ModelConfig, seed: u64, device: &B::Device) -> Result<Self, LoadError> {
+        Self::init_with(config, RandomStore { seed, tied: false, fast: true }, device)
+    }
+
+    fn init_with(config: ModelConfig, store: RandomStore, device: &B::Device) -> Result<Self, LoadError> {
         config.validate().map_err(|message| LoadError::InvalidConfig { path: "<config>".into(), message })?;
-        let store = RandomStore { seed, tied: config.tied_embeddings };
+        let store = RandomStore { tied: config.tied_embeddings, ..store };
         match config.architecture {
             Architecture::Gpt2 => gpt2::load(&store, config, device),
             Architecture::Llama | Architecture::Qwen2 => llama::load(&store, &TensorNames::hugging_face(), config, device),

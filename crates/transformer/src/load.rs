@@ -13,6 +13,7 @@ use crate::gpt2::Gpt2Config;
 use crate::hub::{self, HubOptions};
 use crate::llama::{self, LlamaConfig, TensorNames};
 use crate::model::Transformer;
+use crate::random::RandomShape;
 use crate::tokenizer::Tokenizer;
 use crate::weights::SafetensorsStore;
 use crate::gpt2;
@@ -55,6 +56,8 @@ pub enum ModelSpec {
     Hub(String),
     /// A task model trained by circuitbench (`task:<name>`), shipped under [`task_models_dir`].
     Task(String),
+    /// A real model's shape with random weights (`random:<shape>`), for timing.
+    Random(RandomShape),
 }
 
 /// Where `task:<name>` models live: `$CIRCUITBENCH_MODELS`, or the workspace's committed `models/`.
@@ -89,6 +92,9 @@ impl ModelSpec {
     pub fn parse(spec: &str) -> Result<Self, LoadError> {
         if let Some(name) = spec.strip_prefix("task:") {
             return Ok(ModelSpec::Task(name.into()));
+        }
+        if let Some(name) = spec.strip_prefix("random:") {
+            return Ok(ModelSpec::Random(RandomShape::parse(name)?));
         }
         if let Some(known) = KNOWN_MODELS.iter().find(|k| k.name == spec) {
             return Ok(ModelSpec::Known(*known));
@@ -132,6 +138,7 @@ impl ModelSpec {
                 LocalModel::Dir(dir)
             }
             ModelSpec::Gguf(path) => LocalModel::Gguf(path.clone()),
+            ModelSpec::Random(shape) => LocalModel::Random(*shape),
         })
     }
 }
@@ -141,6 +148,8 @@ impl ModelSpec {
 pub enum LocalModel {
     Dir(PathBuf),
     Gguf(PathBuf),
+    /// Nothing on disk but the tokenizer: weights are made at load time.
+    Random(RandomShape),
 }
 
 /// A model ready to run, with its tokenizer.
@@ -196,6 +205,10 @@ impl LocalModel {
         match self {
             LocalModel::Dir(dir) => read_hf_config(&dir.join("config.json")),
             LocalModel::Gguf(path) => llama::gguf_config(&gguf::GgufFile::open(path)?),
+            LocalModel::Random(shape) => {
+                let (_, bos, pad) = RandomShape::tokenizer()?;
+                Ok(shape.config(bos, pad))
+            }
         }
     }
 
@@ -217,6 +230,11 @@ impl LocalModel {
                 let config = llama::gguf_config(&file)?;
                 let tokenizer = Tokenizer::from_gguf(&file)?;
                 let model = llama::load(&file, &TensorNames::gguf(), config, device)?;
+                Ok(LoadedModel { model, tokenizer })
+            }
+            LocalModel::Random(shape) => {
+                let (tokenizer, bos, pad) = RandomShape::tokenizer()?;
+                let model = Transformer::init_fast(shape.config(bos, pad), 0, device)?;
                 Ok(LoadedModel { model, tokenizer })
             }
         }
