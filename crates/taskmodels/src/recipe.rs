@@ -61,8 +61,11 @@ pub fn recipe(task: TaskKind) -> Recipe {
         TaskKind::Ioi => Recipe { steps: 2000, ..llama },
         // MCQA's answer needs two compositions (match the stated colour, read the letter moved
         // onto the matching option); the next-token loss inside the prompt (the next option letter)
-        // trains the letter-moving heads directly.
-        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 3000, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
+        // trains the letter-moving heads directly. Batch accuracy sits near chance (0.29) until
+        // step ≈ 3,600 and then climbs to 0.93 by 4,500 (validation 100%); with 3,000 steps the
+        // climb started at ≈ 2,000 and ended at 94%. Where the plateau ends depends on the
+        // schedule and on float rounding, so this recipe is reproducible only bit for bit.
+        TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 4500, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
         TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2000, batch_size: 128, weight_decay: 0.5, ..llama },
     }
 }

@@ -193,11 +193,14 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     times_sigmoid(x.clone(), x)
 }
 
-/// Cosine and sine tables of the rotary embedding for positions 0..len, shape [len, d_head/2].
+/// The rotary embedding for positions 0..len as x·cos + (x R)·sin: cos and sin [len, d_head] hold
+/// each frequency at both coordinates of its pair, and R [d_head, d_head] maps every pair (a, b) to
+/// (−b, a). One small GEMM instead of slicing x into halves and concatenating the rotated halves
+/// (burn-ndarray copies a slice element by element: 6–11% of SmolLM2 attribution time).
 pub struct RopeTables<B: Backend> {
     cos: Tensor<B, 2>,
     sin: Tensor<B, 2>,
-    layout: RopeLayout,
+    rotation: Tensor<B, 2>,
 }
 
 /// Inverse frequencies θ^(−2i/d), with Llama-3's correction when the config asks for it.
@@ -237,44 +240,39 @@ impl<B: Backend> RopeTables<B> {
         };
         let inv = inverse_frequencies(d_head, theta, scaling);
         let half = d_head / 2;
-        let (mut cos, mut sin) = (Vec::with_capacity(len * half), Vec::with_capacity(len * half));
+        // The two coordinates of frequency i's pair: (i, i + half) or (2i, 2i + 1).
+        let pair = |i: usize| match layout {
+            RopeLayout::HalfSplit => (i, i + half),
+            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+        };
+        let (mut cos, mut sin) = (vec![0f32; len * d_head], vec![0f32; len * d_head]);
         for pos in 0..len {
-            for f in &inv {
+            for (i, f) in inv.iter().enumerate() {
                 let angle = pos as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                let (a, b) = pair(i);
+                for c in [a, b] {
+                    cos[pos * d_head + c] = angle.cos() as f32;
+                    sin[pos * d_head + c] = angle.sin() as f32;
+                }
             }
         }
+        let mut rotation = vec![0f32; d_head * d_head];
+        for i in 0..half {
+            let (a, b) = pair(i);
+            rotation[b * d_head + a] = -1.0; // out[a] = −x[b]
+            rotation[a * d_head + b] = 1.0; // out[b] = x[a]
+        }
         Some(Self {
-            cos: Tensor::from_data(TensorData::new(cos, [len, half]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [len, half]), device),
-            layout,
+            cos: Tensor::from_data(TensorData::new(cos, [len, d_head]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [len, d_head]), device),
+            rotation: Tensor::from_data(TensorData::new(rotation, [d_head, d_head]), device),
         })
     }
 
     /// Rotates x of shape [batch, heads, len, d_head] position by position.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, d] = x.dims();
-        let half = d / 2;
-        let cos: Tensor<B, 4> = self.cos.clone().unsqueeze();
-        let sin: Tensor<B, 4> = self.sin.clone().unsqueeze();
-        match self.layout {
-            RopeLayout::HalfSplit => {
-                let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-                let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
-                let r1 = x1.clone() * cos.clone() - x2.clone() * sin.clone();
-                let r2 = x2 * cos + x1 * sin;
-                Tensor::cat(vec![r1, r2], 3)
-            }
-            RopeLayout::Interleaved => {
-                let pairs: Tensor<B, 5> = x.reshape([b, h, t, half, 2]);
-                let even: Tensor<B, 4> = pairs.clone().slice([0..b, 0..h, 0..t, 0..half, 0..1]).squeeze_dim(4);
-                let odd: Tensor<B, 4> = pairs.slice([0..b, 0..h, 0..t, 0..half, 1..2]).squeeze_dim(4);
-                let r_even = even.clone() * cos.clone() - odd.clone() * sin.clone();
-                let r_odd = odd * cos + even * sin;
-                Tensor::stack::<5>(vec![r_even, r_odd], 4).reshape([b, h, t, d])
-            }
-        }
+        let rotated = matmul_last(x.clone(), self.rotation.clone());
+        x * self.cos.clone().unsqueeze() + rotated * self.sin.clone().unsqueeze()
     }
 }
 
