@@ -19,6 +19,7 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
+use transformer::layers::rows_times_transposed;
 use transformer::{AttentionInput, GradientRules, Hooks, Transformer};
 
 use crate::activations::heads_source_major;
@@ -134,10 +135,10 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         let width = b * t * d;
         let delta: Tensor<Inner<B>, 2> = (self.ablated - reference).reshape([n_fwd, width]);
         let grad3 = |p: &Tensor<B, 3>| p.grad(grads).expect("every probe takes part in the loss");
-        // Every destination's input gradient as columns [width, slots], in backward-index order.
-        // Columns, so the contraction needs no transposed operand: burn-ndarray makes a
-        // transposed matmul operand contiguous by walking it element by element.
-        let mut columns: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * self.layers.len() + 1);
+        // Every destination's input gradient as a row [slots, width], in backward-index order: the
+        // projections' gradients come out of their GEMMs in this layout, so gathering a block is
+        // a plain concatenation; the contraction multiplies by the block's transpose on views.
+        let mut rows: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * self.layers.len() + 1);
         for (layer, probes) in self.layers.iter().enumerate() {
             let block = &model.blocks[layer];
             let outputs = probes.qkv.clone().map(|p| p.grad(grads).expect("every probe takes part in the loss"));
@@ -145,21 +146,21 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
             for g in block.attn.projection_input_gradients(outputs) {
                 let heads = g.dims()[0];
                 let g = block.attn_norm.input_gradient(resid.clone(), g, rules.freeze_norm); // [heads, b·t, d]
-                columns.push(g.reshape([heads, width]).transpose());
+                rows.push(g.reshape([heads, width]));
             }
-            columns.push(grad3(&probes.mlp).reshape([width, 1]));
+            rows.push(grad3(&probes.mlp).reshape([1, width]));
         }
-        columns.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([width, 1]));
+        rows.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([1, width]));
         let n_layers = graph.shape().n_layers;
         let mut blocks = Vec::new();
         let mut next = 0;
         for first in (0..n_layers).step_by(LAYERS_PER_BLOCK) {
             let last = (first + LAYERS_PER_BLOCK).min(n_layers) - 1;
-            // q, k, v, MLP per layer (4 column groups each), and the logits column with the last block.
+            // q, k, v, MLP per layer (4 row groups each), and the logits row with the last block.
             let final_block = last == n_layers - 1;
             let groups = 4 * (last - first + 1) + usize::from(final_block);
             let upstream = if final_block { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
-            blocks.push(GradientBlock { upstream, columns: Tensor::cat(columns[next..next + groups].to_vec(), 1) * w });
+            blocks.push(GradientBlock { upstream, rows: Tensor::cat(rows[next..next + groups].to_vec(), 0) * w });
             next += groups;
         }
         DestinationGradients { graph, delta, blocks }
@@ -181,8 +182,8 @@ pub struct DestinationGradients<B: Backend> {
 struct GradientBlock<B: Backend> {
     /// Sources upstream of the block's last destination (the first `upstream` forward indices).
     upstream: usize,
-    /// The destinations' gradients as columns [batch·pos·d_model, destinations].
-    columns: Tensor<B, 2>,
+    /// The destinations' gradients as rows [destinations, batch·pos·d_model].
+    rows: Tensor<B, 2>,
 }
 
 impl<B: Backend> DestinationGradients<B> {
@@ -191,13 +192,11 @@ impl<B: Backend> DestinationGradients<B> {
     pub fn keep_gradient(&self) -> Vec<f32> {
         let graph = self.graph;
         let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-        let width = self.delta.dims()[1];
         let mut out = vec![0.0f32; n_fwd * n_bwd];
         let mut bwd_start = 0;
-        for &GradientBlock { upstream, ref columns } in &self.blocks {
-            let n_dst = columns.dims()[1];
-            let block = self.delta.clone().slice([0..upstream, 0..width]).matmul(columns.clone());
-            let values: Vec<f32> = block.into_data().to_vec().expect("f32 products");
+        for &GradientBlock { upstream, ref rows } in &self.blocks {
+            let n_dst = rows.dims()[0];
+            let values = rows_times_transposed(&self.delta, upstream, rows);
             for u in 0..upstream {
                 for j in 0..n_dst {
                     let v = bwd_start + j;
@@ -223,7 +222,7 @@ impl<B: Backend> std::ops::Add for DestinationGradients<B> {
             .blocks
             .into_iter()
             .zip(other.blocks)
-            .map(|(a, b)| GradientBlock { upstream: a.upstream, columns: a.columns + b.columns })
+            .map(|(a, b)| GradientBlock { upstream: a.upstream, rows: a.rows + b.rows })
             .collect();
         Self { blocks, ..self }
     }

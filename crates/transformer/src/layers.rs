@@ -33,6 +33,27 @@ pub fn matmul_last<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>)
     x.reshape([rows, w.dims()[0]]).matmul(w).reshape(dims)
 }
 
+/// `a[..rows] @ bᵀ` as row-major f32 values [rows, b's rows]. On burn-ndarray it runs on views of
+/// both operands (matrixmultiply takes strides), where burn's matmul would first copy the row
+/// range of `a` and make `bᵀ` contiguous element by element — for the gradient methods' δ·∇
+/// contraction, copies of hundreds of MB per batch (a third of an EAP run). Elsewhere it is burn's
+/// matmul.
+pub fn rows_times_transposed<B: Backend>(a: &Tensor<B, 2>, rows: usize, b: &Tensor<B, 2>) -> Vec<f32> {
+    use burn_ndarray::NdArrayTensor;
+    use std::any::Any;
+    let (pa, pb) = (a.clone().into_primitive().tensor(), b.clone().into_primitive().tensor());
+    if let (Some(NdArrayTensor::F32(sa)), Some(NdArrayTensor::F32(sb))) =
+        ((&pa as &dyn Any).downcast_ref::<NdArrayTensor>(), (&pb as &dyn Any).downcast_ref::<NdArrayTensor>())
+    {
+        let va = sa.view().into_dimensionality::<ndarray::Ix2>().expect("2-D tensors have 2-D views");
+        let vb = sb.view().into_dimensionality::<ndarray::Ix2>().expect("2-D tensors have 2-D views");
+        let product = va.slice(ndarray::s![..rows, ..]).dot(&vb.t());
+        return product.iter().copied().collect();
+    }
+    let width = a.dims()[1];
+    a.clone().slice([0..rows, 0..width]).matmul(b.clone().transpose()).into_data().to_vec().expect("f32 products")
+}
+
 impl<B: Backend> Linear<B> {
     /// Applies the map to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
