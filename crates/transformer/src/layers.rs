@@ -328,6 +328,23 @@ mod tests {
     }
 
     #[test]
+    fn rows_times_transposed_on_views_matches_burns_matmul() {
+        use burn::tensor::Distribution;
+        let device = Default::default();
+        let a = Tensor::<crate::CpuBackend, 2>::random([7, 33], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<crate::CpuBackend, 2>::random([5, 33], Distribution::Normal(0.0, 1.0), &device);
+        let expected: Vec<f32> = a.clone().slice([0..4, 0..33]).matmul(b.clone().transpose()).into_data().to_vec().unwrap();
+        let on_views = rows_times_transposed(&a, 4, &b);
+        // The autodiff backend's tensors are not burn-ndarray's: they take burn's matmul.
+        let (ad_a, ad_b) = (Tensor::<AD, 2>::from_inner(a), Tensor::<AD, 2>::from_inner(b));
+        let through_burn = rows_times_transposed(&ad_a, 4, &ad_b);
+        assert_eq!(on_views.len(), 4 * 5);
+        for (i, ((x, y), z)) in on_views.iter().zip(&expected).zip(&through_burn).enumerate() {
+            assert!((x - y).abs() < 1e-4 && (z - y).abs() < 1e-4, "entry {i}: {x} / {z} vs {y}");
+        }
+    }
+
+    #[test]
     fn one_exponential_activations_match_burns() {
         assert_same(gelu_tanh, activation::gelu_approximate, 2e-6);
         assert_same(silu, activation::silu, 2e-6);
