@@ -293,7 +293,10 @@ impl<B: Backend> RopeTables<B> {
     /// Rotates x of shape [batch, heads, len, d_head] position by position.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let rotated = matmul_last(x.clone(), self.rotation.clone());
-        x * self.cos.clone().unsqueeze() + rotated * self.sin.clone().unsqueeze()
+        // The GEMM's output first: burn-ndarray computes element-wise ops in place in the left
+        // operand's layout, so the result is contiguous even when x is a permuted view, and the
+        // attention product that follows need not copy it again.
+        rotated * self.sin.clone().unsqueeze() + x * self.cos.clone().unsqueeze()
     }
 }
 
