@@ -3,8 +3,9 @@
 use burn::tensor::backend::Backend;
 use std::ops::Range;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
+use transformer::layers::selected_rows_product;
 use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
 use crate::activations::heads_source_major;
@@ -144,17 +145,9 @@ impl<B: Backend> PatchHooks<B> {
         });
     }
 
-    /// δ of the given sources (ascending), [replicas, rows, pairs·pos·d]; a leading run 0..n is a
-    /// view of the buffer, anything else a gather.
-    fn gather(&self, rows: &[usize]) -> Tensor<B, 3> {
-        let buffer = self.deltas.clone().expect("sources are produced before they are read");
-        let [r, _, width] = buffer.dims();
-        if rows.iter().enumerate().all(|(i, &u)| i == u) {
-            return buffer.slice([0..r, 0..rows.len(), 0..width]);
-        }
-        let index: Vec<i64> = rows.iter().map(|&u| u as i64).collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows.len()]), &buffer.device());
-        buffer.select(1, index)
+    /// The δ buffer [replicas, n_fwd, pairs·pos·d].
+    fn deltas(&self) -> &Tensor<B, 3> {
+        self.deltas.as_ref().expect("sources are produced before they are read")
     }
 
     /// The patch term of one group of destinations.
@@ -167,7 +160,7 @@ impl<B: Backend> PatchHooks<B> {
             let r = self.replicas;
             let ablate = self.keep.clone().slice([0..r, 0..group.upstream, group.dst.clone()]).neg() + 1.0;
             let rows: Vec<usize> = (0..group.upstream).collect();
-            return Term::PerDestination(ablate.swap_dims(1, 2).matmul(self.gather(&rows)));
+            return Term::PerDestination(selected_rows_product(ablate.swap_dims(1, 2), self.deltas(), &rows));
         };
         let n_bwd = self.graph.n_bwd();
         let is_edge = |u: usize, v: usize| self.graph.is_edge(u, v);
@@ -192,7 +185,7 @@ impl<B: Backend> PatchHooks<B> {
         }
         let device = self.keep.device();
         let w = Tensor::<B, 3>::from_data(TensorData::new(w, [self.replicas, group.dst.len(), rows.len()]), &device);
-        let weighted = w.matmul(self.gather(&rows));
+        let weighted = selected_rows_product(w, self.deltas(), &rows);
         Term::PerDestination(if direct { weighted } else { sum().unsqueeze_dim::<3>(1) - weighted })
     }
 
