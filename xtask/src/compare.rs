@@ -290,8 +290,7 @@ fn disagreement(graph: &Graph, ours: &StageResult, other: &StageResult) -> Resul
 pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()> {
     let gguf = match ModelSpec::parse(&args.model)?.materialise()? {
         LocalModel::Gguf(path) => path,
-        LocalModel::Dir(dir) => bail!("{}: the peers load GGUF files; give a GGUF model", dir.display()),
-        LocalModel::Random(_) => bail!("{}: the peers load GGUF files; give a GGUF model", args.model),
+        LocalModel::Dir(_) | LocalModel::Random(_) => bail!("{}: the peers load GGUF files; give a GGUF model", args.model),
     };
     let out_dir = args.out.clone().unwrap_or_else(|| crate::workspace().join("results").join("perf"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

@@ -147,15 +147,6 @@ impl Config {
             return Err(invalid("name".into(), format!("{:?} must be non-empty letters, digits, `-` or `_` (it names the results directory)", raw.name)));
         }
         let ablation: AblationKind = raw.ablation.parse().map_err(|e| invalid("ablation".into(), format!("{e}")))?;
-        let datasets = match raw.datasets.as_str() {
-            "committed" => Datasets::Committed,
-            "mib" => Datasets::Mib,
-            // Sized below, once the cells are known.
-            "generated" => Datasets::Generated { train: 0, validation: 0 },
-            other => {
-                return Err(invalid("datasets".into(), format!("`{other}` is not `committed` (tasks/), `mib` (MIB's hub datasets) or `generated` (the task generators)")));
-            }
-        };
         if raw.ig_steps == 0 {
             return Err(invalid("ig_steps".into(), "must be at least 1".into()));
         }
@@ -220,12 +211,17 @@ impl Config {
         if let Some(dup) = cells.iter().find(|c| !seen.insert(c.key())) {
             return Err(invalid("group".into(), format!("cell {} is listed twice", dup.key())));
         }
-        let datasets = match datasets {
-            Datasets::Generated { .. } => Datasets::Generated {
+        let datasets = match raw.datasets.as_str() {
+            "committed" => Datasets::Committed,
+            "mib" => Datasets::Mib,
+            // As many pairs as the largest cell reads.
+            "generated" => Datasets::Generated {
                 train: cells.iter().map(|c| c.discovery_examples).max().unwrap_or(0),
                 validation: cells.iter().map(|c| c.evaluation_examples).max().unwrap_or(0),
             },
-            other => other,
+            other => {
+                return Err(invalid("datasets".into(), format!("`{other}` is not `committed` (tasks/), `mib` (MIB's hub datasets) or `generated` (the task generators)")));
+            }
         };
         Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, datasets, cells })
     }

@@ -115,6 +115,7 @@ fn bad_configs_name_the_key() {
     assert!(err(&format!("name = \"x\"\n{}", group.replace("\"ioi\"", "\"poetry\""))).contains("group[0].tasks[0]"));
     assert!(err(&format!("name = \"x\"\nfractions = [0.5, 2.0]\n{group}")).contains("fractions[1]"));
     assert!(err(&format!("name = \"x\"\nablation = \"sideways\"\n{group}")).contains("`ablation`"));
+    assert!(err(&format!("name = \"x\"\ndatasets = \"hub\"\n{group}")).contains("`datasets`"));
     assert!(err(&format!("name = \"x\"\n{}", group.replace("discovery_examples = 1", "discovery_examples = 0"))).contains("group[0].discovery_examples"));
     assert!(err(&format!("name = \"x\"\n{group}{group}")).contains("listed twice"));
     assert!(err(&format!("name = \"../x\"\n{group}")).contains("`name`"));

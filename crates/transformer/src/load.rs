@@ -162,14 +162,19 @@ pub struct LoadedModel<B: Backend> {
 pub fn read_hf_config(path: &Path) -> Result<ModelConfig, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path: path.into(), source })?;
+    hf_config_from_json(path, &json)
+}
+
+/// Converts the contents of a Hugging Face `config.json`; `path` names it in errors.
+pub(crate) fn hf_config_from_json(path: &Path, json: &serde_json::Value) -> Result<ModelConfig, LoadError> {
     let model_type = json.get("model_type").and_then(|v| v.as_str()).ok_or_else(|| LoadError::ConfigField {
         path: path.into(),
         field: "model_type".into(),
         message: "missing or not a string".into(),
     })?;
     match model_type {
-        "gpt2" => parse_config::<Gpt2Config>(path, &json)?.to_model_config(path),
-        "llama" | "qwen2" => parse_config::<LlamaConfig>(path, &json)?.to_model_config(path),
+        "gpt2" => parse_config::<Gpt2Config>(path, json)?.to_model_config(path),
+        "llama" | "qwen2" => parse_config::<LlamaConfig>(path, json)?.to_model_config(path),
         other => Err(LoadError::UnknownArchitecture { path: path.into(), name: other.into() }),
     }
 }
@@ -207,7 +212,7 @@ impl LocalModel {
             LocalModel::Gguf(path) => llama::gguf_config(&gguf::GgufFile::open(path)?),
             LocalModel::Random(shape) => {
                 let (_, bos, pad) = RandomShape::tokenizer()?;
-                Ok(shape.config(bos, pad))
+                shape.config(bos, pad)
             }
         }
     }
@@ -234,7 +239,7 @@ impl LocalModel {
             }
             LocalModel::Random(shape) => {
                 let (tokenizer, bos, pad) = RandomShape::tokenizer()?;
-                let model = Transformer::init_fast(shape.config(bos, pad), 0, device)?;
+                let model = Transformer::init_fast(shape.config(bos, pad)?, 0, device)?;
                 Ok(LoadedModel { model, tokenizer })
             }
         }

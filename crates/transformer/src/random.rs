@@ -8,11 +8,13 @@
 //! and every name is one token. The model's vocabulary keeps the real size, so the embedding and
 //! the unembedding cost what they really do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::config::{Architecture, Llama3RopeScaling, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeLayout};
+use serde_json::json;
+
+use crate::config::ModelConfig;
 use crate::error::LoadError;
-use crate::load::task_models_dir;
+use crate::load::{hf_config_from_json, task_models_dir};
 use crate::tokenizer::Tokenizer;
 
 /// A shape circuitbench can build, named after the model it copies (MIB's circuit-track models).
@@ -39,6 +41,11 @@ impl RandomShape {
         })
     }
 
+    /// The name `random:<name>` takes.
+    pub fn name(self) -> &'static str {
+        RANDOM_SHAPES.iter().find(|(_, shape)| *shape == self).map(|(name, _)| *name).expect("every shape is listed")
+    }
+
     /// The tokenizer file prompts are encoded with (see the module docs).
     pub fn tokenizer_path() -> PathBuf {
         task_models_dir().join("ioi").join("tokenizer.json")
@@ -55,61 +62,42 @@ impl RandomShape {
         Ok((tokenizer, bos, pad))
     }
 
-    /// The real model's config (from its Hugging Face config.json) with the given special ids.
-    pub fn config(self, bos: u32, pad: u32) -> ModelConfig {
-        let llama_family = |n_layers, d_model, n_heads, n_kv_heads, d_mlp, vocab_size, theta, scaling, qkv_bias, tied| ModelConfig {
-            architecture: if qkv_bias { Architecture::Qwen2 } else { Architecture::Llama },
-            n_layers,
-            d_model,
-            n_heads,
-            n_kv_heads,
-            d_head: d_model / n_heads,
-            d_mlp,
-            vocab_size,
-            norm: NormKind::RmsNorm,
-            norm_eps: 1e-5,
-            mlp: MlpKind::SwiGlu,
-            positions: PositionEncoding::Rope { theta, layout: RopeLayout::HalfSplit, scaling },
-            qkv_bias,
-            out_bias: false,
-            mlp_bias: false,
-            tied_embeddings: tied,
-            bos_token_id: Some(bos),
-            pad_token_id: pad,
-        };
+    /// The architecture fields of the real model's Hugging Face `config.json`, as on the hub.
+    fn hub_config(self) -> serde_json::Value {
         match self {
-            RandomShape::Gpt2 => ModelConfig {
-                architecture: Architecture::Gpt2,
-                n_layers: 12,
-                d_model: 768,
-                n_heads: 12,
-                n_kv_heads: 12,
-                d_head: 64,
-                d_mlp: 3072,
-                vocab_size: 50257,
-                norm: NormKind::LayerNorm,
-                norm_eps: 1e-5,
-                mlp: MlpKind::GeluTanh,
-                positions: PositionEncoding::Learned { max_positions: 1024 },
-                qkv_bias: true,
-                out_bias: true,
-                mlp_bias: true,
-                tied_embeddings: true,
-                bos_token_id: Some(bos),
-                pad_token_id: pad,
-            },
-            RandomShape::Qwen2_5_0_5B => llama_family(24, 896, 14, 2, 4864, 151_936, 1_000_000.0, None, true, true),
-            RandomShape::Llama3_1_8B => {
-                let scaling = Llama3RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
-                llama_family(32, 4096, 32, 8, 14336, 128_256, 500_000.0, Some(scaling), false, false)
-            }
+            RandomShape::Gpt2 => json!({
+                "model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024,
+                "vocab_size": 50257, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
+            }),
+            RandomShape::Qwen2_5_0_5B => json!({
+                "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
+                "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+                "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+            }),
+            RandomShape::Llama3_1_8B => json!({
+                "model_type": "llama", "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336,
+                "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+                "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": false,
+                "rope_scaling": {
+                    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                },
+            }),
         }
+    }
+
+    /// The real model's config, converted as the loaders convert a `config.json`, with the given
+    /// special ids (those of the tokenizer in use).
+    pub fn config(self, bos: u32, pad: u32) -> Result<ModelConfig, LoadError> {
+        let config = hf_config_from_json(Path::new(&format!("<random:{}>", self.name())), &self.hub_config())?;
+        Ok(ModelConfig { bos_token_id: Some(bos), pad_token_id: pad, ..config })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Llama3RopeScaling, MlpKind, NormKind, PositionEncoding};
 
     /// Parameters of a model of `c`, counted from the config alone.
     fn parameters(c: &ModelConfig) -> usize {
@@ -133,10 +121,14 @@ mod tests {
         // Parameter counts of the real models (embedding counted once when tied).
         let expected = [("gpt2", 124_439_808usize), ("qwen2.5-0.5b", 494_032_768), ("llama-3.1-8b", 8_030_261_248)];
         for (name, params) in expected {
-            let config = RandomShape::parse(name).unwrap().config(0, 1);
-            config.validate().unwrap();
+            let config = RandomShape::parse(name).unwrap().config(0, 1).unwrap();
             assert_eq!(parameters(&config), params, "{name}");
         }
+        // Llama-3.1's rotary scaling comes through the loaders' conversion, which the count does not see.
+        let llama = RandomShape::Llama3_1_8B.config(0, 1).unwrap();
+        let PositionEncoding::Rope { theta, scaling, .. } = llama.positions else { panic!("Llama uses RoPE") };
+        let expected = Llama3RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+        assert_eq!((theta, scaling), (500_000.0, Some(expected)));
         let err = RandomShape::parse("gpt3").unwrap_err().to_string();
         assert!(err.contains("random:gpt3") && err.contains("random:llama-3.1-8b"), "{err}");
     }
