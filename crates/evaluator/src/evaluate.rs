@@ -88,10 +88,12 @@ pub fn evaluate_circuits<B: Backend>(
     }
     let device = model.token_embedding.device();
     let empty = vec![false; expected];
-    // Mask 0 is the empty circuit; masks 1.. are the circuits.
-    let masks: Vec<&[bool]> = std::iter::once(empty.as_slice()).chain(circuits.iter().copied()).collect();
-    let mut sums = vec![0.0f64; masks.len()];
+    // m(∅) comes from the ablation's own run when it gives the every-edge-ablated logits
+    // (counterfactual ablation: the counterfactual run); otherwise the empty circuit is patched
+    // like any other, as mask 0 before the circuits.
+    let mut empty_sum = 0.0;
     let mut full_sum = 0.0;
+    let mut sums = vec![0.0f64; circuits.len()];
     let (mut plain_forward, mut patched_forward, mut passes) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();
 
@@ -102,7 +104,15 @@ pub fn evaluate_circuits<B: Backend>(
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
         let logits = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
         full_sum += replica_sums(&logit_differences(logits, &answers, 1), answers.len())[0];
-        let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        let (ablated, empty_logits) = ablation.ablated_run(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        // The masks to patch, and how many of them (0 or 1) come before the circuits: the empty one.
+        let (masks, before_circuits): (Vec<&[bool]>, usize) = match empty_logits {
+            Some(logits) => {
+                empty_sum += replica_sums(&logit_differences(logits, &answers, 1), answers.len())[0];
+                (circuits.to_vec(), 0)
+            }
+            None => (std::iter::once(empty.as_slice()).chain(circuits.iter().copied()).collect(), 1),
+        };
         plain_forward += t.elapsed();
         passes += 1 + ablation.forward_passes();
 
@@ -111,7 +121,10 @@ pub fn evaluate_circuits<B: Backend>(
             let t = Instant::now();
             let m = patched_logit_differences(model, graph, &clean, &answers, ablated.clone(), group)?;
             for (r, s) in replica_sums(&m, answers.len()).into_iter().enumerate() {
-                sums[done + r] += s;
+                match (done + r).checked_sub(before_circuits) {
+                    Some(circuit) => sums[circuit] += s,
+                    None => empty_sum += s,
+                }
             }
             done += group.len();
             patched_forward += t.elapsed();
@@ -121,8 +134,8 @@ pub fn evaluate_circuits<B: Backend>(
     let n = pairs.len() as f64;
     Ok(EvalResult {
         m_full: full_sum / n,
-        m_empty: sums[0] / n,
-        m_circuits: sums[1..].iter().map(|s| s / n).collect(),
+        m_empty: empty_sum / n,
+        m_circuits: sums.iter().map(|s| s / n).collect(),
         plain_forward,
         patched_forward,
         other: start.elapsed().saturating_sub(plain_forward + patched_forward),

@@ -47,15 +47,18 @@ fn full_and_empty_circuits_bracket_the_curve() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let full = graph.real_edge_mask();
-    let result = evaluate_circuits(&model.model, &graph, &pairs, &[&full], &Ablation::Counterfactual, EvalOptions::default()).unwrap();
+    let empty = vec![false; full.len()];
+    let result = evaluate_circuits(&model.model, &graph, &pairs, &[&full, &empty], &Ablation::Counterfactual, EvalOptions::default()).unwrap();
     let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
     let counterfactual: Vec<Vec<u32>> = pairs.iter().map(|p| p.counterfactual.clone()).collect();
     assert!((result.m_full - mean_metric(&model, &clean, &pairs)).abs() < 1e-5);
     assert!((result.m_empty - mean_metric(&model, &counterfactual, &pairs)).abs() < 1e-4, "m(∅) is the counterfactual run's m");
+    // The identity that lets m(∅) come from the counterfactual run: patching every edge is that run.
+    assert!((result.m_circuits[1] - result.m_empty).abs() < 1e-4, "the patched empty circuit is the counterfactual run");
     assert!((result.m_circuits[0] - result.m_full).abs() < 1e-4, "the full circuit is the model");
     let f = faithfulness(result.m_circuits[0], result.m_full, result.m_empty).unwrap();
     assert!((f - 1.0).abs() < 1e-3);
-    assert_eq!(result.passes, 2 + 2, "one batch: clean, counterfactual, then one patched pass per mask (empty, full)");
+    assert_eq!(result.passes, 2 + 2, "one batch: clean, counterfactual, then one patched pass per circuit (full, empty)");
 }
 
 #[test]

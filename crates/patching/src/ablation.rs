@@ -145,12 +145,24 @@ impl<B: Backend> Ablation<B> {
     /// Ablated outputs [n_fwd, pairs, pos, d_model] for a batch whose counterfactual prompts are
     /// `counterfactual` (used only by counterfactual ablation).
     pub fn ablated_nodes(&self, model: &Transformer<B>, counterfactual: &Batch<B>) -> Result<Tensor<B, 4>, AblationError> {
+        Ok(self.ablated_run(model, counterfactual)?.0)
+    }
+
+    /// [`Ablation::ablated_nodes`], with the last-token logits [pairs, vocab] of the model with
+    /// every edge ablated when they come for free: under counterfactual ablation that model is the
+    /// counterfactual run itself (every destination reads the sum of the counterfactual outputs
+    /// upstream), whose logits the recording pass produces anyway — as MIB takes m(∅) from the
+    /// corrupted run. Other ablations give None.
+    pub fn ablated_run(&self, model: &Transformer<B>, counterfactual: &Batch<B>) -> Result<(Tensor<B, 4>, Option<Tensor<B, 2>>), AblationError> {
         let (pairs, t) = (counterfactual.size(), counterfactual.max_len());
         let d = model.config.d_model;
         let device = model.token_embedding.device();
         let n_fwd = 1 + model.config.n_layers * (model.config.n_heads + 1);
-        Ok(match self {
-            Self::Counterfactual => record_nodes(model, counterfactual).1,
+        let nodes = match self {
+            Self::Counterfactual => {
+                let (logits, nodes) = record_nodes(model, counterfactual);
+                return Ok((nodes, Some(logits)));
+            }
             Self::Zero => Tensor::zeros([n_fwd, pairs, t, d], &device),
             Self::Mean(mean) => mean.clone().reshape([n_fwd, 1, 1, d]).expand([n_fwd, pairs, t, d]),
             Self::MeanPositional(mean) => {
@@ -163,6 +175,7 @@ impl<B: Backend> Ablation<B> {
                 }
                 mean.clone().slice([0..n_fwd, 0..t, 0..d]).unsqueeze_dim::<4>(1).expand([n_fwd, pairs, t, d])
             }
-        })
+        };
+        Ok((nodes, None))
     }
 }

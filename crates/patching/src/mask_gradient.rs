@@ -19,7 +19,7 @@
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
-use transformer::layers::rows_times_transposed;
+use transformer::products::rows_times_transposed;
 use transformer::{AttentionInput, GradientRules, Hooks, Transformer};
 
 use crate::activations::heads_source_major;
@@ -138,7 +138,11 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         // Every destination's input gradient as a row [slots, width], in backward-index order: the
         // projections' gradients come out of their GEMMs in this layout, so gathering a block is
         // a plain concatenation; the contraction multiplies by the block's transpose on views.
-        let mut rows: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * self.layers.len() + 1);
+        // Each block is concatenated as soon as its layers are done, so only one block's separate
+        // rows are alive beside the finished blocks (peak memory is first-touch time here).
+        let n_layers = graph.shape().n_layers;
+        let mut blocks = Vec::new();
+        let mut rows: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * LAYERS_PER_BLOCK + 1);
         for (layer, probes) in self.layers.iter().enumerate() {
             let block = &model.blocks[layer];
             let outputs = probes.qkv.clone().map(|p| p.grad(grads).expect("every probe takes part in the loss"));
@@ -149,19 +153,15 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
                 rows.push(g.reshape([heads, width]));
             }
             rows.push(grad3(&probes.mlp).reshape([1, width]));
-        }
-        rows.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([1, width]));
-        let n_layers = graph.shape().n_layers;
-        let mut blocks = Vec::new();
-        let mut next = 0;
-        for first in (0..n_layers).step_by(LAYERS_PER_BLOCK) {
-            let last = (first + LAYERS_PER_BLOCK).min(n_layers) - 1;
-            // q, k, v, MLP per layer (4 row groups each), and the logits row with the last block.
-            let final_block = last == n_layers - 1;
-            let groups = 4 * (last - first + 1) + usize::from(final_block);
-            let upstream = if final_block { n_fwd } else { graph.layer(last).expect("a layer of the graph").mlp_fwd };
-            blocks.push(GradientBlock { upstream, rows: Tensor::cat(rows[next..next + groups].to_vec(), 0) * w });
-            next += groups;
+            let final_block = layer + 1 == n_layers;
+            if final_block {
+                // The logits row joins the last block.
+                rows.push(grad3(self.logits.as_ref().expect("the final residual was probed")).reshape([1, width]));
+            }
+            if final_block || (layer + 1) % LAYERS_PER_BLOCK == 0 {
+                let upstream = if final_block { n_fwd } else { graph.layer(layer).expect("a layer of the graph").mlp_fwd };
+                blocks.push(GradientBlock { upstream, rows: Tensor::cat(std::mem::take(&mut rows), 0) * w });
+            }
         }
         DestinationGradients { graph, delta, blocks }
     }

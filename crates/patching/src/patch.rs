@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
 use graph::Graph;
-use transformer::layers::selected_rows_product;
+use transformer::products::selected_rows_product;
 use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
 use crate::activations::heads_source_major;

@@ -26,72 +26,12 @@ pub struct Linear<B: Backend> {
 /// `x @ w` over the last dimension of `x`, as one 2-D product: burn-ndarray runs a batched
 /// product as one GEMM per batch entry, each packing `w` again, so [b, t, d] @ [1, d, n] would pack
 /// the weight b times (measured: packing outweighed the arithmetic for SmolLM2's MLP and unembedding).
+/// The product reads `w` in place even when it is a transposed view (a tied unembedding).
 pub fn matmul_last<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>) -> Tensor<B, D> {
     let mut dims = x.dims();
     let rows = dims[..D - 1].iter().product();
     dims[D - 1] = w.dims()[1];
-    x.reshape([rows, w.dims()[0]]).matmul(w).reshape(dims)
-}
-
-/// The tensor as burn-ndarray's own f32 tensor (a shared handle, no copy), when it is one: the two
-/// products below run on its ndarray views, where burn's matmul would first copy operands that are
-/// views, slices or transposes.
-fn as_ndarray<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_ndarray::NdArrayTensor> {
-    let primitive = t.clone().into_primitive().tensor();
-    (&primitive as &dyn std::any::Any).downcast_ref::<burn_ndarray::NdArrayTensor>().cloned()
-}
-
-/// `a[..rows] @ bᵀ` as row-major f32 values [rows, b's rows]. On burn-ndarray it runs on views of
-/// both operands (matrixmultiply takes strides), where burn's matmul would first copy the row
-/// range of `a` and make `bᵀ` contiguous element by element — for the gradient methods' δ·∇
-/// contraction, copies of hundreds of MB per batch (a third of an EAP run). Elsewhere it is burn's
-/// matmul.
-pub fn rows_times_transposed<B: Backend>(a: &Tensor<B, 2>, rows: usize, b: &Tensor<B, 2>) -> Vec<f32> {
-    use burn_ndarray::NdArrayTensor::F32;
-    if let (Some(F32(sa)), Some(F32(sb))) = (as_ndarray(a), as_ndarray(b)) {
-        let va = sa.view().into_dimensionality::<ndarray::Ix2>().expect("2-D tensors have 2-D views");
-        let vb = sb.view().into_dimensionality::<ndarray::Ix2>().expect("2-D tensors have 2-D views");
-        let product = va.slice(ndarray::s![..rows, ..]).dot(&vb.t());
-        return product.iter().copied().collect();
-    }
-    let width = a.dims()[1];
-    a.clone().slice([0..rows, 0..width]).matmul(b.clone().transpose()).into_data().to_vec().expect("f32 products")
-}
-
-/// `w @ x[:, rows]` per batch entry: w [batch, m, rows.len()], x [batch, n, width] with `rows`
-/// ascending → [batch, m, width]. On burn-ndarray a leading run 0..k of rows is read through a
-/// view and any other set gathered once; burn's slice and select copy the rows, and its batched
-/// matmul copies them again (they share the buffer's storage). This is the patching engine's
-/// per-group product, a fifth of an evaluation pass.
-pub fn selected_rows_product<B: Backend>(w: Tensor<B, 3>, x: &Tensor<B, 3>, rows: &[usize]) -> Tensor<B, 3> {
-    use burn_ndarray::NdArrayTensor::F32;
-    let leading = rows.iter().enumerate().all(|(i, &u)| i == u);
-    if let (Some(F32(sw)), Some(F32(sx))) = (as_ndarray(&w), as_ndarray(x)) {
-        let vw = sw.view().into_dimensionality::<ndarray::Ix3>().expect("3-D tensors have 3-D views");
-        let vx = sx.view().into_dimensionality::<ndarray::Ix3>().expect("3-D tensors have 3-D views");
-        let (batch, m, _) = vw.dim();
-        let mut out = ndarray::Array3::<f32>::zeros((batch, m, vx.dim().2));
-        for r in 0..batch {
-            let (wr, xr) = (vw.index_axis(ndarray::Axis(0), r), vx.index_axis(ndarray::Axis(0), r));
-            let mut or = out.index_axis_mut(ndarray::Axis(0), r);
-            if leading {
-                ndarray::linalg::general_mat_mul(1.0, &wr, &xr.slice(ndarray::s![..rows.len(), ..]), 0.0, &mut or);
-            } else {
-                ndarray::linalg::general_mat_mul(1.0, &wr, &xr.select(ndarray::Axis(0), rows), 0.0, &mut or);
-            }
-        }
-        let primitive: Box<dyn std::any::Any> = Box::new(burn_ndarray::NdArrayTensor::from(out.into_dyn().into_shared()));
-        let primitive = *primitive.downcast::<B::FloatTensorPrimitive>().expect("x is burn-ndarray's, so B is");
-        return Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(primitive));
-    }
-    let [batch, _, width] = x.dims();
-    let selected = if leading {
-        x.clone().slice([0..batch, 0..rows.len(), 0..width])
-    } else {
-        let index: Vec<i64> = rows.iter().map(|&u| u as i64).collect();
-        x.clone().select(1, Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(index, [rows.len()]), &x.device()))
-    };
-    w.matmul(selected)
+    crate::products::matmul(x.reshape([rows, w.dims()[0]]), w).reshape(dims)
 }
 
 impl<B: Backend> Linear<B> {
@@ -367,42 +307,6 @@ mod tests {
         let ((y1, g1), (y2, g2)) = (run(ours), run(theirs));
         for (i, (a, b)) in y1.iter().zip(&y2).chain(g1.iter().zip(&g2)).enumerate() {
             assert!(a.is_finite() && (a - b).abs() <= tol * (1.0 + b.abs()), "entry {i}: {a} vs {b}");
-        }
-    }
-
-    #[test]
-    fn rows_times_transposed_on_views_matches_burns_matmul() {
-        use burn::tensor::Distribution;
-        let device = Default::default();
-        let a = Tensor::<crate::CpuBackend, 2>::random([7, 33], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<crate::CpuBackend, 2>::random([5, 33], Distribution::Normal(0.0, 1.0), &device);
-        let expected: Vec<f32> = a.clone().slice([0..4, 0..33]).matmul(b.clone().transpose()).into_data().to_vec().unwrap();
-        let on_views = rows_times_transposed(&a, 4, &b);
-        // The autodiff backend's tensors are not burn-ndarray's: they take burn's matmul.
-        let (ad_a, ad_b) = (Tensor::<AD, 2>::from_inner(a), Tensor::<AD, 2>::from_inner(b));
-        let through_burn = rows_times_transposed(&ad_a, 4, &ad_b);
-        assert_eq!(on_views.len(), 4 * 5);
-        for (i, ((x, y), z)) in on_views.iter().zip(&expected).zip(&through_burn).enumerate() {
-            assert!((x - y).abs() < 1e-4 && (z - y).abs() < 1e-4, "entry {i}: {x} / {z} vs {y}");
-        }
-    }
-
-    #[test]
-    fn selected_rows_product_on_views_matches_burns_matmul() {
-        use burn::tensor::Distribution;
-        let device = Default::default();
-        let w = Tensor::<crate::CpuBackend, 3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), &device);
-        let x = Tensor::<crate::CpuBackend, 3>::random([2, 9, 17], Distribution::Normal(0.0, 1.0), &device);
-        for rows in [vec![0, 1, 2, 3], vec![1, 4, 5, 8]] {
-            let index = Tensor::<crate::CpuBackend, 1, burn::tensor::Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [4]), &device);
-            let expected: Vec<f32> = w.clone().matmul(x.clone().select(1, index)).into_data().to_vec().unwrap();
-            let on_views: Vec<f32> = selected_rows_product(w.clone(), &x, &rows).into_data().to_vec().unwrap();
-            let (ad_w, ad_x) = (Tensor::<AD, 3>::from_inner(w.clone()), Tensor::<AD, 3>::from_inner(x.clone()));
-            let through_burn: Vec<f32> = selected_rows_product(ad_w, &ad_x, &rows).into_data().to_vec().unwrap();
-            assert_eq!(on_views.len(), 2 * 3 * 17);
-            for (i, ((a, b), c)) in on_views.iter().zip(&expected).zip(&through_burn).enumerate() {
-                assert!((a - b).abs() < 1e-4 && (c - b).abs() < 1e-4, "rows {rows:?}, entry {i}: {a} / {c} vs {b}");
-            }
         }
     }
 

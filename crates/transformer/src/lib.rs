@@ -14,6 +14,7 @@ pub mod layers;
 pub mod llama;
 pub mod load;
 pub mod model;
+pub mod products;
 pub mod random;
 pub mod rules;
 pub mod tokenizer;
