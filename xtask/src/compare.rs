@@ -141,9 +141,11 @@ fn run_circuitbench<B: Backend>(
     let inner = model.valid();
     let options = RunOptions { batch_size: pairs.len(), edges_per_pass: 16 };
     let len = pairs[0].clean.len();
-    // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's cost.
+    // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's
+    // cost. Like theirs (their only forward is the instrumented one), it takes the path the stages
+    // take, with every head's output formed and recorded, not the plain model's fused one.
     let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
-    let _ = inner.forward(&transformer::Batch::new(&clean, cfg, device)?, &transformer::Readout::LastToken).into_data();
+    let _ = patching::record_nodes(&inner, &transformer::Batch::new(&clean, cfg, device)?).1.into_data();
     let mut stages = Vec::new();
     let mut eap_scores = None;
     for name in ["eap", "eap-ig-inputs", "gim"] {

@@ -178,12 +178,21 @@ pub fn gradient_scores<B: AutodiffBackend>(
                 None => pass,
             });
         };
-        match method {
-            GradientMethod::Eap(rules) => run(&clean_batch, &rules, MaskGradientHooks::new(*graph, ablated.clone()), 1.0),
+        let keep_gradient = match method {
+            GradientMethod::Eap(rules) => {
+                // One pass: its destinations' gradients are contracted block by block as they
+                // are formed, never all held at once.
+                passes.forward += 1;
+                passes.backward += 1;
+                let mut hooks = MaskGradientHooks::new(*graph, ablated);
+                let logits = model.forward_with_rules(&clean_batch, &Readout::LastToken, &mut hooks, &rules);
+                hooks.keep_gradient(&loss(logits, &answers).backward(), &inner, &rules)
+            }
             GradientMethod::CleanCorrupted => {
                 let untouched = vec![1.0; graph.n_fwd()];
                 run(&clean_batch, &plain, fixed(&untouched), 0.5);
                 run(&Batch::new(&counterfactual, &model.config, &device)?, &plain, fixed(&untouched), 0.5);
+                summed.expect("two passes ran").keep_gradient()
             }
             GradientMethod::IgInputs { steps } | GradientMethod::IgActivations { steps } => {
                 let (groups, alphas): (Vec<NodeGroup>, Vec<f64>) = match method {
@@ -196,10 +205,10 @@ pub fn gradient_scores<B: AutodiffBackend>(
                         run(&clean_batch, &plain, fixed(&keep_rows(graph, Some((group, alpha)))), w);
                     }
                 }
+                summed.expect("steps > 0 passes ran").keep_gradient()
             }
-        }
-        let summed = summed.expect("every method runs at least one pass");
-        for (score, g) in scores.iter_mut().zip(summed.keep_gradient()) {
+        };
+        for (score, g) in scores.iter_mut().zip(keep_gradient) {
             *score -= g as f64;
         }
     }

@@ -68,6 +68,7 @@ pub struct MaskGradientHooks<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> MaskGradientHooks<B> {
     /// Scores against the run's own outputs with every edge kept (EAP, GIM on the clean run).
+    /// Handing over the only reference to `ablated` lets δ be formed in its buffer.
     pub fn new(graph: Graph, ablated: Tensor<Inner<B>, 4>) -> Self {
         let n_fwd = graph.n_fwd();
         Self { graph, ablated, reference: None, recorded: Vec::new(), shifts: vec![0.0; n_fwd], layers: Vec::new(), pending: None, logits: None, produced: 0 }
@@ -126,22 +127,60 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         w: f64,
     ) -> DestinationGradients<Inner<B>> {
         let graph = self.graph;
+        let mut blocks = Vec::new();
+        let delta = self.gradient_blocks(grads, model, rules, w, |_, block| blocks.push(block));
+        DestinationGradients { graph, delta, blocks }
+    }
+
+    /// ∂L/∂keep of this pass alone, row-major [n_fwd × n_bwd] (0 off the graph's edges): as
+    /// `destination_gradients(..).keep_gradient()`, but each block of destinations is contracted
+    /// as soon as its gradients are complete, so only one block's gradients are ever held (EAP
+    /// and GIM, whose single pass would otherwise hold every destination's: ~0.5 GB for SmolLM2 on
+    /// 16 pairs, paid again in fresh pages).
+    pub fn keep_gradient(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules) -> Vec<f32> {
+        let graph = self.graph;
+        let mut out = vec![0.0f32; graph.n_fwd() * graph.n_bwd()];
+        let mut bwd_start = 0;
+        self.gradient_blocks(grads, model, rules, 1.0, |delta, block| bwd_start = block.contract(&graph, delta, bwd_start, &mut out));
+        debug_assert_eq!(bwd_start, graph.n_bwd());
+        out
+    }
+
+    /// Hands every block of destinations' gradients (times `w`) to `sink` with δ, in
+    /// backward-index order, as soon as the block is complete; returns δ [n_fwd, batch·pos·d].
+    fn gradient_blocks(
+        self,
+        grads: &B::Gradients,
+        model: &Transformer<Inner<B>>,
+        rules: &GradientRules,
+        w: f64,
+        mut sink: impl FnMut(&Tensor<Inner<B>, 2>, GradientBlock<Inner<B>>),
+    ) -> Tensor<Inner<B>, 2> {
+        let graph = self.graph;
         let n_fwd = graph.n_fwd();
-        let reference = match self.reference {
-            Some(r) => r,
-            None => Tensor::cat(self.recorded, 0),
-        };
-        let [_, b, t, d] = reference.dims();
+        let [_, b, t, d] = self.ablated.dims();
         let width = b * t * d;
-        let delta: Tensor<Inner<B>, 2> = (self.ablated - reference).reshape([n_fwd, width]);
+        let delta: Tensor<Inner<B>, 4> = match self.reference {
+            Some(reference) => self.ablated - reference,
+            None => {
+                // In the ablated buffer itself, chunk by chunk: when the hooks hold its only
+                // reference (EAP, GIM) no second [n_fwd, batch, pos, d] buffer is allocated.
+                let (mut delta, mut start) = (self.ablated, 0);
+                for chunk in self.recorded {
+                    let rows = [start..start + chunk.dims()[0], 0..b, 0..t, 0..d];
+                    start = rows[0].end;
+                    let difference = delta.clone().slice(rows.clone()) - chunk;
+                    delta = delta.slice_assign(rows, difference);
+                }
+                delta
+            }
+        };
+        let delta = delta.reshape([n_fwd, width]);
         let grad3 = |p: &Tensor<B, 3>| p.grad(grads).expect("every probe takes part in the loss");
         // Every destination's input gradient as a row [slots, width], in backward-index order: the
         // projections' gradients come out of their GEMMs in this layout, so gathering a block is
         // a plain concatenation; the contraction multiplies by the block's transpose on views.
-        // Each block is concatenated as soon as its layers are done, so only one block's separate
-        // rows are alive beside the finished blocks (peak memory is first-touch time here).
         let n_layers = graph.shape().n_layers;
-        let mut blocks = Vec::new();
         let mut rows: Vec<Tensor<Inner<B>, 2>> = Vec::with_capacity(4 * LAYERS_PER_BLOCK + 1);
         for (layer, probes) in self.layers.iter().enumerate() {
             let block = &model.blocks[layer];
@@ -160,10 +199,11 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
             }
             if final_block || (layer + 1) % LAYERS_PER_BLOCK == 0 {
                 let upstream = if final_block { n_fwd } else { graph.layer(layer).expect("a layer of the graph").mlp_fwd };
-                blocks.push(GradientBlock { upstream, rows: Tensor::cat(std::mem::take(&mut rows), 0) * w });
+                let rows = Tensor::cat(std::mem::take(&mut rows), 0);
+                sink(&delta, GradientBlock { upstream, rows: if w == 1.0 { rows } else { rows * w } });
             }
         }
-        DestinationGradients { graph, delta, blocks }
+        delta
     }
 }
 
@@ -191,24 +231,33 @@ impl<B: Backend> DestinationGradients<B> {
     /// −Σ δ_u · g_v, one product per block over the sources upstream of its last layer.
     pub fn keep_gradient(&self) -> Vec<f32> {
         let graph = self.graph;
-        let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-        let mut out = vec![0.0f32; n_fwd * n_bwd];
+        let mut out = vec![0.0f32; graph.n_fwd() * graph.n_bwd()];
         let mut bwd_start = 0;
-        for &GradientBlock { upstream, ref rows } in &self.blocks {
-            let n_dst = rows.dims()[0];
-            let values = rows_times_transposed(&self.delta, upstream, rows);
-            for u in 0..upstream {
-                for j in 0..n_dst {
-                    let v = bwd_start + j;
-                    if graph.is_edge(u, v) {
-                        out[u * n_bwd + v] = -values[u * n_dst + j];
-                    }
+        for block in &self.blocks {
+            bwd_start = block.contract(&graph, &self.delta, bwd_start, &mut out);
+        }
+        debug_assert_eq!(bwd_start, graph.n_bwd());
+        out
+    }
+}
+
+impl<B: Backend> GradientBlock<B> {
+    /// Writes −Σ δ_u · g_v into `out` (row-major [n_fwd × n_bwd]) for the block's destinations,
+    /// which start at backward index `bwd_start`, over the sources upstream of them; returns the
+    /// backward index after the block.
+    fn contract(&self, graph: &Graph, delta: &Tensor<B, 2>, bwd_start: usize, out: &mut [f32]) -> usize {
+        let n_bwd = graph.n_bwd();
+        let n_dst = self.rows.dims()[0];
+        let values = rows_times_transposed(delta, self.upstream, &self.rows);
+        for u in 0..self.upstream {
+            for j in 0..n_dst {
+                let v = bwd_start + j;
+                if graph.is_edge(u, v) {
+                    out[u * n_bwd + v] = -values[u * n_dst + j];
                 }
             }
-            bwd_start += n_dst;
         }
-        debug_assert_eq!(bwd_start, n_bwd);
-        out
+        bwd_start + n_dst
     }
 }
 
