@@ -222,10 +222,11 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
             Term::PerDestination(term) => term,
         };
         let term: Tensor<B, 6> = term.reshape([self.replicas, 3, h, pairs, t, d]);
+        // Head-major [h, rows, pos, d] (rows replica-major): with one replica, a slice as it lies.
         let slot = |s: usize| -> Tensor<B, 4> {
             let part: Tensor<B, 5> = term.clone().slice([0..self.replicas, s..s + 1, 0..h, 0..pairs, 0..t, 0..d]).squeeze_dim(1);
-            let per_head = part.permute([0, 2, 3, 1, 4]).reshape([rows, t, h, d]);
-            resid.clone().unsqueeze_dim::<4>(2) + per_head
+            let per_head = part.swap_dims(0, 1).reshape([h, rows, t, d]);
+            per_head + resid.clone().unsqueeze_dim::<4>(0)
         };
         AttentionInput::PerHead { q: slot(0), k: slot(1), v: slot(2) }
     }

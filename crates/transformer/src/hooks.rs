@@ -14,8 +14,10 @@ use burn::tensor::backend::Backend;
 pub enum AttentionInput<B: Backend> {
     /// Every head's q, k and v read the same residual stream [batch, pos, d_model]: the fast path.
     Shared(Tensor<B, 3>),
-    /// Each query head has its own copy for each of q, k and v, each [batch, pos, n_heads, d_model]
-    /// (MIB's split q/k/v inputs, ungrouped for GQA), so each can be patched or probed alone.
+    /// Each query head has its own copy for each of q, k and v, each [n_heads, batch, pos, d_model]
+    /// (MIB's split q/k/v inputs, ungrouped for GQA), so each can be patched or probed alone. Head
+    /// first: the per-head projections multiply [heads, batch·pos, d_model] blocks, and the
+    /// patching engine's terms come out head by head, so neither side permutes (copies) them.
     PerHead {
         q: Tensor<B, 4>,
         k: Tensor<B, 4>,
@@ -27,7 +29,7 @@ impl<B: Backend> AttentionInput<B> {
     /// Per-head copies of one residual stream, for hooks that patch or probe slots one by one.
     pub fn per_head(resid: &Tensor<B, 3>, n_heads: usize) -> Self {
         let [b, t, d] = resid.dims();
-        let copies = || resid.clone().unsqueeze_dim::<4>(2).expand([b, t, n_heads, d]);
+        let copies = || resid.clone().unsqueeze_dim::<4>(0).expand([n_heads, b, t, d]);
         AttentionInput::PerHead {
             q: copies(),
             k: copies(),

@@ -182,15 +182,16 @@ impl<B: Backend> Attention<B> {
         self.ungroup_if_kv(y, n)
     }
 
-    /// Per-head inputs [b, t, n_heads, d_model] (already normed): head h projected with its own
+    /// Per-head inputs [n_heads, b, t, d_model] (already normed): head h projected with its own
     /// (for k/v: its group's) weights → [b, n_heads, t, d_head].
     fn project_per_head(&self, linear: &Linear<B>, n: usize, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let d_model = x.dims()[3];
-        let w = self.query_head_weight(linear, n);
-        // As [heads, b·t, d_model] @ [heads, d_model, d_head]: one GEMM per head rather than per
-        // (row, head), so each head's weights are packed once.
-        let [b, t, heads, _] = x.dims();
-        let y = x.permute([2, 0, 1, 3]).reshape([heads, b * t, d_model]).matmul(w);
+        let [heads, b, t, d_model] = x.dims();
+        let group = heads / n;
+        // As [n, group·b·t, d_model] @ [n, d_model, d_head]: one GEMM per projection head (a
+        // key/value head serves its group's query heads, which are adjacent), so each head's
+        // weights are packed once and never copied per query head.
+        let w = Self::per_head_weight(linear, n, self.d_head);
+        let y = x.reshape([n, group * b * t, d_model]).matmul(w);
         let y = y.reshape([heads, b, t, self.d_head]).swap_dims(0, 1);
         match Self::per_head_bias(linear, n, self.d_head) {
             Some(bias) if n == self.n_heads => y + bias,

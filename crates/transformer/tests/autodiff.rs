@@ -11,7 +11,7 @@ use transformer::{AttentionInput, Batch, CpuBackend, Hooks, LocalModel, Readout}
 
 type AD = Autodiff<CpuBackend>;
 
-/// Gives layer `layer`'s per-head q copies a trainable perturbation leaf `delta` [b, t, h, d].
+/// Gives layer `layer`'s per-head q copies a trainable perturbation leaf `delta` [h, b, t, d].
 struct ProbeQ {
     layer: usize,
     n_heads: usize,
@@ -44,15 +44,15 @@ fn per_head_q_gradients_match_finite_differences() {
         logits.clone().slice([0..1, 0..1, 7..8]).sum() - logits.slice([0..1, 0..1, 9..10]).sum()
     };
 
-    let leaf = Tensor::<AD, 4>::zeros([1, t, h, d], &device).require_grad();
+    let leaf = Tensor::<AD, 4>::zeros([h, 1, t, d], &device).require_grad();
     let grads = loss_at(leaf.clone()).backward();
     let grad = leaf.grad(&grads).expect("the probe leaf has a gradient");
     let grad: Vec<f32> = grad.into_data().to_vec().unwrap();
 
     // Head 2's copy only: a direction confined to one slot.
-    let direction = Tensor::<AD, 4>::random([1, t, h, d], Distribution::Normal(0.0, 1.0), &device);
-    let mask_values: Vec<f32> = (0..t * h * d).map(|i| if (i / d) % h == 2 { 1.0 } else { 0.0 }).collect();
-    let mask = Tensor::<AD, 4>::from_data(burn::tensor::TensorData::new(mask_values, [1, t, h, d]), &device);
+    let direction = Tensor::<AD, 4>::random([h, 1, t, d], Distribution::Normal(0.0, 1.0), &device);
+    let mask_values: Vec<f32> = (0..h * t * d).map(|i| if i / (t * d) == 2 { 1.0 } else { 0.0 }).collect();
+    let mask = Tensor::<AD, 4>::from_data(burn::tensor::TensorData::new(mask_values, [h, 1, t, d]), &device);
     let direction = direction * mask;
     let dir_values: Vec<f32> = direction.clone().into_data().to_vec().unwrap();
     let analytic: f32 = grad.iter().zip(&dir_values).map(|(g, u)| g * u).sum();
@@ -65,6 +65,6 @@ fn per_head_q_gradients_match_finite_differences() {
     assert!((analytic - numeric).abs() < 1e-2 * analytic.abs().max(1.0), "analytic {analytic} vs numeric {numeric}");
 
     // Other heads' copies got their own (different) gradients.
-    let head_grad = |hh: usize| -> Vec<f32> { (0..t).flat_map(|p| grad[(p * h + hh) * d..(p * h + hh + 1) * d].to_vec()).collect() };
+    let head_grad = |hh: usize| -> Vec<f32> { grad[hh * t * d..(hh + 1) * t * d].to_vec() };
     assert_ne!(head_grad(0), head_grad(2));
 }

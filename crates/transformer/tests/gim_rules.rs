@@ -301,7 +301,7 @@ fn frozen_norms_match_their_closed_forms() {
     assert_ne!(norm_jacobian(&ln, &x, &plain), jac);
 }
 
-/// Per-head q/k/v copies of layer `layer`, each with its own zero leaf [b, t, h, d].
+/// Per-head q/k/v copies of layer `layer`, each with its own zero leaf [h, b, t, d].
 struct ProbeQkv {
     layer: usize,
     n_heads: usize,
@@ -324,7 +324,7 @@ impl Hooks<AD> for ProbeQkv {
 fn last_layer_qkv_gradients(model: &Transformer<AD>, batch: &Batch<AD>, rules: &GradientRules) -> [Vec<f32>; 3] {
     let [b, t] = batch.ids.dims();
     let (h, d) = (model.config.n_heads, model.config.d_model);
-    let leaf = || Tensor::<AD, 4>::zeros([b, t, h, d], &Default::default()).require_grad();
+    let leaf = || Tensor::<AD, 4>::zeros([h, b, t, d], &Default::default()).require_grad();
     let mut probe = ProbeQkv { layer: model.config.n_layers - 1, n_heads: h, leaves: [leaf(), leaf(), leaf()] };
     let grads = logit_loss(model.forward_with_rules(batch, &Readout::LastToken, &mut probe, rules)).backward();
     probe.leaves.map(|l| values(l.grad(&grads).expect("copy leaf has a gradient")))

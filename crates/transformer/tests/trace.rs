@@ -39,9 +39,9 @@ fn check_decomposition(model: &LoadedModel<B>, seqs: &[Vec<u32>], tol: f32) -> f
             panic!("trace asks for per-head inputs");
         };
         for (slot, copies) in [("q", q), ("k", k), ("v", v)] {
-            assert_eq!(copies.dims(), [b, t, m.config.n_heads, d]);
+            assert_eq!(copies.dims(), [m.config.n_heads, b, t, d]);
             for h in 0..m.config.n_heads {
-                let copy: Tensor<B, 3> = copies.clone().slice([0..b, 0..t, h..h + 1, 0..d]).squeeze_dim(2);
+                let copy: Tensor<B, 3> = copies.clone().slice([h..h + 1, 0..b, 0..t, 0..d]).squeeze_dim(0);
                 compare(format!("a{layer}.h{h}<{slot}>"), copy, &sum);
             }
         }
