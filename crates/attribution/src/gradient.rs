@@ -106,21 +106,22 @@ fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
     keep
 }
 
-/// One forward/backward pass through the engine's mask-gradient path: every destination's input
-/// gradient, weighted by w, with the δ it is contracted with (see [`patching::MaskGradientHooks`]).
-#[allow(clippy::too_many_arguments)]
+/// One forward/backward pass through the engine's mask-gradient path, counted in `passes`: the
+/// hooks (which hold the pass's probes and δ) and the gradients to read them with (see
+/// [`patching::MaskGradientHooks`]).
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
-    inner: &Transformer<Inner<B>>,
     batch: &Batch<B>,
     answers: &[(u32, u32)],
     rules: &GradientRules,
     mut hooks: MaskGradientHooks<B>,
-    w: f64,
-) -> DestinationGradients<Inner<B>> {
+    passes: &mut PassCount,
+) -> (MaskGradientHooks<B>, B::Gradients) {
+    passes.forward += 1;
+    passes.backward += 1;
     let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
     let grads = loss(logits, answers).backward();
-    hooks.destination_gradients(&grads, inner, rules, w)
+    (hooks, grads)
 }
 
 /// Scores every edge with `method` on `pairs`; Δ_u is ablated_u − clean_u under `ablation`.
@@ -170,9 +171,8 @@ pub fn gradient_scores<B: AutodiffBackend>(
         // gradients add up and are contracted with δ once (−∂L/∂keep is each edge's score).
         let mut summed: Option<DestinationGradients<Inner<B>>> = None;
         let mut run = |batch: &Batch<B>, rules: &GradientRules, hooks: MaskGradientHooks<B>, w: f64| {
-            passes.forward += 1;
-            passes.backward += 1;
-            let pass = gradient_pass(&model, &inner, batch, &answers, rules, hooks, w);
+            let (hooks, grads) = gradient_pass(&model, batch, &answers, rules, hooks, &mut passes);
+            let pass = hooks.destination_gradients(&grads, &inner, rules, w);
             summed = Some(match summed.take() {
                 Some(sum) => sum + pass,
                 None => pass,
@@ -182,11 +182,8 @@ pub fn gradient_scores<B: AutodiffBackend>(
             GradientMethod::Eap(rules) => {
                 // One pass: its destinations' gradients are contracted block by block as they
                 // are formed, never all held at once.
-                passes.forward += 1;
-                passes.backward += 1;
-                let mut hooks = MaskGradientHooks::new(*graph, ablated);
-                let logits = model.forward_with_rules(&clean_batch, &Readout::LastToken, &mut hooks, &rules);
-                hooks.keep_gradient(&loss(logits, &answers).backward(), &inner, &rules)
+                let (hooks, grads) = gradient_pass(&model, &clean_batch, &answers, &rules, MaskGradientHooks::new(*graph, ablated), &mut passes);
+                hooks.keep_gradient(&grads, &inner, &rules)
             }
             GradientMethod::CleanCorrupted => {
                 let untouched = vec![1.0; graph.n_fwd()];
