@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use attribution::{run_method, Method, RunOptions};
+use attribution::{Method, RunOptions, run_method};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
@@ -88,8 +88,14 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
     std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "{} on {} {} ({} pairs): {:.1} s, {} forward and {} backward passes; wrote {}",
-        args.method, args.task.name(), args.split.name(), prepared.pairs.len(), started.elapsed().as_secs_f64(),
-        scores.passes.forward, scores.passes.backward, args.out.display()
+        args.method,
+        args.task.name(),
+        args.split.name(),
+        prepared.pairs.len(),
+        started.elapsed().as_secs_f64(),
+        scores.passes.forward,
+        scores.passes.backward,
+        args.out.display()
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use bench::{Config, Event, SweepPaths};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;

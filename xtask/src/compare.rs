@@ -22,8 +22,8 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
 use evaluator::circuit::{MIB_FRACTIONS, edge_budget};
+use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
 use graph::Graph;
 use patching::{Ablation, AblationKind};
 use serde_json::{Value, json};
@@ -160,8 +160,7 @@ fn run_circuitbench<B: Backend>(
         stages.push((name.to_string(), StageResult { seconds, scores: Some(scores.values), m: None, flops: Some(flops) }));
     }
     let eap_scores = eap_scores.expect("eap ran first");
-    let circuits: Vec<Vec<bool>> =
-        MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
+    let circuits: Vec<Vec<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
     let refs: Vec<&[bool]> = circuits.iter().map(Vec::as_slice).collect();
     let start = Instant::now();
     let ablation = Ablation::fit(AblationKind::Counterfactual, &inner, &[], pairs.len(), device)?;
@@ -200,9 +199,7 @@ fn peer_python() -> Result<PathBuf> {
 /// The job file every peer reads: the model file, the pairs' token ids and the circuits.
 fn job_json(gguf: &Path, graph: &Graph, pairs: &[PreparedPair], ig_steps: usize, circuits: &[Vec<bool>]) -> Value {
     let n_bwd = graph.n_bwd();
-    let edges = |mask: &Vec<bool>| -> Vec<[usize; 2]> {
-        mask.iter().enumerate().filter(|&(_, &on)| on).map(|(i, _)| [i / n_bwd, i % n_bwd]).collect()
-    };
+    let edges = |mask: &Vec<bool>| -> Vec<[usize; 2]> { mask.iter().enumerate().filter(|&(_, &on)| on).map(|(i, _)| [i / n_bwd, i % n_bwd]).collect() };
     json!({
         "gguf": gguf,
         "n_layers": graph.shape().n_layers,

@@ -9,7 +9,7 @@ use attribution::EdgeScores;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use evaluator::circuit::edge_budget;
-use evaluator::{cmd, cpr, evaluate_circuits, faithfulness, top_n, EvalOptions, Selection, MIB_FRACTIONS};
+use evaluator::{EvalOptions, MIB_FRACTIONS, Selection, cmd, cpr, evaluate_circuits, faithfulness, top_n};
 use graph::{Circuit, Graph, GraphShape};
 use patching::{Ablation, AblationKind};
 use tasks::{PrepareOptions, Split, TaskKind};
@@ -74,7 +74,13 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
         }
         let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &PrepareOptions::default())?;
         let dropped: Vec<String> = prepared.dropped.iter().map(|(r, n)| format!("{} {n}", r.name())).collect();
-        println!("{} {}: {} pairs kept, dropped: {}", args.task.name(), split.name(), prepared.pairs.len(), if dropped.is_empty() { "none".into() } else { dropped.join(", ") });
+        println!(
+            "{} {}: {} pairs kept, dropped: {}",
+            args.task.name(),
+            split.name(),
+            prepared.pairs.len(),
+            if dropped.is_empty() { "none".into() } else { dropped.join(", ") }
+        );
         Ok(prepared.pairs)
     };
     let pairs = prepare(args.split)?;
@@ -104,19 +110,34 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     for i in 0..10 {
         println!(
             "{:>8} | {:>8} {:>8} {:>8.4} | {:>8} {:>8} {:>8.4}",
-            MIB_FRACTIONS[i], signed[i].nominal_edges, signed[i].edges_after_pruning, f_signed[i],
-            absolute[i].nominal_edges, absolute[i].edges_after_pruning, f_abs[i]
+            MIB_FRACTIONS[i],
+            signed[i].nominal_edges,
+            signed[i].edges_after_pruning,
+            f_signed[i],
+            absolute[i].nominal_edges,
+            absolute[i].edges_after_pruning,
+            f_abs[i]
         );
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!("CPR {:.4}  CMD {:.4}  mean f (signed) {:.4}  mean f (abs) {:.4}", cpr(&MIB_FRACTIONS, &f_signed), cmd(&MIB_FRACTIONS, &f_abs), mean(&f_signed), mean(&f_abs));
+    println!(
+        "CPR {:.4}  CMD {:.4}  mean f (signed) {:.4}  mean f (abs) {:.4}",
+        cpr(&MIB_FRACTIONS, &f_signed),
+        cmd(&MIB_FRACTIONS, &f_abs),
+        mean(&f_signed),
+        mean(&f_abs)
+    );
     if has_own {
         let edges = graph.edges().filter(|&(a, b)| own[a * graph.n_bwd() + b]).count();
         println!("the file's own circuit ({edges} edges): f {:.4}", f(result.m_circuits[20])?);
     }
     println!(
         "time: {:.1} s loading and preparing, {:.1} s plain forward, {:.1} s patched forward, {:.1} s other; {} passes",
-        prep_time.as_secs_f64(), result.plain_forward.as_secs_f64(), result.patched_forward.as_secs_f64(), result.other.as_secs_f64(), result.passes
+        prep_time.as_secs_f64(),
+        result.plain_forward.as_secs_f64(),
+        result.patched_forward.as_secs_f64(),
+        result.other.as_secs_f64(),
+        result.passes
     );
     Ok(())
 }

@@ -9,17 +9,17 @@ mod progress;
 mod tasks_cmd;
 mod train;
 
+use bench_cmd::run as bench_run;
 use compare::compare as perf_compare;
 use perf::{forward as perf_forward, methods as perf_methods};
 use train::run as train_run;
-use bench_cmd::run as bench_run;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use clap::{Parser, Subcommand};
 use burn::tensor::backend::Backend;
+use clap::{Parser, Subcommand};
 use transformer::{Batch, LocalModel, ModelSpec, Readout, load::KnownSource};
 
 #[derive(Parser)]

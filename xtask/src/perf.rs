@@ -48,9 +48,7 @@ fn matmul_shapes(cfg: &ModelConfig, tokens: usize, readouts: usize) -> Vec<(usiz
     let mut layer = vec![(tokens, d, q), (tokens, d, kv), (tokens, d, kv), (tokens, q, d)];
     match cfg.mlp {
         transformer::config::MlpKind::GeluTanh => layer.extend([(tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)]),
-        transformer::config::MlpKind::SwiGlu => {
-            layer.extend([(tokens, d, cfg.d_mlp), (tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)])
-        }
+        transformer::config::MlpKind::SwiGlu => layer.extend([(tokens, d, cfg.d_mlp), (tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)]),
     }
     let mut all: Vec<_> = (0..cfg.n_layers).flat_map(|_| layer.clone()).collect();
     all.push((readouts, d, cfg.vocab_size));
@@ -61,12 +59,7 @@ fn matmul_shapes(cfg: &ModelConfig, tokens: usize, readouts: usize) -> Vec<(usiz
 fn matmul_gflops<B: Backend>(shapes: &[(usize, usize, usize)], reps: usize, device: &B::Device) -> f64 {
     let operands: Vec<(Tensor<B, 2>, Tensor<B, 2>)> = shapes
         .iter()
-        .map(|&(m, k, n)| {
-            (
-                Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device),
-                Tensor::random([k, n], Distribution::Normal(0.0, 1.0), device),
-            )
-        })
+        .map(|&(m, k, n)| (Tensor::random([m, k], Distribution::Normal(0.0, 1.0), device), Tensor::random([k, n], Distribution::Normal(0.0, 1.0), device)))
         .collect();
     let flops: f64 = shapes.iter().map(|&(m, k, n)| 2.0 * (m * k * n) as f64).sum();
     let t = median_time(reps, || {
@@ -81,7 +74,8 @@ fn matmul_gflops<B: Backend>(shapes: &[(usize, usize, usize)], reps: usize, devi
 pub fn forward<B: Backend>(device: &B::Device, args: &ForwardArgs) -> Result<()> {
     let loaded = transformer::load_model::<B>(&args.model, device)?;
     let cfg = loaded.model.config.clone();
-    let prompt = "When Mary and John went to the store, John gave a drink to Mary. Then they walked home together, talking about the weather and the news of the day.";
+    let prompt =
+        "When Mary and John went to the store, John gave a drink to Mary. Then they walked home together, talking about the weather and the news of the day.";
     let base = loaded.tokenizer.encode(prompt)?;
     anyhow::ensure!(!base.is_empty(), "benchmark prompt tokenizes to nothing");
     let seq: Vec<u32> = base.iter().copied().cycle().take(args.seq).collect();
@@ -166,7 +160,7 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 /// Runs each method on the same discovery pairs and prints wall time, passes, peak memory and the
 /// Spearman correlation of its scores with exact patching on a seeded sample of edges.
 pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()> {
-    use attribution::{run_method, Method, RunOptions, METHOD_NAMES};
+    use attribution::{METHOD_NAMES, Method, RunOptions, run_method};
     use burn::backend::Autodiff;
     use rand::{SeedableRng, seq::index::sample};
 
@@ -188,11 +182,8 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
     let at = |s: &attribution::EdgeScores| -> Vec<f64> { sampled.iter().map(|&(f, b)| s.values[f * graph.n_bwd() + b] as f64).collect() };
     let reference = at(&exact);
 
-    let names: Vec<String> = if args.methods.is_empty() {
-        METHOD_NAMES.iter().filter(|&&m| m != "exact").map(|m| m.to_string()).collect()
-    } else {
-        args.methods.clone()
-    };
+    let names: Vec<String> =
+        if args.methods.is_empty() { METHOD_NAMES.iter().filter(|&&m| m != "exact").map(|m| m.to_string()).collect() } else { args.methods.clone() };
     println!("{:<20} {:>9} {:>6} {:>6} {:>10} {:>10}", "method", "seconds", "fwd", "bwd", "peak MiB", "spearman");
     for name in names {
         let method = Method::parse(&name, 5, 0)?;
@@ -203,7 +194,12 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
         let peak = bench::memory::peak_mib().map_or("?".into(), |p| format!("{p:.0}"));
         println!(
             "{:<20} {:>9.1} {:>6} {:>6} {:>10} {:>10.3}",
-            name, secs, scores.passes.forward, scores.passes.backward, peak, spearman(&at(&scores), &reference)
+            name,
+            secs,
+            scores.passes.forward,
+            scores.passes.backward,
+            peak,
+            spearman(&at(&scores), &reference)
         );
     }
     Ok(())

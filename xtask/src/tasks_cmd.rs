@@ -219,26 +219,16 @@ fn verdict(m: &Measured) -> String {
 }
 
 /// Clean accuracy and mean logit differences over the prepared pairs (`None` when there are none).
-fn measure<B: Backend>(
-    model: &Transformer<B>,
-    prepared: &Prepared,
-    batch: usize,
-    device: &B::Device,
-) -> Result<Option<Measured>> {
+fn measure<B: Backend>(model: &Transformer<B>, prepared: &Prepared, batch: usize, device: &B::Device) -> Result<Option<Measured>> {
     if prepared.pairs.is_empty() {
         return Ok(None);
     }
     let (mut correct, mut sum_clean, mut sum_cf) = (0usize, 0f64, 0f64);
     for chunk in prepared.pairs.chunks(batch) {
         // Clean prompts in the first rows, counterfactual prompts after them.
-        let sequences: Vec<Vec<u32>> =
-            chunk.iter().map(|p| p.clean.clone()).chain(chunk.iter().map(|p| p.counterfactual.clone())).collect();
+        let sequences: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).chain(chunk.iter().map(|p| p.counterfactual.clone())).collect();
         let batch = Batch::new(&sequences, &model.config, device)?;
-        let logits: Vec<f32> = model
-            .forward(&batch, &Readout::LastToken)
-            .into_data()
-            .to_vec()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        let logits: Vec<f32> = model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
         let vocab = model.config.vocab_size;
         let m = |row: usize, pair: &tasks::PreparedPair| -> f64 {
             f64::from(logits[row * vocab + pair.correct as usize]) - f64::from(logits[row * vocab + pair.incorrect as usize])

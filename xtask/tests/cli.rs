@@ -31,11 +31,7 @@ fn numbers(pairs: &[(&str, usize)]) -> Vec<(String, usize)> {
 
 #[test]
 fn graph_of_known_models_matches_the_spec() {
-    let cases = [
-        ("gpt2", 12, 12, 157, 445, 32_491),
-        ("qwen2.5-0.5b", 24, 14, 361, 1_033, 179_749),
-        ("llama-3.1-8b", 32, 32, 1_057, 3_105, 1_592_881),
-    ];
+    let cases = [("gpt2", 12, 12, 157, 445, 32_491), ("qwen2.5-0.5b", 24, 14, 361, 1_033, 179_749), ("llama-3.1-8b", 32, 32, 1_057, 3_105, 1_592_881)];
     for (model, l, h, fwd, bwd, edges) in cases {
         let want = numbers(&[("layers", l), ("heads", h), ("sources", fwd), ("destinations", bwd), ("edges", edges)]);
         assert_eq!(graph_numbers(model), want, "{model}");

@@ -30,17 +30,13 @@ fn generate_writes_every_split_and_check_reports_kept_and_dropped() {
     let pair = |io: &str, s: &str| {
         let clean = format!("When {io} and {s} went to the store, {s} gave a drink to");
         let flip = format!("When {io} and {s} went to the store, {io} gave a drink to");
-        serde_json::json!({"id": io, "clean": clean, "counterfactual": flip, "correct": format!(" {io}"), "incorrect": format!(" {s}")})
-            .to_string()
+        serde_json::json!({"id": io, "clean": clean, "counterfactual": flip, "correct": format!(" {io}"), "incorrect": format!(" {s}")}).to_string()
     };
     std::fs::write(dir.join("ioi/validation.jsonl"), format!("{}\n{}\n", pair("Mary", "John"), pair("John", "Mary"))).unwrap();
 
     let model = tiny_gpt2();
     let check = |task: &str| {
-        stdout(&xtask(&[
-            "tasks", "check", "--model", model.to_str().unwrap(), "--dir", dir_arg, "--task", task, "--split", "validation",
-            "--examples", "4",
-        ]))
+        stdout(&xtask(&["tasks", "check", "--model", model.to_str().unwrap(), "--dir", dir_arg, "--task", task, "--split", "validation", "--examples", "4"]))
     };
     let ioi = check("ioi");
     assert!(ioi.contains("BOS \"<|endoftext|>\" (id 0)"), "{ioi}");

@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use graph::Graph;
-use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
+use patching::{Ablation, AblationError, logit_differences, patched_logit_differences};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 

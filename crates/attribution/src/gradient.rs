@@ -83,9 +83,7 @@ enum NodeGroup {
 
 /// The node groups of EAP-IG-activations, in forward order: input, then per layer heads and MLP.
 fn node_groups(n_layers: usize) -> Vec<NodeGroup> {
-    std::iter::once(NodeGroup::Input)
-        .chain((0..n_layers).flat_map(|l| [NodeGroup::Heads(l), NodeGroup::Mlp(l)]))
-        .collect()
+    std::iter::once(NodeGroup::Input).chain((0..n_layers).flat_map(|l| [NodeGroup::Heads(l), NodeGroup::Mlp(l)])).collect()
 }
 
 /// Keep values of every source's row: 1 everywhere (the unpatched run), except α on the sources of

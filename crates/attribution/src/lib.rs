@@ -8,5 +8,5 @@ pub mod method;
 pub mod random;
 pub mod scores;
 
-pub use method::{run_method, Method, MethodError, RunOptions, METHOD_NAMES};
+pub use method::{METHOD_NAMES, Method, MethodError, RunOptions, run_method};
 pub use scores::{EdgeScores, PassCount, ScoresError};

@@ -7,8 +7,8 @@ use patching::{Ablation, AblationError, AblationKind};
 use tasks::PreparedPair;
 use transformer::{GradientRules, Transformer};
 
-use crate::exact::{exact_scores, ExactError, ExactOptions};
-use crate::gradient::{gradient_scores, GradientError, GradientMethod, GradientOptions};
+use crate::exact::{ExactError, ExactOptions, exact_scores};
+use crate::gradient::{GradientError, GradientMethod, GradientOptions, gradient_scores};
 use crate::ifr::ifr_scores;
 use crate::random::random_scores;
 use crate::scores::EdgeScores;
@@ -16,17 +16,32 @@ use crate::scores::EdgeScores;
 /// An attribution method with its parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
-    Random { seed: u64 },
+    Random {
+        seed: u64,
+    },
     /// Exact patching of the listed edges, or of every edge (tiny models) when None.
-    Exact { edges: Option<Vec<(usize, usize)>> },
+    Exact {
+        edges: Option<Vec<(usize, usize)>>,
+    },
     Gradient(GradientMethod),
     Ifr,
 }
 
 /// The names `Method::parse` accepts.
 pub const METHOD_NAMES: [&str; 13] = [
-    "random", "exact", "eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "ifr",
-    "gim", "grad", "grad-freeze", "grad-tsg", "grad-norm", "grad-freeze-norm",
+    "random",
+    "exact",
+    "eap",
+    "eap-ig-inputs",
+    "eap-ig-activations",
+    "clean-corrupted",
+    "ifr",
+    "gim",
+    "grad",
+    "grad-freeze",
+    "grad-tsg",
+    "grad-norm",
+    "grad-freeze-norm",
 ];
 
 /// Why a method cannot run.

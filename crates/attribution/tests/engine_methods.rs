@@ -1,11 +1,11 @@
 //! `random` and `exact`, the two methods that need only the patching engine.
 
-use attribution::exact::{exact_scores, ExactOptions};
-use attribution::random::random_scores;
 use attribution::EdgeScores;
+use attribution::exact::{ExactOptions, exact_scores};
+use attribution::random::random_scores;
 use burn::tensor::Tensor;
 use graph::{Dest, Graph, GraphShape, Source};
-use patching::{logit_differences, record_nodes, Ablation};
+use patching::{Ablation, logit_differences, record_nodes};
 use tasks::PreparedPair;
 use transformer::{Batch, CpuBackend, Hooks, LoadedModel, LocalModel, Readout};
 

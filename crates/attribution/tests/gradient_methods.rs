@@ -1,14 +1,14 @@
 //! The gradient family against independent computations on tiny checkpoints: EAP against exact
 //! patching where the first-order approximation must hold, IG completeness, GIM wiring, IFR sanity.
 
-use attribution::exact::{exact_scores, ExactOptions};
-use attribution::gradient::{gradient_scores, GradientMethod, GradientOptions};
+use attribution::exact::{ExactOptions, exact_scores};
+use attribution::gradient::{GradientMethod, GradientOptions, gradient_scores};
 use attribution::ifr::ifr_scores;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::{Distribution, Tensor};
 use graph::{Dest, Graph, GraphShape, Qkv};
-use patching::{record_nodes, Ablation};
+use patching::{Ablation, record_nodes};
 use tasks::PreparedPair;
 use transformer::{Batch, CpuBackend, GradientRules, LocalModel, Transformer};
 
@@ -55,10 +55,7 @@ fn eap_equals_exact_patching_to_first_order_on_every_edge() {
         let eap = gradient_scores(&model, &graph, &pairs, GradientMethod::Eap(GradientRules::IDENTITY), &ablation, GradientOptions::default()).unwrap();
         let exact = exact_scores(&inner, &graph, &pairs, None, &ablation, ExactOptions { batch_size: 1, edges_per_pass: 64 }).unwrap();
         let scale = exact.values.iter().fold(0.0f32, |a, x| a.max(x.abs()));
-        let worst = graph
-            .edges()
-            .map(|(f, b)| (eap.values[f * graph.n_bwd() + b] - exact.values[f * graph.n_bwd() + b]).abs())
-            .fold(0.0f32, f32::max);
+        let worst = graph.edges().map(|(f, b)| (eap.values[f * graph.n_bwd() + b] - exact.values[f * graph.n_bwd() + b]).abs()).fold(0.0f32, f32::max);
         assert!(scale > 1e-5, "{name}: the ablation has an effect");
         assert!(worst < 0.05 * scale, "{name}: EAP and exact differ by {worst} (largest score {scale})");
         assert_eq!((eap.passes.forward, eap.passes.backward), (1, 1), "mean ablation: one forward/backward on the clean run, whose own outputs give Δ");
@@ -110,7 +107,8 @@ fn value_scaling_halves_last_layer_v_scores_exactly() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let half_v = GradientRules { v_scale: 0.5, ..GradientRules::IDENTITY };
-    let plain = gradient_scores(&model, &graph, &pairs, GradientMethod::Eap(GradientRules::IDENTITY), &Ablation::Counterfactual, GradientOptions::default()).unwrap();
+    let plain =
+        gradient_scores(&model, &graph, &pairs, GradientMethod::Eap(GradientRules::IDENTITY), &Ablation::Counterfactual, GradientOptions::default()).unwrap();
     let scaled = gradient_scores(&model, &graph, &pairs, GradientMethod::Eap(half_v), &Ablation::Counterfactual, GradientOptions::default()).unwrap();
     let last = graph.shape().n_layers - 1;
     let mut checked = 0;

@@ -3,20 +3,20 @@
 
 use std::time::Instant;
 
-use attribution::{run_method, EdgeScores, Method, PassCount, RunOptions};
+use attribution::{EdgeScores, Method, PassCount, RunOptions, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use evaluator::circuit::edge_budget;
-use evaluator::{cmd, cpr, evaluate_circuits, faithfulness, top_n, EvalOptions, Selection};
+use evaluator::{EvalOptions, Selection, cmd, cpr, evaluate_circuits, faithfulness, top_n};
 use graph::Graph;
 use patching::{Ablation, AblationKind};
 use serde::{Deserialize, Serialize};
 use tasks::{PrepareOptions, PreparedPair, Split};
 use transformer::{LoadedModel, Tokenizer, Transformer};
 
+use crate::BenchError;
 use crate::config::{Cell, Config};
 use crate::memory;
-use crate::BenchError;
 
 /// Circuits drawn as node-link diagrams keep this many top edges (by signed score).
 pub const DIAGRAM_EDGES: usize = 40;
@@ -91,7 +91,14 @@ impl<B: AutodiffBackend> SweepModel<B> {
 }
 
 /// Pairs from the start of a split, prepared for the model, with the number dropped.
-fn pairs_of(config: &Config, cell: &Cell, split: Split, n: usize, model: &SweepModel<impl AutodiffBackend>, dir: &std::path::Path) -> Result<(Vec<PreparedPair>, usize), BenchError> {
+fn pairs_of(
+    config: &Config,
+    cell: &Cell,
+    split: Split,
+    n: usize,
+    model: &SweepModel<impl AutodiffBackend>,
+    dir: &std::path::Path,
+) -> Result<(Vec<PreparedPair>, usize), BenchError> {
     let mut examples = config.datasets.load(cell.task, split, dir)?;
     examples.truncate(n);
     let prepared = tasks::prepare(&examples, &model.tokenizer, &model.model.config, &PrepareOptions::default())?;
@@ -170,7 +177,8 @@ pub fn run_cell<B: AutodiffBackend>(
     let (mut full, mut empty, mut circuit_sums) = (0.0, 0.0, vec![0.0; masks.len()]);
     let mut eval_passes = 0;
     for chunk in evaluation.chunks(batch) {
-        let r = evaluate_circuits(&inner, graph, chunk, &masks, &ablation, EvalOptions { batch_size: batch, masks_per_pass: 1 }).map_err(|e| fail(e.to_string()))?;
+        let r = evaluate_circuits(&inner, graph, chunk, &masks, &ablation, EvalOptions { batch_size: batch, masks_per_pass: 1 })
+            .map_err(|e| fail(e.to_string()))?;
         let n = chunk.len() as f64;
         full += r.m_full * n;
         empty += r.m_empty * n;
@@ -205,11 +213,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let mut ranked: Vec<(usize, usize)> = graph.edges().collect();
     let score = |&(f, b): &(usize, usize)| scores.values[f * graph.n_bwd() + b];
     ranked.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.cmp(b)));
-    let top_edges = ranked
-        .iter()
-        .take(DIAGRAM_EDGES)
-        .map(|e| Ok((graph.edge_name(e.0, e.1)?, score(e))))
-        .collect::<Result<Vec<_>, graph::GraphError>>()?;
+    let top_edges = ranked.iter().take(DIAGRAM_EDGES).map(|e| Ok((graph.edge_name(e.0, e.1)?, score(e)))).collect::<Result<Vec<_>, graph::GraphError>>()?;
     Ok(CellResult {
         model: cell.model.clone(),
         task: cell.task.to_string(),

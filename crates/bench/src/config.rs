@@ -180,7 +180,10 @@ impl Config {
             for (i, method) in group.methods.iter().enumerate() {
                 attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
                 if method == "exact" {
-                    return Err(invalid(format!("{}[{i}]", key("methods")), "exact patching of every edge is not a sweep method (it is the reference of `perf methods`)".into()));
+                    return Err(invalid(
+                        format!("{}[{i}]", key("methods")),
+                        "exact patching of every edge is not a sweep method (it is the reference of `perf methods`)".into(),
+                    ));
                 }
             }
             for (method, &n) in &group.discovery_overrides {
@@ -220,7 +223,10 @@ impl Config {
                 validation: cells.iter().map(|c| c.evaluation_examples).max().unwrap_or(0),
             },
             other => {
-                return Err(invalid("datasets".into(), format!("`{other}` is not `committed` (tasks/), `mib` (MIB's hub datasets) or `generated` (the task generators)")));
+                return Err(invalid(
+                    "datasets".into(),
+                    format!("`{other}` is not `committed` (tasks/), `mib` (MIB's hub datasets) or `generated` (the task generators)"),
+                ));
             }
         };
         Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, datasets, cells })

@@ -11,9 +11,9 @@ pub mod regress;
 pub mod report;
 pub mod sweep;
 
-pub use cell::{run_cell, BatchProgress, CellResult, CurvePoint, SweepModel};
+pub use cell::{BatchProgress, CellResult, CurvePoint, SweepModel, run_cell};
 pub use config::{Cell, Config, ConfigError, Datasets};
-pub use sweep::{run_sweep, Event, SweepPaths};
+pub use sweep::{Event, SweepPaths, run_sweep};
 
 /// Why a sweep cannot go on.
 #[derive(Debug, thiserror::Error)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use crate::BenchError;
 use crate::cell::CellResult;
 use crate::sweep::{slug, write_atomic};
-use crate::BenchError;
 
 /// Line colours, one per method in first-seen order (colour-blind-safe Okabe–Ito, then greys).
 const COLOURS: [&str; 10] = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#777777", "#BBBBBB"];
@@ -42,7 +42,14 @@ pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
     let _ = writeln!(svg, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - bottom, w - right, h - bottom);
     let _ = writeln!(svg, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, h - bottom);
     for f in [0.0, 1.0] {
-        let _ = writeln!(svg, r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#999" stroke-dasharray="2,3"/><text x="{2}" y="{3}" text-anchor="end">{f}</text>"##, y(f), w - right, left - 6.0, y(f) + 4.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#999" stroke-dasharray="2,3"/><text x="{2}" y="{3}" text-anchor="end">{f}</text>"##,
+            y(f),
+            w - right,
+            left - 6.0,
+            y(f) + 4.0
+        );
     }
     let mut decade = xmin.floor();
     while decade <= xmax.ceil() {
@@ -53,18 +60,38 @@ pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
         decade += 1.0;
     }
     let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">fraction of edges (log scale)</text>"#, (w - right + left) / 2.0, h - 10.0);
-    let _ = writeln!(svg, r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">faithfulness</text>"#, (h - bottom + top) / 2.0, (h - bottom + top) / 2.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">faithfulness</text>"#,
+        (h - bottom + top) / 2.0,
+        (h - bottom + top) / 2.0
+    );
     for (i, cell) in cells.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         for (selection, dash) in [("signed", ""), ("absolute", r#" stroke-dasharray="6,4""#)] {
-            let path: Vec<String> = cell.curve.iter().filter(|p| p.selection == selection).map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness))).collect();
+            let path: Vec<String> =
+                cell.curve.iter().filter(|p| p.selection == selection).map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness))).collect();
             let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#, path.join(" "));
         }
         let ly = top + 10.0 + 18.0 * i as f64;
-        let _ = writeln!(svg, r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{2}" y="{3}">{4}</text>"#, w - right + 12.0, w - right + 36.0, w - right + 42.0, ly + 4.0, escape(&cell.method));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0}" y1="{ly}" x2="{1}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{2}" y="{3}">{4}</text>"#,
+            w - right + 12.0,
+            w - right + 36.0,
+            w - right + 42.0,
+            ly + 4.0,
+            escape(&cell.method)
+        );
     }
     let ly = top + 16.0 + 18.0 * cells.len() as f64;
-    let _ = writeln!(svg, r#"<text x="{}" y="{ly}" font-size="11">solid: signed (CPR)</text><text x="{}" y="{}" font-size="11">dashed: absolute (CMD)</text>"#, w - right + 12.0, w - right + 12.0, ly + 15.0);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{ly}" font-size="11">solid: signed (CPR)</text><text x="{}" y="{}" font-size="11">dashed: absolute (CMD)</text>"#,
+        w - right + 12.0,
+        w - right + 12.0,
+        ly + 15.0
+    );
     svg.push_str("</svg>\n");
     svg
 }
@@ -119,14 +146,28 @@ pub fn circuit_svg(cell: &CellResult) -> String {
     let h = 80.0 + row_h * (layers + 1) as f64;
     let place = |name: &str| -> Option<(f64, f64)> {
         let (row, col) = node_place(name, layers)?;
-        let col = if col == usize::MAX { heads } else if row == 0 || row == layers + 1 { heads / 2 } else { col };
+        let col = if col == usize::MAX {
+            heads
+        } else if row == 0 || row == layers + 1 {
+            heads / 2
+        } else {
+            col
+        };
         Some((80.0 + 80.0 * col as f64, h - 40.0 - row_h * row as f64))
     };
     let max_score = parsed.iter().map(|p| p.3.abs()).fold(f32::MIN_POSITIVE, f32::max);
     let mut svg = String::new();
     let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="10">"#);
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{}" y="18" text-anchor="middle" font-size="13">{} on {} — {}: top {} edges</text>"#, w / 2.0, escape(&cell.model), escape(&cell.task), escape(&cell.method), parsed.len());
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="13">{} on {} — {}: top {} edges</text>"#,
+        w / 2.0,
+        escape(&cell.model),
+        escape(&cell.task),
+        escape(&cell.method),
+        parsed.len()
+    );
     let mut nodes: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     for (src, dst, slot, score) in &parsed {
         let (Some(a), Some(b)) = (place(src), place(dst)) else { continue };
@@ -134,10 +175,23 @@ pub fn circuit_svg(cell: &CellResult) -> String {
         nodes.insert(dst, b);
         let colour = if *score >= 0.0 { "#0072B2" } else { "#D55E00" };
         let width = 0.5 + 4.0 * (score.abs() / max_score);
-        let _ = writeln!(svg, r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width:.2}" opacity="0.7"><title>{} {score:.4}</title></line>"#, a.0, a.1, b.0, b.1, escape(&format!("{src}->{dst}{}", if slot.is_empty() { String::new() } else { format!("<{slot}>") })));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{colour}" stroke-width="{width:.2}" opacity="0.7"><title>{} {score:.4}</title></line>"#,
+            a.0,
+            a.1,
+            b.0,
+            b.1,
+            escape(&format!("{src}->{dst}{}", if slot.is_empty() { String::new() } else { format!("<{slot}>") }))
+        );
     }
     for (name, (x, y)) in &nodes {
-        let _ = writeln!(svg, r##"<circle cx="{x:.1}" cy="{y:.1}" r="18" fill="#f4f4f4" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, y + 3.5, escape(name));
+        let _ = writeln!(
+            svg,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="18" fill="#f4f4f4" stroke="#333"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            y + 3.5,
+            escape(name)
+        );
     }
     svg.push_str("</svg>\n");
     svg

@@ -4,16 +4,15 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tables::Row;
 
-use crate::cell::CellResult;
 use crate::BenchError;
+use crate::cell::CellResult;
 
 /// Columns of `curves.csv`.
-pub const CURVE_COLUMNS: [&str; 12] = [
-    "model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty",
-];
+pub const CURVE_COLUMNS: [&str; 12] =
+    ["model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty"];
 
 /// Columns of `summary.csv`.
 pub const SUMMARY_COLUMNS: [&str; 17] = [

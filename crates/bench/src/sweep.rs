@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use tasks::Split;
 use transformer::{LocalModel, ModelSpec};
 
-use crate::cell::{run_cell, BatchProgress, CellResult, SweepModel};
+use crate::cell::{BatchProgress, CellResult, SweepModel, run_cell};
 use crate::config::{Cell, Config};
-use crate::{plot, report, BenchError};
+use crate::{BenchError, plot, report};
 
 /// What a sweep reports as it goes.
 #[derive(Debug, Clone)]
@@ -99,7 +99,9 @@ fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
 
 /// The git revision of the working directory, with `-dirty` when it has uncommitted changes.
 fn git_revision() -> String {
-    let git = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let git = |args: &[&str]| {
+        std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
     match git(&["rev-parse", "HEAD"]) {
         Some(rev) if git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()) => format!("{rev}-dirty"),
         Some(rev) => rev,
@@ -149,7 +151,13 @@ fn write_reports(dir: &Path, finished: &[Option<CellResult>], manifest: &serde_j
 /// Runs every cell of `config` not already stored, writing reports after each; returns the run's
 /// directory. `backend` names the tensor backend in the manifest; on `cuda`, cells also record
 /// their peak GPU memory.
-pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backend: &str, device: &B::Device, events: &mut dyn FnMut(Event)) -> Result<PathBuf, BenchError> {
+pub fn run_sweep<B: AutodiffBackend>(
+    config: &Config,
+    paths: &SweepPaths,
+    backend: &str,
+    device: &B::Device,
+    events: &mut dyn FnMut(Event),
+) -> Result<PathBuf, BenchError> {
     let dir = paths.results.join(&config.name);
     let cells_dir = dir.join("cells");
     std::fs::create_dir_all(&cells_dir).map_err(|source| BenchError::Io { path: cells_dir.clone(), source })?;
@@ -161,8 +169,7 @@ pub fn run_sweep<B: AutodiffBackend>(config: &Config, paths: &SweepPaths, backen
     }
     let manifest = manifest(config, paths, backend, &models)?;
     let definitions: Vec<String> = config.cells.iter().map(|c| definition(config, c, &models[&c.model])).collect();
-    let mut finished: Vec<Option<CellResult>> =
-        config.cells.iter().zip(&definitions).map(|(c, d)| stored(&cell_path(&dir, c), d)).collect::<Result<_, _>>()?;
+    let mut finished: Vec<Option<CellResult>> = config.cells.iter().zip(&definitions).map(|(c, d)| stored(&cell_path(&dir, c), d)).collect::<Result<_, _>>()?;
     let mut loaded: Option<(String, SweepModel<B>)> = None;
     let total = config.cells.len();
     for (index, cell) in config.cells.iter().enumerate() {

@@ -45,9 +45,7 @@ pub fn edge_budget(graph: &Graph, fraction: f64) -> usize {
 /// The node a destination slot belongs to (a head's q, k and v slots all belong to the head).
 fn dest_node(graph: &Graph, bwd: usize) -> usize {
     match graph.dest_at(bwd) {
-        Some(Dest::Head { layer, head, .. }) => graph
-            .fwd_index(graph::Source::Head { layer, head })
-            .expect("a head slot's head is in the graph"),
+        Some(Dest::Head { layer, head, .. }) => graph.fwd_index(graph::Source::Head { layer, head }).expect("a head slot's head is in the graph"),
         Some(Dest::Mlp { layer }) => graph.fwd_index(graph::Source::Mlp { layer }).expect("an MLP slot's MLP is in the graph"),
         Some(Dest::Logits) | None => graph.n_fwd(),
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
 use graph::Graph;
-use patching::{logit_differences, patched_logit_differences, Ablation, AblationError};
+use patching::{Ablation, AblationError, logit_differences, patched_logit_differences};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 

@@ -5,6 +5,6 @@ pub mod circuit;
 pub mod evaluate;
 pub mod metrics;
 
-pub use circuit::{BuiltCircuit, Selection, greedy, prune, top_n, MIB_FRACTIONS};
-pub use evaluate::{evaluate_circuits, EvalError, EvalOptions, EvalResult};
-pub use metrics::{cmd, cpr, faithfulness, FaithfulnessUndefined};
+pub use circuit::{BuiltCircuit, MIB_FRACTIONS, Selection, greedy, prune, top_n};
+pub use evaluate::{EvalError, EvalOptions, EvalResult, evaluate_circuits};
+pub use metrics::{FaithfulnessUndefined, cmd, cpr, faithfulness};

@@ -2,7 +2,9 @@
 
 /// m(N) and m(∅) too close for the ratio f = (m(C) − m(∅)) / (m(N) − m(∅)) to mean anything.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("faithfulness is undefined: m(N) = {m_full:.6} and m(∅) = {m_empty:.6} differ by less than {threshold} (the model barely distinguishes clean from ablated inputs)")]
+#[error(
+    "faithfulness is undefined: m(N) = {m_full:.6} and m(∅) = {m_empty:.6} differ by less than {threshold} (the model barely distinguishes clean from ablated inputs)"
+)]
 pub struct FaithfulnessUndefined {
     pub m_full: f64,
     pub m_empty: f64,
@@ -24,11 +26,7 @@ pub fn faithfulness(m_circuit: f64, m_full: f64, m_empty: f64) -> Result<f64, Fa
 /// Trapezoid area on the linear fraction axis of g(f_i).
 fn trapezoid(fractions: &[f64], f: &[f64], g: impl Fn(f64) -> f64) -> f64 {
     assert_eq!(fractions.len(), f.len(), "one faithfulness value per fraction");
-    fractions
-        .windows(2)
-        .zip(f.windows(2))
-        .map(|(x, y)| (x[1] - x[0]) * (g(y[0]) + g(y[1])) / 2.0)
-        .sum()
+    fractions.windows(2).zip(f.windows(2)).map(|(x, y)| (x[1] - x[0]) * (g(y[0]) + g(y[1])) / 2.0).sum()
 }
 
 /// Circuit performance ratio: area under f (higher is better; signed-score circuits).

@@ -1,7 +1,7 @@
 //! Circuit construction from scores: budgets, top-n, greedy and pruning to a fixed point.
 
 use evaluator::circuit::edge_budget;
-use evaluator::{greedy, prune, top_n, Selection};
+use evaluator::{Selection, greedy, prune, top_n};
 use graph::{Dest, Graph, GraphShape, Qkv, Source};
 
 fn gpt2() -> Graph {
@@ -35,10 +35,7 @@ fn prune_removes_dangling_edges_and_nodes_until_fixed_point() {
     ];
     // a0.h1 -> m1: a0.h1 is never fed and m1 never read, so both edges go, and then
     // input -> a1.h0<q> dies too because a1.h0 reaches nothing.
-    let dangling = [
-        idx(&g, Source::Head { layer: 0, head: 1 }, Dest::Mlp { layer: 1 }),
-        idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q }),
-    ];
+    let dangling = [idx(&g, Source::Head { layer: 0, head: 1 }, Dest::Mlp { layer: 1 }), idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q })];
     for &e in chain.iter().chain(&dangling) {
         edges[e] = true;
     }

@@ -4,9 +4,9 @@
 
 use attribution::random::random_scores;
 use evaluator::circuit::edge_budget;
-use evaluator::{cpr, evaluate_circuits, faithfulness, top_n, EvalOptions, Selection, MIB_FRACTIONS};
+use evaluator::{EvalOptions, MIB_FRACTIONS, Selection, cpr, evaluate_circuits, faithfulness, top_n};
 use graph::{Graph, GraphShape};
-use patching::{logit_differences, Ablation, AblationKind};
+use patching::{Ablation, AblationKind, logit_differences};
 use tasks::PreparedPair;
 use transformer::{Batch, CpuBackend, LoadedModel, LocalModel, Readout};
 

@@ -1,6 +1,6 @@
 //! CPR / CMD against the values MIB publishes for its reference curves (mib-spec §6).
 
-use evaluator::{cmd, cpr, faithfulness, MIB_FRACTIONS};
+use evaluator::{MIB_FRACTIONS, cmd, cpr, faithfulness};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9

@@ -16,12 +16,7 @@ pub(crate) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(path: &'a Path, bytes: &'a [u8]) -> Self {
-        Self {
-            path,
-            bytes,
-            pos: 0,
-            section: "header",
-        }
+        Self { path, bytes, pos: 0, section: "header" }
     }
 
     pub(crate) fn path(&self) -> &'a Path {
@@ -37,22 +32,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn truncated(&self, needed: u64) -> GgufError {
-        GgufError::Truncated {
-            path: self.path.to_path_buf(),
-            section: self.section,
-            offset: self.pos,
-            needed,
-            len: self.bytes.len(),
-        }
+        GgufError::Truncated { path: self.path.to_path_buf(), section: self.section, offset: self.pos, needed, len: self.bytes.len() }
     }
 
     /// Takes the next `n` bytes, or fails without moving if fewer are left.
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], GgufError> {
-        let taken = self
-            .pos
-            .checked_add(n)
-            .and_then(|end| self.bytes.get(self.pos..end))
-            .ok_or_else(|| self.truncated(n as u64))?;
+        let taken = self.pos.checked_add(n).and_then(|end| self.bytes.get(self.pos..end)).ok_or_else(|| self.truncated(n as u64))?;
         self.pos += n;
         Ok(taken)
     }
@@ -119,23 +104,17 @@ impl<'a> Cursor<'a> {
         let len = self.len()?;
         let start = self.pos;
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| GgufError::InvalidUtf8 {
-                path: self.path.to_path_buf(),
-                section: self.section,
-                offset: start,
-            })
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| GgufError::InvalidUtf8 {
+            path: self.path.to_path_buf(),
+            section: self.section,
+            offset: start,
+        })
     }
 
     /// Reads `n` items with `read`. Every item takes at least one byte of the file, so the
     /// reservation is capped by the bytes left and a corrupt count fails on truncation instead of
     /// allocating huge vectors.
-    pub(crate) fn repeat<T>(
-        &mut self,
-        n: usize,
-        mut read: impl FnMut(&mut Self) -> Result<T, GgufError>,
-    ) -> Result<Vec<T>, GgufError> {
+    pub(crate) fn repeat<T>(&mut self, n: usize, mut read: impl FnMut(&mut Self) -> Result<T, GgufError>) -> Result<Vec<T>, GgufError> {
         let cap = self.remaining() / size_of::<T>().max(1);
         let mut items = Vec::with_capacity(n.min(cap));
         for _ in 0..n {

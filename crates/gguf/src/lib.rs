@@ -30,10 +30,7 @@ const ALIGNMENT_KEY: &str = "general.alignment";
 pub enum GgufError {
     /// The file could not be opened or memory-mapped.
     #[error("{}: cannot read GGUF file: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     /// The file does not start with `GGUF`, so it is not a GGUF file.
     #[error("{}: not a GGUF file: starts with \"{}\", expected \"GGUF\"", .path.display(), .found.escape_ascii())]
@@ -45,37 +42,19 @@ pub enum GgufError {
 
     /// The file ends inside the header, metadata or tensor directory.
     #[error("{}: file is truncated in the {section}: {needed} bytes needed at offset {offset}, but the file is {len} bytes long", .path.display())]
-    Truncated {
-        path: PathBuf,
-        section: &'static str,
-        offset: usize,
-        needed: u64,
-        len: usize,
-    },
+    Truncated { path: PathBuf, section: &'static str, offset: usize, needed: u64, len: usize },
 
     /// A metadata value (or array element) has a type id outside the GGUF specification.
     #[error("{}: metadata key `{key}` has unknown value type id {type_id}", .path.display())]
-    UnknownValueType {
-        path: PathBuf,
-        key: String,
-        type_id: u32,
-    },
+    UnknownValueType { path: PathBuf, key: String, type_id: u32 },
 
     /// A key or string value is not valid UTF-8.
     #[error("{}: string in the {section} at offset {offset} is not valid UTF-8", .path.display())]
-    InvalidUtf8 {
-        path: PathBuf,
-        section: &'static str,
-        offset: usize,
-    },
+    InvalidUtf8 { path: PathBuf, section: &'static str, offset: usize },
 
     /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`], refused to bound recursion.
     #[error("{}: metadata key `{key}` nests arrays deeper than {max_depth} levels", .path.display())]
-    ArrayTooDeep {
-        path: PathBuf,
-        key: String,
-        max_depth: usize,
-    },
+    ArrayTooDeep { path: PathBuf, key: String, max_depth: usize },
 
     /// The same metadata key appears twice, so look-ups would be ambiguous.
     #[error("{}: metadata key `{key}` appears more than once", .path.display())]
@@ -87,11 +66,7 @@ pub enum GgufError {
 
     /// A tensor directory entry is inconsistent (too many dimensions, overflow, misaligned offset).
     #[error("{}: tensor `{tensor}` has an invalid directory entry: {reason}", .path.display())]
-    InvalidTensorInfo {
-        path: PathBuf,
-        tensor: String,
-        reason: String,
-    },
+    InvalidTensorInfo { path: PathBuf, tensor: String, reason: String },
 
     /// The same tensor name appears twice, so look-ups would be ambiguous.
     #[error("{}: tensor `{tensor}` appears more than once", .path.display())]
@@ -107,40 +82,19 @@ pub enum GgufError {
 
     /// The metadata value exists but is stored with another type than the caller asked for.
     #[error("{}: metadata key `{key}` is {found}, expected {expected}", .path.display())]
-    WrongMetadataType {
-        path: PathBuf,
-        key: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongMetadataType { path: PathBuf, key: String, expected: &'static str, found: String },
 
     /// The tensor's ggml type is one this reader cannot dequantise.
     #[error("{}: tensor `{tensor}` has ggml type {ggml_type} (id {}), which this reader cannot dequantise (it handles F32, F16, BF16, Q8_0, Q4_0, Q4_1)", .path.display(), .ggml_type.id())]
-    UnsupportedTensorType {
-        path: PathBuf,
-        tensor: String,
-        ggml_type: GgmlType,
-    },
+    UnsupportedTensorType { path: PathBuf, tensor: String, ggml_type: GgmlType },
 
     /// The tensor's rows are not whole blocks of its quantisation format.
     #[error("{}: tensor `{tensor}` has rows of {row_len} elements, not a multiple of the {ggml_type} block size {block_len}", .path.display())]
-    RowNotBlockAligned {
-        path: PathBuf,
-        tensor: String,
-        ggml_type: GgmlType,
-        row_len: usize,
-        block_len: usize,
-    },
+    RowNotBlockAligned { path: PathBuf, tensor: String, ggml_type: GgmlType, row_len: usize, block_len: usize },
 
     /// The tensor's data would extend past the end of the file (checked before reading).
     #[error("{}: data of tensor `{tensor}` ({size} bytes at offset {offset}) runs past the end of the file ({len} bytes)", .path.display())]
-    TensorDataOutOfBounds {
-        path: PathBuf,
-        tensor: String,
-        offset: u64,
-        size: u64,
-        len: usize,
-    },
+    TensorDataOutOfBounds { path: PathBuf, tensor: String, offset: u64, size: u64, len: usize },
 }
 
 /// An open, memory-mapped GGUF file: parsed metadata and tensor directory, with tensor data
@@ -161,10 +115,7 @@ impl GgufFile {
     /// Maps the file and parses its header, metadata and tensor directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let io_error = |source| GgufError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_error = |source| GgufError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io_error)?;
         // SAFETY: the map is read-only. As with any memory-mapped reader, the file must not be
         // truncated or rewritten by another process while this `GgufFile` is alive.
@@ -196,18 +147,10 @@ impl GgufFile {
             None => DEFAULT_ALIGNMENT,
             Some(MetadataValue::U32(a)) if a.is_power_of_two() => *a as usize,
             Some(MetadataValue::U32(a)) => {
-                return Err(GgufError::InvalidAlignment {
-                    path,
-                    alignment: *a,
-                });
+                return Err(GgufError::InvalidAlignment { path, alignment: *a });
             }
             Some(other) => {
-                return Err(GgufError::WrongMetadataType {
-                    path,
-                    key: ALIGNMENT_KEY.to_owned(),
-                    expected: "u32",
-                    found: other.type_name(),
-                });
+                return Err(GgufError::WrongMetadataType { path, key: ALIGNMENT_KEY.to_owned(), expected: "u32", found: other.type_name() });
             }
         };
 
@@ -216,26 +159,14 @@ impl GgufFile {
         let mut tensor_index = HashMap::with_capacity(tensors.len());
         for (i, info) in tensors.iter().enumerate() {
             if tensor_index.insert(info.name().to_owned(), i).is_some() {
-                return Err(GgufError::DuplicateTensor {
-                    path,
-                    tensor: info.name().to_owned(),
-                });
+                return Err(GgufError::DuplicateTensor { path, tensor: info.name().to_owned() });
             }
         }
         // The position is at most the file length and the alignment at most 2^31, so this cannot
         // overflow. It may lie past the end of a file without tensor data; reads check for that.
         let data_offset = cur.position().next_multiple_of(alignment);
 
-        Ok(Self {
-            path,
-            mmap,
-            version,
-            metadata,
-            tensors,
-            tensor_index,
-            alignment,
-            data_offset,
-        })
+        Ok(Self { path, mmap, version, metadata, tensors, tensor_index, alignment, data_offset })
     }
 
     /// The path the file was opened from, as named in errors.
@@ -265,28 +196,13 @@ impl GgufFile {
 
     /// All metadata entries, sorted by key, for listing or dumping a file.
     pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &MetadataValue)> {
-        self.metadata
-            .iter()
-            .map(|(key, value)| (key.as_str(), value))
+        self.metadata.iter().map(|(key, value)| (key.as_str(), value))
     }
 
     /// Looks `key` up and converts it with `convert`, naming the key and types on failure.
-    fn get_as<'a, T>(
-        &'a self,
-        key: &str,
-        expected: &'static str,
-        convert: impl FnOnce(&'a MetadataValue) -> Option<T>,
-    ) -> Result<T, GgufError> {
-        let value = self.metadata(key).ok_or_else(|| GgufError::MissingKey {
-            path: self.path.clone(),
-            key: key.to_owned(),
-        })?;
-        convert(value).ok_or_else(|| GgufError::WrongMetadataType {
-            path: self.path.clone(),
-            key: key.to_owned(),
-            expected,
-            found: value.type_name(),
-        })
+    fn get_as<'a, T>(&'a self, key: &str, expected: &'static str, convert: impl FnOnce(&'a MetadataValue) -> Option<T>) -> Result<T, GgufError> {
+        let value = self.metadata(key).ok_or_else(|| GgufError::MissingKey { path: self.path.clone(), key: key.to_owned() })?;
+        convert(value).ok_or_else(|| GgufError::WrongMetadataType { path: self.path.clone(), key: key.to_owned(), expected, found: value.type_name() })
     }
 
     /// A required `u32` value, such as `llama.block_count`.
@@ -351,43 +267,24 @@ impl GgufFile {
 
     /// The directory entry of the tensor called `name`, if any.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index
-            .get(name)
-            .and_then(|&i| self.tensors.get(i))
+        self.tensor_index.get(name).and_then(|&i| self.tensors.get(i))
     }
 
     /// Decodes the tensor called `name` to f32, returning its row-major shape and its values in
     /// row-major order.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), GgufError> {
-        let info = self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
-            path: self.path.clone(),
-            tensor: name.to_owned(),
-        })?;
+        let info = self.tensor(name).ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), tensor: name.to_owned() })?;
         let ggml_type = info.ggml_type();
-        let unsupported = || GgufError::UnsupportedTensorType {
-            path: self.path.clone(),
-            tensor: name.to_owned(),
-            ggml_type,
-        };
+        let unsupported = || GgufError::UnsupportedTensorType { path: self.path.clone(), tensor: name.to_owned(), ggml_type };
         let (block_len, block_bytes) = ggml_type.block_layout().ok_or_else(unsupported)?;
         let row_len = info.dims().first().copied().unwrap_or(1);
         if row_len % block_len != 0 {
-            return Err(GgufError::RowNotBlockAligned {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-                ggml_type,
-                row_len,
-                block_len,
-            });
+            return Err(GgufError::RowNotBlockAligned { path: self.path.clone(), tensor: name.to_owned(), ggml_type, row_len, block_len });
         }
         let size = (info.n_elements() / block_len).checked_mul(block_bytes);
-        let start = usize::try_from(info.offset())
-            .ok()
-            .and_then(|offset| offset.checked_add(self.data_offset));
-        let bytes = start
-            .zip(size)
-            .and_then(|(start, size)| self.mmap.get(start..start.checked_add(size)?))
-            .ok_or_else(|| GgufError::TensorDataOutOfBounds {
+        let start = usize::try_from(info.offset()).ok().and_then(|offset| offset.checked_add(self.data_offset));
+        let bytes =
+            start.zip(size).and_then(|(start, size)| self.mmap.get(start..start.checked_add(size)?)).ok_or_else(|| GgufError::TensorDataOutOfBounds {
                 path: self.path.clone(),
                 tensor: name.to_owned(),
                 offset: (self.data_offset as u64).saturating_add(info.offset()),

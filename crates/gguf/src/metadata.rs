@@ -172,11 +172,7 @@ impl ValueType {
             11 => Self::I64,
             12 => Self::F64,
             type_id => {
-                return Err(GgufError::UnknownValueType {
-                    path: cur.path().to_path_buf(),
-                    key: key.to_owned(),
-                    type_id,
-                });
+                return Err(GgufError::UnknownValueType { path: cur.path().to_path_buf(), key: key.to_owned(), type_id });
             }
         })
     }
@@ -204,11 +200,7 @@ pub(crate) fn read_value(cur: &mut Cursor<'_>, key: &str) -> Result<MetadataValu
 /// Reads an array body (element type, u64 count, elements); `depth` is 1 for a top-level array.
 fn read_array(cur: &mut Cursor<'_>, key: &str, depth: usize) -> Result<MetadataArray, GgufError> {
     if depth > MAX_ARRAY_DEPTH {
-        return Err(GgufError::ArrayTooDeep {
-            path: cur.path().to_path_buf(),
-            key: key.to_owned(),
-            max_depth: MAX_ARRAY_DEPTH,
-        });
+        return Err(GgufError::ArrayTooDeep { path: cur.path().to_path_buf(), key: key.to_owned(), max_depth: MAX_ARRAY_DEPTH });
     }
     let element_type = ValueType::read(cur, key)?;
     let n = cur.len()?;
@@ -222,9 +214,7 @@ fn read_array(cur: &mut Cursor<'_>, key: &str, depth: usize) -> Result<MetadataA
         ValueType::F32 => MetadataArray::F32(cur.repeat(n, Cursor::f32)?),
         ValueType::Bool => MetadataArray::Bool(cur.repeat(n, Cursor::bool)?),
         ValueType::String => MetadataArray::String(cur.repeat(n, Cursor::string)?),
-        ValueType::Array => {
-            MetadataArray::Array(cur.repeat(n, |cur| read_array(cur, key, depth + 1))?)
-        }
+        ValueType::Array => MetadataArray::Array(cur.repeat(n, |cur| read_array(cur, key, depth + 1))?),
         ValueType::U64 => MetadataArray::U64(cur.repeat(n, Cursor::u64)?),
         ValueType::I64 => MetadataArray::I64(cur.repeat(n, Cursor::i64)?),
         ValueType::F64 => MetadataArray::F64(cur.repeat(n, Cursor::f64)?),

@@ -118,39 +118,23 @@ impl TensorInfo {
     pub(crate) fn read(cur: &mut Cursor<'_>, alignment: usize) -> Result<Self, GgufError> {
         let name = cur.string()?;
         let path = cur.path();
-        let invalid = |reason: String| GgufError::InvalidTensorInfo {
-            path: path.to_path_buf(),
-            tensor: name.clone(),
-            reason,
-        };
+        let invalid = |reason: String| GgufError::InvalidTensorInfo { path: path.to_path_buf(), tensor: name.clone(), reason };
         let n_dims = cur.u32()?;
         if n_dims as usize > MAX_DIMS {
-            return Err(invalid(format!(
-                "{n_dims} dimensions, at most {MAX_DIMS} are allowed"
-            )));
+            return Err(invalid(format!("{n_dims} dimensions, at most {MAX_DIMS} are allowed")));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             dims.push(cur.len()?);
         }
-        let n_elements = dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| invalid(format!("element count of dimensions {dims:?} overflows")))?;
+        let n_elements =
+            dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| invalid(format!("element count of dimensions {dims:?} overflows")))?;
         let ggml_type = GgmlType::from_id(cur.u32()?);
         let offset = cur.u64()?;
         if offset % alignment as u64 != 0 {
-            return Err(invalid(format!(
-                "data offset {offset} is not a multiple of the alignment {alignment}"
-            )));
+            return Err(invalid(format!("data offset {offset} is not a multiple of the alignment {alignment}")));
         }
-        Ok(Self {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_elements,
-        })
+        Ok(Self { name, dims, ggml_type, offset, n_elements })
     }
 }
 
@@ -185,11 +169,7 @@ pub(crate) fn dequantise(ty: GgmlType, bytes: &[u8]) -> Option<Vec<f32>> {
 }
 
 /// Runs `block` over each `N`-byte block, each of which yields `per_block` values.
-fn decode<const N: usize>(
-    bytes: &[u8],
-    per_block: usize,
-    block: impl Fn(&[u8; N], &mut Vec<f32>),
-) -> Vec<f32> {
+fn decode<const N: usize>(bytes: &[u8], per_block: usize, block: impl Fn(&[u8; N], &mut Vec<f32>)) -> Vec<f32> {
     let (blocks, _) = bytes.as_chunks::<N>();
     let mut out = Vec::with_capacity(blocks.len() * per_block);
     for b in blocks {
@@ -214,10 +194,7 @@ mod tests {
         block.extend(f16::from_f32(-2.0).to_le_bytes());
         block.extend(nibbles());
         let values = dequantise(GgmlType::Q4_1, &block).unwrap();
-        let expected: Vec<f32> = (0..16)
-            .chain((0..16).rev())
-            .map(|q| 0.5 * q as f32 - 2.0)
-            .collect();
+        let expected: Vec<f32> = (0..16).chain((0..16).rev()).map(|q| 0.5 * q as f32 - 2.0).collect();
         assert_eq!(values, expected);
     }
 
@@ -227,10 +204,7 @@ mod tests {
         block.extend(f16::from_f32(0.25).to_le_bytes());
         block.extend(nibbles());
         let values = dequantise(GgmlType::Q4_0, &block).unwrap();
-        let expected: Vec<f32> = (0..16)
-            .chain((0..16).rev())
-            .map(|q| 0.25 * (q - 8) as f32)
-            .collect();
+        let expected: Vec<f32> = (0..16).chain((0..16).rev()).map(|q| 0.25 * (q - 8) as f32).collect();
         assert_eq!(values, expected);
     }
 
@@ -249,9 +223,6 @@ mod tests {
         assert_eq!(GgmlType::Q4_K.id(), 12);
         assert_eq!(GgmlType::Q4_K.to_string(), "Q4_K");
         assert_eq!(GgmlType::from_id(1000), GgmlType::Unknown(1000));
-        assert_eq!(
-            GgmlType::Unknown(1000).to_string(),
-            "unknown ggml type 1000"
-        );
+        assert_eq!(GgmlType::Unknown(1000).to_string(), "unknown ggml type 1000");
     }
 }

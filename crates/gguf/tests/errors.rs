@@ -28,10 +28,7 @@ fn open_err(name: &str, bytes: &[u8]) -> (PathBuf, GgufError) {
 fn assert_names(err: &GgufError, parts: &[&str]) {
     let message = err.to_string();
     for part in parts {
-        assert!(
-            message.contains(part),
-            "`{message}` does not mention `{part}`"
-        );
+        assert!(message.contains(part), "`{message}` does not mention `{part}`");
     }
 }
 
@@ -99,17 +96,7 @@ fn missing_file_is_an_io_error_naming_the_path() {
 #[test]
 fn empty_file_is_truncated_in_the_header() {
     let (path, err) = open_err("empty.gguf", &[]);
-    assert!(
-        matches!(
-            err,
-            GgufError::Truncated {
-                section: "header",
-                len: 0,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::Truncated { section: "header", len: 0, .. }), "{err:?}");
     assert_names(&err, &[&path.display().to_string(), "header"]);
 }
 
@@ -118,10 +105,7 @@ fn bad_magic_is_rejected() {
     let mut bytes = fixture_bytes();
     bytes[..4].copy_from_slice(b"GGML");
     let (path, err) = open_err("bad-magic.gguf", &bytes);
-    assert!(
-        matches!(err, GgufError::BadMagic { found, .. } if &found == b"GGML"),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::BadMagic { found, .. } if &found == b"GGML"), "{err:?}");
     assert_names(&err, &[&path.display().to_string(), "GGML"]);
 }
 
@@ -130,10 +114,7 @@ fn unsupported_version_is_rejected() {
     let mut bytes = fixture_bytes();
     bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
     let (path, err) = open_err("version-1.gguf", &bytes);
-    assert!(
-        matches!(err, GgufError::UnsupportedVersion { version: 1, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::UnsupportedVersion { version: 1, .. }), "{err:?}");
     assert_names(&err, &[&path.display().to_string(), "version 1"]);
 }
 
@@ -152,10 +133,7 @@ fn every_truncation_fails_cleanly() {
     let whole = GgufFile::open(write_temp("whole.gguf", &bytes)).expect("fixture opens");
     let path = write_temp("truncated.gguf", &bytes);
     let shown = path.display().to_string();
-    let handle = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .expect("reopen");
+    let handle = std::fs::OpenOptions::new().write(true).open(&path).expect("reopen");
     // Shrinking one file in place is far cheaper than rewriting thousands of files.
     for len in (0..bytes.len()).rev() {
         handle.set_len(len as u64).expect("truncate");
@@ -167,10 +145,7 @@ fn every_truncation_fails_cleanly() {
             Err(err) => panic!("len {len}: unexpected {err}"),
             Ok(file) => {
                 // Only the padding before the data section may be missing.
-                assert!(
-                    len + whole.alignment() > whole.data_offset(),
-                    "opened with {len} bytes"
-                );
+                assert!(len + whole.alignment() > whole.data_offset(), "opened with {len} bytes");
                 for name in file.tensor_names() {
                     match file.tensor_f32(name) {
                         Ok(decoded) => assert_eq!(decoded, whole.tensor_f32(name).unwrap()),
@@ -190,53 +165,30 @@ fn every_truncation_fails_cleanly() {
 fn truncated_tensor_data_names_the_tensor() {
     let bytes = fixture_bytes();
     let whole = GgufFile::open(write_temp("whole-q4_1.gguf", &bytes)).expect("fixture opens");
-    let cut =
-        whole.data_offset() + whole.tensor("t.q4_1").expect("fixture tensor").offset() as usize;
+    let cut = whole.data_offset() + whole.tensor("t.q4_1").expect("fixture tensor").offset() as usize;
     let path = write_temp("cut-data.gguf", &bytes[..cut + 10]);
     let file = GgufFile::open(&path).expect("directory is intact");
     let err = file.tensor_f32("t.q4_1").expect_err("t.q4_1 is cut");
     assert!(matches!(&err, GgufError::TensorDataOutOfBounds { tensor, .. } if tensor == "t.q4_1"));
-    assert_names(
-        &err,
-        &[&path.display().to_string(), "t.q4_1", "past the end"],
-    );
-    assert!(
-        file.tensor_f32("t.f32").is_ok(),
-        "earlier tensors stay readable"
-    );
+    assert_names(&err, &[&path.display().to_string(), "t.q4_1", "past the end"]);
+    assert!(file.tensor_f32("t.f32").is_ok(), "earlier tensors stay readable");
 }
 
 #[test]
 fn truncated_metadata_reports_the_section() {
     let bytes = fixture_bytes();
     let (_, err) = open_err("cut-metadata.gguf", &bytes[..FIRST_KEY + 12]);
-    assert!(
-        matches!(
-            err,
-            GgufError::Truncated {
-                section: "metadata",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::Truncated { section: "metadata", .. }), "{err:?}");
 }
 
 #[test]
 fn huge_counts_and_lengths_fail_without_allocating() {
     let bytes = fixture_bytes();
-    for (offset, what) in [
-        (16, "kv count"),
-        (8, "tensor count"),
-        (FIRST_KEY, "key length"),
-    ] {
+    for (offset, what) in [(16, "kv count"), (8, "tensor count"), (FIRST_KEY, "key length")] {
         let mut bad = bytes.clone();
         bad[offset..offset + 8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
         let (_, err) = open_err("huge.gguf", &bad);
-        assert!(
-            matches!(err, GgufError::Truncated { .. }),
-            "{what}: {err:?}"
-        );
+        assert!(matches!(err, GgufError::Truncated { .. }), "{what}: {err:?}");
     }
 }
 
@@ -257,17 +209,7 @@ fn invalid_utf8_key_is_rejected() {
     let mut bytes = fixture_bytes();
     bytes[FIRST_KEY + 8] = 0xff;
     let (path, err) = open_err("bad-utf8.gguf", &bytes);
-    assert!(
-        matches!(
-            err,
-            GgufError::InvalidUtf8 {
-                section: "metadata",
-                offset: 32,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::InvalidUtf8 { section: "metadata", offset: 32, .. }), "{err:?}");
     assert_names(&err, &[&path.display().to_string(), "UTF-8"]);
 }
 
@@ -277,12 +219,8 @@ fn missing_tensor_and_key_are_named() {
     let file = GgufFile::open(&path).expect("fixture opens");
     let shown = path.display().to_string();
 
-    let err = file
-        .tensor_f32("blk.0.nope.weight")
-        .expect_err("no such tensor");
-    assert!(
-        matches!(&err, GgufError::MissingTensor { tensor, .. } if tensor == "blk.0.nope.weight")
-    );
+    let err = file.tensor_f32("blk.0.nope.weight").expect_err("no such tensor");
+    assert!(matches!(&err, GgufError::MissingTensor { tensor, .. } if tensor == "blk.0.nope.weight"));
     assert_names(&err, &[&shown, "blk.0.nope.weight"]);
 
     let err = file.get_u32("llama.block_count").expect_err("no such key");
@@ -300,9 +238,7 @@ fn wrong_metadata_type_names_key_and_both_types() {
     ));
     assert_names(&err, &["test.i32", "u32", "i32"]);
 
-    let err = file
-        .get_str_array("test.i32_array")
-        .expect_err("array of i32");
+    let err = file.get_str_array("test.i32_array").expect_err("array of i32");
     assert_names(&err, &["test.i32_array", "array<string>", "array<i32>"]);
     assert!(file.get_f32("test.str_array").is_err());
 }
@@ -316,10 +252,7 @@ fn unsupported_tensor_type_names_tensor_and_type() {
         &err,
         GgufError::UnsupportedTensorType { tensor, ggml_type: GgmlType::Q5_0, .. } if tensor == "t.q5_0"
     ));
-    assert_names(
-        &err,
-        &[&path.display().to_string(), "t.q5_0", "Q5_0", "id 6"],
-    );
+    assert_names(&err, &[&path.display().to_string(), "t.q5_0", "Q5_0", "id 6"]);
 }
 
 #[test]
@@ -327,18 +260,9 @@ fn unknown_ggml_type_opens_but_does_not_decode() {
     let bytes = Builder::default().tensor("weird", &[32], 1000, 0).build();
     let path = write_temp("unknown-ggml.gguf", &bytes);
     let file = GgufFile::open(&path).expect("unknown types are kept");
-    assert_eq!(
-        file.tensor("weird").unwrap().ggml_type(),
-        GgmlType::Unknown(1000)
-    );
+    assert_eq!(file.tensor("weird").unwrap().ggml_type(), GgmlType::Unknown(1000));
     let err = file.tensor_f32("weird").expect_err("cannot decode");
-    assert!(matches!(
-        err,
-        GgufError::UnsupportedTensorType {
-            ggml_type: GgmlType::Unknown(1000),
-            ..
-        }
-    ));
+    assert!(matches!(err, GgufError::UnsupportedTensorType { ggml_type: GgmlType::Unknown(1000), .. }));
 }
 
 #[test]
@@ -348,17 +272,8 @@ fn rows_must_be_whole_blocks() {
     let mut bytes = builder.build();
     bytes.resize(bytes.len().next_multiple_of(32) + 4 * 34, 0);
     let file = GgufFile::open(write_temp("odd-rows.gguf", &bytes)).expect("opens");
-    let err = file
-        .tensor_f32("odd")
-        .expect_err("16 is not a multiple of 32");
-    assert!(matches!(
-        err,
-        GgufError::RowNotBlockAligned {
-            row_len: 16,
-            block_len: 32,
-            ..
-        }
-    ));
+    let err = file.tensor_f32("odd").expect_err("16 is not a multiple of 32");
+    assert!(matches!(err, GgufError::RowNotBlockAligned { row_len: 16, block_len: 32, .. }));
     assert_names(&err, &["odd", "Q8_0", "16", "32"]);
 }
 
@@ -370,10 +285,7 @@ fn deeply_nested_arrays_are_refused() {
         builder.u32(9).u64(1);
     }
     let (_, err) = open_err("deep.gguf", &builder.build());
-    assert!(
-        matches!(&err, GgufError::ArrayTooDeep { key, .. } if key == "deep"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, GgufError::ArrayTooDeep { key, .. } if key == "deep"), "{err:?}");
 }
 
 #[test]
@@ -381,24 +293,12 @@ fn alignment_must_be_a_u32_power_of_two() {
     let mut builder = Builder::default();
     builder.key("general.alignment").u32(4).u32(48);
     let (_, err) = open_err("align-48.gguf", &builder.build());
-    assert!(
-        matches!(err, GgufError::InvalidAlignment { alignment: 48, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::InvalidAlignment { alignment: 48, .. }), "{err:?}");
 
     let mut builder = Builder::default();
     builder.key("general.alignment").u32(8).string("32");
     let (_, err) = open_err("align-string.gguf", &builder.build());
-    assert!(
-        matches!(
-            err,
-            GgufError::WrongMetadataType {
-                expected: "u32",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, GgufError::WrongMetadataType { expected: "u32", .. }), "{err:?}");
 }
 
 #[test]
@@ -406,18 +306,12 @@ fn duplicate_keys_and_tensors_are_refused() {
     let mut builder = Builder::default();
     builder.key("a").u32(4).u32(1).key("a").u32(4).u32(2);
     let (_, err) = open_err("dup-key.gguf", &builder.build());
-    assert!(
-        matches!(&err, GgufError::DuplicateKey { key, .. } if key == "a"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, GgufError::DuplicateKey { key, .. } if key == "a"), "{err:?}");
 
     let mut builder = Builder::default();
     builder.tensor("t", &[1], 0, 0).tensor("t", &[1], 0, 32);
     let (_, err) = open_err("dup-tensor.gguf", &builder.build());
-    assert!(
-        matches!(&err, GgufError::DuplicateTensor { tensor, .. } if tensor == "t"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, GgufError::DuplicateTensor { tensor, .. } if tensor == "t"), "{err:?}");
 }
 
 #[test]

@@ -8,9 +8,7 @@ use gguf::{GgufFile, MetadataArray, MetadataValue};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn expected() -> Value {
@@ -35,19 +33,11 @@ fn f64_of(v: &Value) -> f64 {
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| f64_of(x) as f32)
-        .collect()
+    v.as_array().expect("array").iter().map(|x| f64_of(x) as f32).collect()
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|x| u64_of(x) as usize)
-        .collect()
+    v.as_array().expect("array").iter().map(|x| u64_of(x) as usize).collect()
 }
 
 #[test]
@@ -56,43 +46,17 @@ fn layout_matches_the_python_reader() {
     for (file_name, layout) in expected["files"].as_object().expect("files") {
         let file = open(file_name);
         assert_eq!(file.version(), 3);
-        assert_eq!(
-            file.alignment() as u64,
-            u64_of(&layout["alignment"]),
-            "{file_name}"
-        );
-        assert_eq!(
-            file.data_offset() as u64,
-            u64_of(&layout["data_offset"]),
-            "{file_name}"
-        );
-        assert_eq!(
-            file.tensors().len() as u64,
-            u64_of(&layout["tensor_count"]),
-            "{file_name}"
-        );
+        assert_eq!(file.alignment() as u64, u64_of(&layout["alignment"]), "{file_name}");
+        assert_eq!(file.data_offset() as u64, u64_of(&layout["data_offset"]), "{file_name}");
+        assert_eq!(file.tensors().len() as u64, u64_of(&layout["tensor_count"]), "{file_name}");
         // The Python reader also lists the three header fields as pseudo-keys.
-        assert_eq!(
-            file.metadata_entries().count() as u64 + 3,
-            u64_of(&layout["kv_count"])
-        );
+        assert_eq!(file.metadata_entries().count() as u64 + 3, u64_of(&layout["kv_count"]));
         for (name, absolute) in layout["tensor_data_offsets"].as_object().expect("offsets") {
-            let info = file
-                .tensor(name)
-                .unwrap_or_else(|| panic!("{name} missing"));
-            assert_eq!(
-                file.data_offset() as u64 + info.offset(),
-                u64_of(absolute),
-                "{name}"
-            );
+            let info = file.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(file.data_offset() as u64 + info.offset(), u64_of(absolute), "{name}");
         }
     }
-    assert_eq!(
-        open("tiny_align64.gguf")
-            .get_u32("general.alignment")
-            .unwrap(),
-        64
-    );
+    assert_eq!(open("tiny_align64.gguf").get_u32("general.alignment").unwrap(), 64);
     assert!(open("tiny.gguf").metadata("general.alignment").is_none());
 }
 
@@ -121,32 +85,17 @@ fn metadata_of_every_type_round_trips() {
             "bool" => assert_eq!(file.get_bool(key).unwrap(), v.as_bool().expect("bool")),
             "string" => assert_eq!(file.get_str(key).unwrap(), v.as_str().expect("string")),
             "string_array" => {
-                let want: Vec<&str> = v
-                    .as_array()
-                    .expect("array")
-                    .iter()
-                    .map(|s| s.as_str().unwrap())
-                    .collect();
+                let want: Vec<&str> = v.as_array().expect("array").iter().map(|s| s.as_str().unwrap()).collect();
                 assert_eq!(file.get_str_array(key).unwrap(), want);
             }
             "i32_array" => {
                 let want: Vec<i64> = v.as_array().unwrap().iter().map(i64_of).collect();
-                let got: Vec<i64> = file
-                    .get_i32_array(key)
-                    .unwrap()
-                    .iter()
-                    .map(|&x| i64::from(x))
-                    .collect();
+                let got: Vec<i64> = file.get_i32_array(key).unwrap().iter().map(|&x| i64::from(x)).collect();
                 assert_eq!(got, want);
             }
             "u32_array" => {
                 let want: Vec<u64> = v.as_array().unwrap().iter().map(u64_of).collect();
-                let got: Vec<u64> = file
-                    .get_u32_array(key)
-                    .unwrap()
-                    .iter()
-                    .map(|&x| u64::from(x))
-                    .collect();
+                let got: Vec<u64> = file.get_u32_array(key).unwrap().iter().map(|&x| u64::from(x)).collect();
                 assert_eq!(got, want);
             }
             "f32_array" => assert_eq!(file.get_f32_array(key).unwrap(), f32s(v)),
@@ -155,16 +104,7 @@ fn metadata_of_every_type_round_trips() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|inner| {
-                        MetadataArray::I32(
-                            inner
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|x| i64_of(x) as i32)
-                                .collect(),
-                        )
-                    })
+                    .map(|inner| MetadataArray::I32(inner.as_array().unwrap().iter().map(|x| i64_of(x) as i32).collect()))
                     .collect();
                 assert_eq!(value, &MetadataValue::Array(MetadataArray::Array(want)));
                 assert_eq!(value.type_name(), "array<array>");
@@ -184,16 +124,8 @@ fn tensors_dequantise_exactly_like_the_python_package() {
 
     for (name, entry) in tensors {
         let info = file.tensor(name).expect("listed above");
-        assert_eq!(
-            info.ggml_type().to_string(),
-            entry["ggml_type"].as_str().unwrap(),
-            "{name}"
-        );
-        assert_eq!(
-            u64::from(info.ggml_type().id()),
-            u64_of(&entry["ggml_type_id"]),
-            "{name}"
-        );
+        assert_eq!(info.ggml_type().to_string(), entry["ggml_type"].as_str().unwrap(), "{name}");
+        assert_eq!(u64::from(info.ggml_type().id()), u64_of(&entry["ggml_type_id"]), "{name}");
         assert_eq!(info.dims(), usizes(&entry["dims"]), "{name}");
         assert_eq!(info.shape(), usizes(&entry["shape"]), "{name}");
         let Some(values) = entry.get("values") else {
@@ -204,11 +136,7 @@ fn tensors_dequantise_exactly_like_the_python_package() {
         let want = f32s(values);
         assert_eq!(got.len(), want.len(), "{name}");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(
-                g.to_bits(),
-                w.to_bits(),
-                "{name}[{i}]: got {g}, expected {w}"
-            );
+            assert_eq!(g.to_bits(), w.to_bits(), "{name}[{i}]: got {g}, expected {w}");
         }
     }
 }
@@ -218,10 +146,6 @@ fn both_alignments_decode_the_same_data() {
     let (a, b) = (open("tiny.gguf"), open("tiny_align64.gguf"));
     assert_ne!(a.data_offset(), b.data_offset());
     for name in a.tensor_names().filter(|n| *n != "t.q5_0") {
-        assert_eq!(
-            a.tensor_f32(name).unwrap(),
-            b.tensor_f32(name).unwrap(),
-            "{name}"
-        );
+        assert_eq!(a.tensor_f32(name).unwrap(), b.tensor_f32(name).unwrap(), "{name}");
     }
 }

@@ -86,13 +86,7 @@ impl Circuit {
     /// An empty circuit (no scores, nothing in the graph), to be filled by a method or a selection.
     pub fn new(graph: Graph, d_model: usize) -> Self {
         let dense = graph.n_fwd() * graph.n_bwd();
-        Self {
-            graph,
-            d_model,
-            scores: vec![None; dense],
-            edges_in_graph: vec![false; dense],
-            nodes_in_graph: vec![false; graph.n_nodes()],
-        }
+        Self { graph, d_model, scores: vec![None; dense], edges_in_graph: vec![false; dense], nodes_in_graph: vec![false; graph.n_nodes()] }
     }
 
     /// The graph the circuit lives on, for indices and names.
@@ -111,18 +105,10 @@ impl Circuit {
     }
 
     /// Sets (or clears) the score of a real edge, refusing non-finite scores that JSON cannot carry.
-    pub fn set_score(
-        &mut self,
-        fwd: usize,
-        bwd: usize,
-        score: Option<f32>,
-    ) -> Result<(), CircuitError> {
+    pub fn set_score(&mut self, fwd: usize, bwd: usize, score: Option<f32>) -> Result<(), CircuitError> {
         let (src, dst) = self.graph.edge_ends(fwd, bwd)?;
         if let Some(value) = score.filter(|s| !s.is_finite()) {
-            return Err(CircuitError::BadScore {
-                edge: EdgeName(src, dst).to_string(),
-                value: value.to_string(),
-            });
+            return Err(CircuitError::BadScore { edge: EdgeName(src, dst).to_string(), value: value.to_string() });
         }
         self.scores[fwd * self.graph.n_bwd() + bwd] = score;
         Ok(())
@@ -134,12 +120,7 @@ impl Circuit {
     }
 
     /// Puts a real edge in the circuit or takes it out.
-    pub fn set_edge_in_graph(
-        &mut self,
-        fwd: usize,
-        bwd: usize,
-        in_graph: bool,
-    ) -> Result<(), CircuitError> {
+    pub fn set_edge_in_graph(&mut self, fwd: usize, bwd: usize, in_graph: bool) -> Result<(), CircuitError> {
         self.graph.edge_ends(fwd, bwd)?;
         self.edges_in_graph[fwd * self.graph.n_bwd() + bwd] = in_graph;
         Ok(())
@@ -153,14 +134,7 @@ impl Circuit {
     /// Puts a node in the circuit or takes it out.
     pub fn set_node_in_graph(&mut self, node: usize, in_graph: bool) -> Result<(), CircuitError> {
         let len = self.nodes_in_graph.len();
-        let slot = self
-            .nodes_in_graph
-            .get_mut(node)
-            .ok_or(GraphError::IndexOutOfRange {
-                kind: "node",
-                index: node,
-                len,
-            })?;
+        let slot = self.nodes_in_graph.get_mut(node).ok_or(GraphError::IndexOutOfRange { kind: "node", index: node, len })?;
         *slot = in_graph;
         Ok(())
     }
@@ -202,52 +176,32 @@ impl Circuit {
 
         let mut node_seen = vec![false; graph.n_nodes()];
         for (name, node) in &raw.nodes {
-            let index = graph
-                .parse_node_name(name)
-                .map_err(CircuitError::UnknownNode)?;
+            let index = graph.parse_node_name(name).map_err(CircuitError::UnknownNode)?;
             circuit.nodes_in_graph[index] = node.in_graph;
             node_seen[index] = true;
         }
         if let Some(first) = node_seen.iter().position(|seen| !seen) {
-            return Err(CircuitError::Missing {
-                kind: "nodes",
-                count: graph.n_nodes() - raw.nodes.len(),
-                first: graph.node_of(first).to_string(),
-            });
+            return Err(CircuitError::Missing { kind: "nodes", count: graph.n_nodes() - raw.nodes.len(), first: graph.node_of(first).to_string() });
         }
 
         let n_bwd = graph.n_bwd();
         let mut edge_seen = vec![false; circuit.scores.len()];
         for (name, edge) in &raw.edges {
-            let (fwd, bwd) = graph
-                .parse_edge_name(name)
-                .map_err(CircuitError::UnknownEdge)?;
+            let (fwd, bwd) = graph.parse_edge_name(name).map_err(CircuitError::UnknownEdge)?;
             let i = fwd * n_bwd + bwd;
-            circuit.scores[i] = edge
-                .score
-                .as_ref()
-                .map(|score| score.to_f32(name))
-                .transpose()?;
+            circuit.scores[i] = edge.score.as_ref().map(|score| score.to_f32(name)).transpose()?;
             circuit.edges_in_graph[i] = edge.in_graph;
             edge_seen[i] = true;
         }
         // Canonical names are unique per edge, so distinct keys are distinct edges.
-        if let Some((fwd, bwd)) = graph
-            .edges()
-            .find(|&(fwd, bwd)| !edge_seen[fwd * n_bwd + bwd])
-        {
-            return Err(CircuitError::Missing {
-                kind: "edges",
-                count: graph.n_edges() - raw.edges.len(),
-                first: graph.edge_name(fwd, bwd)?,
-            });
+        if let Some((fwd, bwd)) = graph.edges().find(|&(fwd, bwd)| !edge_seen[fwd * n_bwd + bwd]) {
+            return Err(CircuitError::Missing { kind: "edges", count: graph.n_edges() - raw.edges.len(), first: graph.edge_name(fwd, bwd)? });
         }
         Ok(circuit)
     }
 
     fn dense(&self, fwd: usize, bwd: usize) -> Option<usize> {
-        (fwd < self.graph.n_fwd() && bwd < self.graph.n_bwd())
-            .then(|| fwd * self.graph.n_bwd() + bwd)
+        (fwd < self.graph.n_fwd() && bwd < self.graph.n_bwd()).then(|| fwd * self.graph.n_bwd() + bwd)
     }
 }
 
@@ -296,10 +250,7 @@ enum RawScore {
 
 impl RawScore {
     fn to_f32(&self, edge: &str) -> Result<f32, CircuitError> {
-        let bad = |value: String| CircuitError::BadScore {
-            edge: edge.to_owned(),
-            value,
-        };
+        let bad = |value: String| CircuitError::BadScore { edge: edge.to_owned(), value };
         match *self {
             Self::Number(x) if (x as f32).is_finite() => Ok(x as f32),
             Self::Number(x) => Err(bad(format!("{x:?}"))),
@@ -327,10 +278,7 @@ fn quote_non_finite(text: &str) -> Cow<'_, str> {
             }
         } else if byte == b'"' {
             in_string = true;
-        } else if let Some(literal) = LITERALS
-            .iter()
-            .find(|lit| bytes[i..].starts_with(lit.as_bytes()))
-        {
+        } else if let Some(literal) = LITERALS.iter().find(|lit| bytes[i..].starts_with(lit.as_bytes())) {
             // `i` is at an ASCII byte, hence a char boundary, as is `copied`.
             let out = out.get_or_insert_with(|| String::with_capacity(text.len() + 64));
             out.push_str(&text[copied..i]);
@@ -360,31 +308,18 @@ impl Serialize for JsonView<'_> {
         let circuit = self.0;
         let graph = circuit.graph;
         let shape = graph.shape();
-        let cfg = CfgJson {
-            n_layers: shape.n_layers,
-            n_heads: shape.n_heads,
-            parallel_attn_mlp: false,
-            d_model: circuit.d_model,
-        };
+        let cfg = CfgJson { n_layers: shape.n_layers, n_heads: shape.n_heads, parallel_attn_mlp: false, d_model: circuit.d_model };
         let nodes = Entries(|| {
             (0..graph.n_nodes()).map(|index| {
-                let entry = NodeJson {
-                    in_graph: circuit.nodes_in_graph[index],
-                };
+                let entry = NodeJson { in_graph: circuit.nodes_in_graph[index] };
                 (Name(graph.node_of(index)), entry)
             })
         });
         let edges = Entries(|| {
             graph.edges().map(|(fwd, bwd)| {
                 let i = fwd * graph.n_bwd() + bwd;
-                let entry = EdgeOut {
-                    score: circuit.scores[i],
-                    in_graph: circuit.edges_in_graph[i],
-                };
-                (
-                    Name(EdgeName(graph.source_of(fwd), graph.dest_of(bwd))),
-                    entry,
-                )
+                let entry = EdgeOut { score: circuit.scores[i], in_graph: circuit.edges_in_graph[i] };
+                (Name(EdgeName(graph.source_of(fwd), graph.dest_of(bwd))), entry)
             })
         });
         let mut map = serializer.serialize_map(Some(3))?;

@@ -185,36 +185,16 @@ pub struct Graph {
 impl Graph {
     /// Builds the graph of a shape, refusing shapes whose dense layout would overflow `usize`.
     pub fn new(shape: GraphShape) -> Result<Self, GraphError> {
-        let GraphShape {
-            n_layers: l,
-            n_heads: h,
-        } = shape;
-        let too_large = || GraphError::TooLarge {
-            n_layers: l,
-            n_heads: h,
-        };
-        let n_fwd = h
-            .checked_add(1)
-            .and_then(|x| x.checked_mul(l))
-            .and_then(|x| x.checked_add(1))
-            .ok_or_else(too_large)?;
-        let n_bwd = h
-            .checked_mul(3)
-            .and_then(|x| x.checked_add(1))
-            .and_then(|x| x.checked_mul(l))
-            .and_then(|x| x.checked_add(1))
-            .ok_or_else(too_large)?;
+        let GraphShape { n_layers: l, n_heads: h } = shape;
+        let too_large = || GraphError::TooLarge { n_layers: l, n_heads: h };
+        let n_fwd = h.checked_add(1).and_then(|x| x.checked_mul(l)).and_then(|x| x.checked_add(1)).ok_or_else(too_large)?;
+        let n_bwd = h.checked_mul(3).and_then(|x| x.checked_add(1)).and_then(|x| x.checked_mul(l)).and_then(|x| x.checked_add(1)).ok_or_else(too_large)?;
         n_fwd.checked_mul(n_bwd).ok_or_else(too_large)?;
         // |E| = sum_l [3H u_l + (u_l + H)] + n_fwd with u_l = 1 + l(H+1), summed in closed form.
         // Every term is bounded by n_fwd * n_bwd, which was just checked.
         let sum_u = l + (h + 1) * (l * l.saturating_sub(1) / 2);
         let n_edges = (3 * h + 1) * sum_u + l * h + n_fwd;
-        Ok(Self {
-            shape,
-            n_fwd,
-            n_bwd,
-            n_edges,
-        })
+        Ok(Self { shape, n_fwd, n_bwd, n_edges })
     }
 
     /// The shape the graph was built from, for code that needs L or H.
@@ -246,32 +226,20 @@ impl Graph {
     pub fn fwd_index(&self, source: Source) -> Result<usize, GraphError> {
         let fits = match source {
             Source::Input => true,
-            Source::Head { layer, head } => {
-                layer < self.shape.n_layers && head < self.shape.n_heads
-            }
+            Source::Head { layer, head } => layer < self.shape.n_layers && head < self.shape.n_heads,
             Source::Mlp { layer } => layer < self.shape.n_layers,
         };
-        if fits {
-            Ok(self.fwd_of(source))
-        } else {
-            Err(self.out_of_shape(source))
-        }
+        if fits { Ok(self.fwd_of(source)) } else { Err(self.out_of_shape(source)) }
     }
 
     /// Backward (column) index of a destination slot, checked against the shape.
     pub fn bwd_index(&self, dest: Dest) -> Result<usize, GraphError> {
         let fits = match dest {
-            Dest::Head { layer, head, .. } => {
-                layer < self.shape.n_layers && head < self.shape.n_heads
-            }
+            Dest::Head { layer, head, .. } => layer < self.shape.n_layers && head < self.shape.n_heads,
             Dest::Mlp { layer } => layer < self.shape.n_layers,
             Dest::Logits => true,
         };
-        if fits {
-            Ok(self.bwd_of(dest))
-        } else {
-            Err(self.out_of_shape(dest))
-        }
+        if fits { Ok(self.bwd_of(dest)) } else { Err(self.out_of_shape(dest)) }
     }
 
     /// Index of a node in circuit node lists: its forward index, or `n_fwd` for `logits` (as in EAP-IG).
@@ -328,10 +296,8 @@ impl Graph {
         let into_layers = self.layers().flat_map(move |li| {
             let (q, k, v) = (li.q_bwd.start, li.k_bwd.start, li.v_bwd.start);
             let mlp_bwd = li.mlp_bwd;
-            let into_heads = (0..li.heads_fwd.start).flat_map(move |fwd| {
-                (0..n_heads)
-                    .flat_map(move |head| [q + head, k + head, v + head].map(|bwd| (fwd, bwd)))
-            });
+            let into_heads =
+                (0..li.heads_fwd.start).flat_map(move |fwd| (0..n_heads).flat_map(move |head| [q + head, k + head, v + head].map(|bwd| (fwd, bwd))));
             let into_mlp = (0..li.mlp_fwd).map(move |fwd| (fwd, mlp_bwd));
             into_heads.chain(into_mlp)
         });
@@ -340,12 +306,8 @@ impl Graph {
 
     /// Dense row-major `[n_fwd, n_bwd]` mask of the real edges, to restrict dense score matrices.
     pub fn real_edge_mask(&self) -> Vec<bool> {
-        let prevs: Vec<usize> = (0..self.n_bwd)
-            .map(|bwd| self.prev_of(self.dest_of(bwd)))
-            .collect();
-        (0..self.n_fwd)
-            .flat_map(|fwd| prevs.iter().map(move |&prev| fwd < prev))
-            .collect()
+        let prevs: Vec<usize> = (0..self.n_bwd).map(|bwd| self.prev_of(self.dest_of(bwd))).collect();
+        (0..self.n_fwd).flat_map(|fwd| prevs.iter().map(move |&prev| fwd < prev)).collect()
     }
 
     /// The spec name of a real edge (`a9.h9->a11.h10<q>`), as used for circuit-file keys.
@@ -356,21 +318,14 @@ impl Graph {
 
     /// Parses an edge name into the `(fwd, bwd)` of a real edge of this graph.
     pub fn parse_edge_name(&self, name: &str) -> Result<(usize, usize), GraphError> {
-        let malformed = || GraphError::Malformed {
-            kind: "edge",
-            name: name.to_owned(),
-        };
+        let malformed = || GraphError::Malformed { kind: "edge", name: name.to_owned() };
         let (src, dst) = name.split_once("->").ok_or_else(malformed)?;
         let src: Source = src.parse().map_err(|_| malformed())?;
         let dst: Dest = dst.parse().map_err(|_| malformed())?;
         let out_of_shape = |_| self.out_of_shape(name);
         let fwd = self.fwd_index(src).map_err(out_of_shape)?;
         let bwd = self.bwd_index(dst).map_err(out_of_shape)?;
-        if fwd < self.prev_of(dst) {
-            Ok((fwd, bwd))
-        } else {
-            Err(GraphError::NotAnEdge { src, dst })
-        }
+        if fwd < self.prev_of(dst) { Ok((fwd, bwd)) } else { Err(GraphError::NotAnEdge { src, dst }) }
     }
 
     /// Parses a node name into its node index (see [`Graph::node_index`]).
@@ -381,30 +336,14 @@ impl Graph {
 
     /// Both ends of a real edge given by indices; errors say which index is wrong.
     pub(crate) fn edge_ends(&self, fwd: usize, bwd: usize) -> Result<(Source, Dest), GraphError> {
-        let src = self.source_at(fwd).ok_or(GraphError::IndexOutOfRange {
-            kind: "forward",
-            index: fwd,
-            len: self.n_fwd,
-        })?;
-        let dst = self.dest_at(bwd).ok_or(GraphError::IndexOutOfRange {
-            kind: "backward",
-            index: bwd,
-            len: self.n_bwd,
-        })?;
-        if fwd < self.prev_of(dst) {
-            Ok((src, dst))
-        } else {
-            Err(GraphError::NotAnEdge { src, dst })
-        }
+        let src = self.source_at(fwd).ok_or(GraphError::IndexOutOfRange { kind: "forward", index: fwd, len: self.n_fwd })?;
+        let dst = self.dest_at(bwd).ok_or(GraphError::IndexOutOfRange { kind: "backward", index: bwd, len: self.n_bwd })?;
+        if fwd < self.prev_of(dst) { Ok((src, dst)) } else { Err(GraphError::NotAnEdge { src, dst }) }
     }
 
     /// Decodes any node index below `n_nodes`.
     pub(crate) fn node_of(&self, index: usize) -> Node {
-        if index < self.n_fwd {
-            Node::Source(self.source_of(index))
-        } else {
-            Node::Logits
-        }
+        if index < self.n_fwd { Node::Source(self.source_of(index)) } else { Node::Logits }
     }
 
     /// Decodes any forward index below `n_fwd`.
@@ -438,11 +377,7 @@ impl Graph {
             1 => Qkv::K,
             _ => Qkv::V,
         };
-        Dest::Head {
-            layer,
-            head: within % h,
-            qkv,
-        }
+        Dest::Head { layer, head: within % h, qkv }
     }
 
     fn fwd_of(&self, source: Source) -> usize {
@@ -488,10 +423,6 @@ impl Graph {
     }
 
     fn out_of_shape(&self, name: impl ToString) -> GraphError {
-        GraphError::OutOfShape {
-            name: name.to_string(),
-            n_layers: self.shape.n_layers,
-            n_heads: self.shape.n_heads,
-        }
+        GraphError::OutOfShape { name: name.to_string(), n_layers: self.shape.n_layers, n_heads: self.shape.n_heads }
     }
 }

@@ -68,9 +68,7 @@ impl FromStr for Node {
         if name == "logits" {
             return Ok(Self::Logits);
         }
-        parse_source(name)
-            .map(Self::Source)
-            .ok_or_else(|| malformed("node", name))
+        parse_source(name).map(Self::Source).ok_or_else(|| malformed("node", name))
     }
 }
 
@@ -84,10 +82,7 @@ impl fmt::Display for EdgeName {
 }
 
 fn malformed(kind: &'static str, name: &str) -> GraphError {
-    GraphError::Malformed {
-        kind,
-        name: name.to_owned(),
-    }
+    GraphError::Malformed { kind, name: name.to_owned() }
 }
 
 fn parse_source(name: &str) -> Option<Source> {
@@ -95,9 +90,7 @@ fn parse_source(name: &str) -> Option<Source> {
         return Some(Source::Input);
     }
     if let Some(layer) = name.strip_prefix('m') {
-        return Some(Source::Mlp {
-            layer: parse_index(layer)?,
-        });
+        return Some(Source::Mlp { layer: parse_index(layer)? });
     }
     let (layer, head) = parse_head(name)?;
     Some(Source::Head { layer, head })
@@ -108,9 +101,7 @@ fn parse_dest(name: &str) -> Option<Dest> {
         return Some(Dest::Logits);
     }
     if let Some(layer) = name.strip_prefix('m') {
-        return Some(Dest::Mlp {
-            layer: parse_index(layer)?,
-        });
+        return Some(Dest::Mlp { layer: parse_index(layer)? });
     }
     let (head, slot) = name.strip_suffix('>')?.split_once('<')?;
     let qkv = match slot {
@@ -131,8 +122,6 @@ fn parse_head(name: &str) -> Option<(usize, usize)> {
 
 /// A decimal index as `Display` writes it: digits only, no sign, no leading zero.
 fn parse_index(digits: &str) -> Option<usize> {
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
+    let canonical = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'));
     if canonical { digits.parse().ok() } else { None }
 }

@@ -73,8 +73,7 @@ fn gpt2_round_trip() {
         let exponent = ((state >> 8) % 24) as i32 - 16;
         let score = (!state.is_multiple_of(17)).then(|| mantissa * 10f32.powi(exponent));
         c.set_score(fwd, bwd, score).unwrap();
-        c.set_edge_in_graph(fwd, bwd, state.is_multiple_of(3))
-            .unwrap();
+        c.set_edge_in_graph(fwd, bwd, state.is_multiple_of(3)).unwrap();
     }
     for node in (0..g.n_nodes()).step_by(3) {
         c.set_node_in_graph(node, true).unwrap();
@@ -88,10 +87,7 @@ fn gpt2_round_trip() {
     let value: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(value["edges"].as_object().unwrap().len(), 32_491);
     assert_eq!(value["nodes"].as_object().unwrap().len(), 158);
-    assert_eq!(
-        value["cfg"],
-        json!({"n_layers": 12, "n_heads": 12, "parallel_attn_mlp": false, "d_model": 768})
-    );
+    assert_eq!(value["cfg"], json!({"n_layers": 12, "n_heads": 12, "parallel_attn_mlp": false, "d_model": 768}));
 }
 
 #[test]
@@ -124,10 +120,7 @@ fn reads_files_as_python_eap_ig_writes_them() {
     assert_eq!(c.score(2, 4), Some(0.25));
     assert!(c.edge_in_graph(0, 0) && c.edge_in_graph(0, 3) && c.edge_in_graph(2, 4));
     assert!(!c.edge_in_graph(0, 1) && !c.edge_in_graph(1, 3));
-    assert_eq!(
-        (0..4).map(|n| c.node_in_graph(n)).collect::<Vec<_>>(),
-        [true, false, true, true]
-    );
+    assert_eq!((0..4).map(|n| c.node_in_graph(n)).collect::<Vec<_>>(), [true, false, true, true]);
 }
 
 /// The tiny circuit's JSON, edited.
@@ -148,8 +141,7 @@ fn unknown_names_are_named() {
     assert!(matches!(err, CircuitError::UnknownEdge(_)), "{err:?}");
     assert!(err.to_string().contains("\"m0->a0.h0<q>\""), "{err}");
 
-    let text =
-        tiny_with(|v| v["edges"]["input->a0.h1<q>"] = json!({"score": 1.0, "in_graph": false}));
+    let text = tiny_with(|v| v["edges"]["input->a0.h1<q>"] = json!({"score": 1.0, "in_graph": false}));
     assert!(read_tiny(&text).to_string().contains("\"input->a0.h1<q>\""));
 
     let text = tiny_with(|v| v["edges"]["input=>m0"] = json!({"score": 1.0, "in_graph": false}));
@@ -169,38 +161,20 @@ fn unknown_names_are_named() {
 fn cfg_for_another_model_is_refused() {
     let gpt2 = graph(12, 12);
     let err = Circuit::from_json_str(TINY_JSON, gpt2).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "circuit cfg is for 1 layers and 1 heads, but the model has 12 layers and 12 heads"
-    );
+    assert_eq!(err.to_string(), "circuit cfg is for 1 layers and 1 heads, but the model has 12 layers and 12 heads");
     let text = tiny_with(|v| v["cfg"]["parallel_attn_mlp"] = json!(true));
     assert!(matches!(read_tiny(&text), CircuitError::ParallelAttnMlp));
-    let text = tiny_with(|v| {
-        v["cfg"]
-            .as_object_mut()
-            .unwrap()
-            .remove("n_heads")
-            .map(drop)
-            .unwrap()
-    });
+    let text = tiny_with(|v| v["cfg"].as_object_mut().unwrap().remove("n_heads").map(drop).unwrap());
     assert!(matches!(read_tiny(&text), CircuitError::Json(_)));
 }
 
 #[test]
 fn non_finite_scores_name_their_edge() {
     let placeholder = tiny_with(|v| v["edges"]["a0.h0->m0"]["score"] = json!(12345.5));
-    for (literal, shown) in [
-        ("NaN", "NaN"),
-        ("Infinity", "Infinity"),
-        ("-Infinity", "-Infinity"),
-        ("1e300", "1e300"),
-    ] {
+    for (literal, shown) in [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e300", "1e300")] {
         let text = placeholder.replace("12345.5", literal);
         let err = read_tiny(&text);
-        assert_eq!(
-            err.to_string(),
-            format!("edge \"a0.h0->m0\" has score {shown}, not a finite f32")
-        );
+        assert_eq!(err.to_string(), format!("edge \"a0.h0->m0\" has score {shown}, not a finite f32"));
     }
     let text = tiny_with(|v| v["edges"]["a0.h0->m0"]["score"] = json!("0.5"));
     assert!(read_tiny(&text).to_string().contains("\"a0.h0->m0\""));
@@ -208,38 +182,11 @@ fn non_finite_scores_name_their_edge() {
 
 #[test]
 fn missing_entries_are_refused() {
-    let text = tiny_with(|v| {
-        v["edges"]
-            .as_object_mut()
-            .unwrap()
-            .remove("input->m0")
-            .map(drop)
-            .unwrap()
-    });
-    assert_eq!(
-        read_tiny(&text).to_string(),
-        "circuit lacks 1 edges, e.g. \"input->m0\""
-    );
-    let text = tiny_with(|v| {
-        v["nodes"]
-            .as_object_mut()
-            .unwrap()
-            .remove("logits")
-            .map(drop)
-            .unwrap()
-    });
-    assert_eq!(
-        read_tiny(&text).to_string(),
-        "circuit lacks 1 nodes, e.g. \"logits\""
-    );
-    let text = tiny_with(|v| {
-        v["edges"]["input->m0"]
-            .as_object_mut()
-            .unwrap()
-            .remove("in_graph")
-            .map(drop)
-            .unwrap()
-    });
+    let text = tiny_with(|v| v["edges"].as_object_mut().unwrap().remove("input->m0").map(drop).unwrap());
+    assert_eq!(read_tiny(&text).to_string(), "circuit lacks 1 edges, e.g. \"input->m0\"");
+    let text = tiny_with(|v| v["nodes"].as_object_mut().unwrap().remove("logits").map(drop).unwrap());
+    assert_eq!(read_tiny(&text).to_string(), "circuit lacks 1 nodes, e.g. \"logits\"");
+    let text = tiny_with(|v| v["edges"]["input->m0"].as_object_mut().unwrap().remove("in_graph").map(drop).unwrap());
     assert!(matches!(read_tiny(&text), CircuitError::Json(_)));
     assert!(matches!(read_tiny("{\"cfg\": "), CircuitError::Json(_)));
 }
@@ -251,25 +198,13 @@ fn setters_refuse_bad_input() {
     let a0h5 = g.fwd_index(Source::Head { layer: 0, head: 5 }).unwrap();
     let m0 = g.bwd_index(Dest::Mlp { layer: 0 }).unwrap();
     let err = c.set_score(a0h5, m0, Some(f32::NAN)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "edge \"a0.h5->m0\" has score NaN, not a finite f32"
-    );
+    assert_eq!(err.to_string(), "edge \"a0.h5->m0\" has score NaN, not a finite f32");
     assert!(c.set_score(a0h5, m0, Some(f32::NEG_INFINITY)).is_err());
     assert_eq!(c.score(a0h5, m0), None);
 
-    let a0h0q = g
-        .bwd_index(Dest::Head {
-            layer: 0,
-            head: 0,
-            qkv: Qkv::Q,
-        })
-        .unwrap();
+    let a0h0q = g.bwd_index(Dest::Head { layer: 0, head: 0, qkv: Qkv::Q }).unwrap();
     let err = c.set_score(a0h5, a0h0q, Some(1.0)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "\"a0.h5->a0.h0<q>\" is not an edge: a0.h5 is not upstream of a0.h0<q>"
-    );
+    assert_eq!(err.to_string(), "\"a0.h5->a0.h0<q>\" is not an edge: a0.h5 is not upstream of a0.h0<q>");
     assert!(c.set_edge_in_graph(0, g.n_bwd(), true).is_err());
     assert!(c.set_node_in_graph(g.n_nodes(), true).is_err());
     assert!(!c.edge_in_graph(a0h5, a0h0q));

@@ -47,38 +47,23 @@ fn construct_edges(s: GraphShape, mut visit: impl FnMut(Source, Dest)) {
 /// Counts, formula, construction and `edges()` all agree; returns the graph for further checks.
 fn check_model(s: GraphShape, n_edges: usize, n_fwd: usize, n_bwd: usize) -> Graph {
     let g = Graph::new(s).unwrap();
-    assert_eq!(
-        (g.n_edges(), g.n_fwd(), g.n_bwd()),
-        (n_edges, n_fwd, n_bwd),
-        "{s:?}"
-    );
+    assert_eq!((g.n_edges(), g.n_fwd(), g.n_bwd()), (n_edges, n_fwd, n_bwd), "{s:?}");
     assert_eq!(spec_edge_count(s), n_edges, "spec formula, {s:?}");
 
     let mut enumerated = g.edges();
     let mut constructed = 0;
     construct_edges(s, |src, dst| {
         let pair = (g.fwd_index(src).unwrap(), g.bwd_index(dst).unwrap());
-        assert_eq!(
-            enumerated.next(),
-            Some(pair),
-            "edge {constructed} ({src}->{dst}), {s:?}"
-        );
+        assert_eq!(enumerated.next(), Some(pair), "edge {constructed} ({src}->{dst}), {s:?}");
         assert!(pair.0 < g.prev(dst).unwrap());
         constructed += 1;
     });
-    assert_eq!(
-        enumerated.next(),
-        None,
-        "edges() yields more than the construction, {s:?}"
-    );
+    assert_eq!(enumerated.next(), None, "edges() yields more than the construction, {s:?}");
     assert_eq!(constructed, n_edges, "{s:?}");
 
     // Every node feeds logits: the "+ 1 + L(H+1)" term is n_fwd.
     assert_eq!(g.prev(Dest::Logits).unwrap(), n_fwd);
-    assert_eq!(
-        g.edges().filter(|&(_, bwd)| bwd == n_bwd - 1).count(),
-        n_fwd
-    );
+    assert_eq!(g.edges().filter(|&(_, bwd)| bwd == n_bwd - 1).count(), n_fwd);
     g
 }
 
@@ -117,34 +102,13 @@ fn gpt2_index_checks() {
     assert_eq!(g.fwd_index(Source::Input), Ok(0));
     assert_eq!(g.fwd_index(Source::Mlp { layer: 0 }), Ok(13));
     assert_eq!(g.fwd_index(Source::Head { layer: 1, head: 0 }), Ok(14));
-    assert_eq!(
-        g.bwd_index(Dest::Head {
-            layer: 0,
-            head: 5,
-            qkv: Qkv::K
-        }),
-        Ok(17)
-    );
+    assert_eq!(g.bwd_index(Dest::Head { layer: 0, head: 5, qkv: Qkv::K }), Ok(17));
     assert_eq!(g.bwd_index(Dest::Mlp { layer: 0 }), Ok(36));
     assert_eq!(g.bwd_index(Dest::Logits), Ok(444));
     assert_eq!(g.node_index(Node::Logits), Ok(157));
-    assert_eq!(
-        g.prev(Dest::Head {
-            layer: 0,
-            head: 3,
-            qkv: Qkv::V
-        }),
-        Ok(1)
-    );
+    assert_eq!(g.prev(Dest::Head { layer: 0, head: 3, qkv: Qkv::V }), Ok(1));
     assert_eq!(g.prev(Dest::Mlp { layer: 0 }), Ok(13));
-    assert_eq!(
-        g.prev(Dest::Head {
-            layer: 11,
-            head: 0,
-            qkv: Qkv::Q
-        }),
-        Ok(1 + 11 * 13)
-    );
+    assert_eq!(g.prev(Dest::Head { layer: 11, head: 0, qkv: Qkv::Q }), Ok(1 + 11 * 13));
     assert_eq!(g.prev(Dest::Logits), Ok(157));
 }
 
@@ -172,22 +136,10 @@ fn indices_invert() {
 #[test]
 fn out_of_shape_nodes_are_errors() {
     let g = gpt2();
-    let err = g
-        .fwd_index(Source::Head { layer: 0, head: 12 })
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "\"a0.h12\" is outside a model of 12 layers and 12 heads"
-    );
+    let err = g.fwd_index(Source::Head { layer: 0, head: 12 }).unwrap_err();
+    assert_eq!(err.to_string(), "\"a0.h12\" is outside a model of 12 layers and 12 heads");
     assert!(g.fwd_index(Source::Mlp { layer: 12 }).is_err());
-    assert!(
-        g.bwd_index(Dest::Head {
-            layer: 12,
-            head: 0,
-            qkv: Qkv::Q
-        })
-        .is_err()
-    );
+    assert!(g.bwd_index(Dest::Head { layer: 12, head: 0, qkv: Qkv::Q }).is_err());
     assert!(g.prev(Dest::Mlp { layer: 12 }).is_err());
 }
 
@@ -216,20 +168,11 @@ fn real_edge_mask_matches_edges_and_prev() {
 fn layer_indices() {
     let g = gpt2();
     let first = g.layer(0).unwrap();
-    assert_eq!(
-        (first.q_bwd, first.k_bwd, first.v_bwd),
-        (0..12, 12..24, 24..36)
-    );
-    assert_eq!(
-        (first.mlp_bwd, first.heads_fwd, first.mlp_fwd),
-        (36, 1..13, 13)
-    );
+    assert_eq!((first.q_bwd, first.k_bwd, first.v_bwd), (0..12, 12..24, 24..36));
+    assert_eq!((first.mlp_bwd, first.heads_fwd, first.mlp_fwd), (36, 1..13, 13));
     let last = g.layer(11).unwrap();
     assert_eq!(last.qkv_bwd(Qkv::K), 11 * 37 + 12..11 * 37 + 24);
-    assert_eq!(
-        (last.mlp_bwd, last.heads_fwd, last.mlp_fwd),
-        (443, 144..156, 156)
-    );
+    assert_eq!((last.mlp_bwd, last.heads_fwd, last.mlp_fwd), (443, 144..156, 156));
     assert_eq!(g.layer(12), None);
 
     // Layers tile the axes: bwd 0..n_bwd-1 and fwd 1..n_fwd, in order, and agree with the enums.
@@ -249,14 +192,7 @@ fn layer_indices() {
             assert_eq!(li.mlp_bwd, next_bwd);
             assert_eq!(g.dest_at(li.mlp_bwd), Some(Dest::Mlp { layer }));
             assert_eq!(li.heads_fwd.start, next_fwd);
-            assert_eq!(
-                g.prev(Dest::Head {
-                    layer,
-                    head: 0,
-                    qkv: Qkv::Q
-                }),
-                Ok(li.heads_fwd.start)
-            );
+            assert_eq!(g.prev(Dest::Head { layer, head: 0, qkv: Qkv::Q }), Ok(li.heads_fwd.start));
             assert_eq!(g.prev(Dest::Mlp { layer }), Ok(li.mlp_fwd));
             assert_eq!(li.mlp_fwd, li.heads_fwd.end);
             assert_eq!(g.source_at(li.mlp_fwd), Some(Source::Mlp { layer }));
@@ -271,35 +207,20 @@ fn layer_indices() {
 fn spec_name_examples() {
     let g = gpt2();
     let a9h9 = g.fwd_index(Source::Head { layer: 9, head: 9 }).unwrap();
-    let a11h10q = g
-        .bwd_index(Dest::Head {
-            layer: 11,
-            head: 10,
-            qkv: Qkv::Q,
-        })
-        .unwrap();
+    let a11h10q = g.bwd_index(Dest::Head { layer: 11, head: 10, qkv: Qkv::Q }).unwrap();
     assert_eq!(g.edge_name(a9h9, a11h10q).unwrap(), "a9.h9->a11.h10<q>");
     assert_eq!(g.edge_name(0, 36).unwrap(), "input->m0");
     assert_eq!(g.edge_name(156, 444).unwrap(), "m11->logits");
     assert_eq!(g.parse_edge_name("a9.h9->a11.h10<q>"), Ok((a9h9, a11h10q)));
     assert_eq!(g.parse_edge_name("input->m0"), Ok((0, 36)));
     assert_eq!(g.parse_edge_name("m11->logits"), Ok((156, 444)));
-    assert_eq!(
-        g.parse_edge_name("a0.h5->a0.h5<k>")
-            .unwrap_err()
-            .to_string(),
-        "\"a0.h5->a0.h5<k>\" is not an edge: a0.h5 is not upstream of a0.h5<k>"
-    );
+    assert_eq!(g.parse_edge_name("a0.h5->a0.h5<k>").unwrap_err().to_string(), "\"a0.h5->a0.h5<k>\" is not an edge: a0.h5 is not upstream of a0.h5<k>");
 
-    let names: Vec<String> = (0..g.n_nodes())
-        .map(|i| g.node_at(i).unwrap().to_string())
-        .collect();
+    let names: Vec<String> = (0..g.n_nodes()).map(|i| g.node_at(i).unwrap().to_string()).collect();
     assert_eq!(&names[..3], ["input", "a0.h0", "a0.h1"]);
     assert_eq!(&names[12..15], ["a0.h11", "m0", "a1.h0"]);
     assert_eq!(&names[156..], ["m11", "logits"]);
-    let slots: Vec<String> = [0, 12, 24, 36, 444]
-        .map(|b| g.dest_at(b).unwrap().to_string())
-        .to_vec();
+    let slots: Vec<String> = [0, 12, 24, 36, 444].map(|b| g.dest_at(b).unwrap().to_string()).to_vec();
     assert_eq!(slots, ["a0.h0<q>", "a0.h0<k>", "a0.h0<v>", "m0", "logits"]);
 }
 
@@ -351,36 +272,15 @@ fn bad_edge_names_are_named_in_errors() {
         " input->m0",
     ] {
         let err = g.parse_edge_name(bad).unwrap_err();
-        assert_eq!(
-            err,
-            GraphError::Malformed {
-                kind: "edge",
-                name: bad.to_owned()
-            }
-        );
+        assert_eq!(err, GraphError::Malformed { kind: "edge", name: bad.to_owned() });
         assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
     }
     for (bad, message) in [
-        (
-            "a0.h12->m0",
-            "\"a0.h12->m0\" is outside a model of 12 layers and 12 heads",
-        ),
-        (
-            "input->m12",
-            "\"input->m12\" is outside a model of 12 layers and 12 heads",
-        ),
-        (
-            "m5->a2.h0<q>",
-            "\"m5->a2.h0<q>\" is not an edge: m5 is not upstream of a2.h0<q>",
-        ),
-        (
-            "m0->m0",
-            "\"m0->m0\" is not an edge: m0 is not upstream of m0",
-        ),
-        (
-            "a1.h0->m0",
-            "\"a1.h0->m0\" is not an edge: a1.h0 is not upstream of m0",
-        ),
+        ("a0.h12->m0", "\"a0.h12->m0\" is outside a model of 12 layers and 12 heads"),
+        ("input->m12", "\"input->m12\" is outside a model of 12 layers and 12 heads"),
+        ("m5->a2.h0<q>", "\"m5->a2.h0<q>\" is not an edge: m5 is not upstream of a2.h0<q>"),
+        ("m0->m0", "\"m0->m0\" is not an edge: m0 is not upstream of m0"),
+        ("a1.h0->m0", "\"a1.h0->m0\" is not an edge: a1.h0 is not upstream of m0"),
     ] {
         assert_eq!(g.parse_edge_name(bad).unwrap_err().to_string(), message);
     }
@@ -394,24 +294,9 @@ fn bad_edge_names_are_named_in_errors() {
 #[test]
 fn edge_name_rejects_non_edges() {
     let g = gpt2();
-    assert!(matches!(
-        g.edge_name(157, 0),
-        Err(GraphError::IndexOutOfRange {
-            kind: "forward",
-            ..
-        })
-    ));
-    assert!(matches!(
-        g.edge_name(0, 445),
-        Err(GraphError::IndexOutOfRange {
-            kind: "backward",
-            ..
-        })
-    ));
-    assert!(matches!(
-        g.edge_name(13, 0),
-        Err(GraphError::NotAnEdge { .. })
-    ));
+    assert!(matches!(g.edge_name(157, 0), Err(GraphError::IndexOutOfRange { kind: "forward", .. })));
+    assert!(matches!(g.edge_name(0, 445), Err(GraphError::IndexOutOfRange { kind: "backward", .. })));
+    assert!(matches!(g.edge_name(13, 0), Err(GraphError::NotAnEdge { .. })));
     assert!(!g.is_edge(0, 445));
     assert!(!g.is_edge(usize::MAX, 0));
 }
@@ -419,12 +304,6 @@ fn edge_name_rejects_non_edges() {
 #[test]
 fn oversized_shapes_are_refused() {
     let err = Graph::new(shape(usize::MAX, 2)).unwrap_err();
-    assert_eq!(
-        err,
-        GraphError::TooLarge {
-            n_layers: usize::MAX,
-            n_heads: 2
-        }
-    );
+    assert_eq!(err, GraphError::TooLarge { n_layers: usize::MAX, n_heads: 2 });
     assert!(Graph::new(shape(1 << 20, 1 << 20)).is_err());
 }

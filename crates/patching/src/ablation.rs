@@ -88,13 +88,7 @@ impl<B: Backend> Ablation<B> {
 
     /// Fits means over the `reference` prompts (MIB: the clean prompts of a reference split), real
     /// tokens only, padding excluded; counterfactual and zero need no reference.
-    pub fn fit(
-        kind: AblationKind,
-        model: &Transformer<B>,
-        reference: &[Vec<u32>],
-        batch_size: usize,
-        device: &B::Device,
-    ) -> Result<Self, AblationError> {
+    pub fn fit(kind: AblationKind, model: &Transformer<B>, reference: &[Vec<u32>], batch_size: usize, device: &B::Device) -> Result<Self, AblationError> {
         match kind {
             AblationKind::Counterfactual => return Ok(Self::Counterfactual),
             AblationKind::Zero => return Ok(Self::Zero),
@@ -117,11 +111,7 @@ impl<B: Backend> Ablation<B> {
             }
             let real: Tensor<B, 4> = Tensor::<B, 2>::from_data(TensorData::new(real, [b, t]), device).reshape([1, b, t, 1]);
             let batch_sum: Tensor<B, 3> = (nodes * real).sum_dim(1).squeeze_dim(1); // [n, t, d]
-            let padded = if t < longest {
-                Tensor::cat(vec![batch_sum, Tensor::zeros([n, longest - t, d], device)], 1)
-            } else {
-                batch_sum
-            };
+            let padded = if t < longest { Tensor::cat(vec![batch_sum, Tensor::zeros([n, longest - t, d], device)], 1) } else { batch_sum };
             sum = Some(match sum {
                 Some(s) => s + padded,
                 None => padded,

@@ -1,7 +1,7 @@
 //! Recording every MIB source node's output of a forward pass in one source-major tensor.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use transformer::{Batch, Hooks, Readout, Transformer};
 
 /// Collects node outputs in forward-index order (input, then per layer its heads and its MLP),

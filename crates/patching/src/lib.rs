@@ -9,12 +9,12 @@
 
 pub mod ablation;
 pub mod activations;
-pub mod metric;
 pub mod mask_gradient;
+pub mod metric;
 pub mod patch;
 
-pub use ablation::{Ablation, AblationKind, AblationError};
-pub use activations::{record_nodes, NodeRecorder};
+pub use ablation::{Ablation, AblationError, AblationKind};
+pub use activations::{NodeRecorder, record_nodes};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
 pub use metric::logit_differences;
-pub use patch::{patched_logit_differences, EdgeMasks, PatchHooks};
+pub use patch::{EdgeMasks, PatchHooks, patched_logit_differences};

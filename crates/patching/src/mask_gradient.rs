@@ -119,13 +119,7 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
     /// Every destination's input gradient of this pass (times `w`), with the δ it is contracted
     /// with, from the gradients of the backward pass of this forward pass's loss; `model` and
     /// `rules` are the pass's (the norms' backward is recomputed here).
-    pub fn destination_gradients(
-        self,
-        grads: &B::Gradients,
-        model: &Transformer<Inner<B>>,
-        rules: &GradientRules,
-        w: f64,
-    ) -> DestinationGradients<Inner<B>> {
+    pub fn destination_gradients(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules, w: f64) -> DestinationGradients<Inner<B>> {
         let graph = self.graph;
         let mut blocks = Vec::new();
         let delta = self.gradient_blocks(grads, model, rules, w, |_, block| blocks.push(block));
@@ -267,12 +261,7 @@ impl<B: Backend> std::ops::Add for DestinationGradients<B> {
     type Output = Self;
 
     fn add(self, other: Self) -> Self {
-        let blocks = self
-            .blocks
-            .into_iter()
-            .zip(other.blocks)
-            .map(|(a, b)| GradientBlock { upstream: a.upstream, rows: a.rows + b.rows })
-            .collect();
+        let blocks = self.blocks.into_iter().zip(other.blocks).map(|(a, b)| GradientBlock { upstream: a.upstream, rows: a.rows + b.rows }).collect();
         Self { blocks, ..self }
     }
 }

@@ -32,10 +32,7 @@ impl<B: Backend> EdgeMasks<B> {
             assert_eq!(mask.len(), n_fwd * n_bwd, "an edge mask has one entry per [n_fwd × n_bwd] cell");
             data.extend(mask.iter().map(|&k| if k { 1.0f32 } else { 0.0 }));
         }
-        Self {
-            keep: Tensor::from_data(TensorData::new(data, [masks.len(), n_fwd, n_bwd]), device),
-            hard: Some(masks.iter().map(|m| m.to_vec()).collect()),
-        }
+        Self { keep: Tensor::from_data(TensorData::new(data, [masks.len(), n_fwd, n_bwd]), device), hard: Some(masks.iter().map(|m| m.to_vec()).collect()) }
     }
 
     /// Soft or learned masks given directly as a [replicas, n_fwd, n_bwd] tensor.
@@ -118,11 +115,7 @@ impl<B: Backend> PatchHooks<B> {
         let start = self.produced;
         let ablated_pairs = self.ablated.dims()[1];
         let width = pairs * t * d;
-        let ablated: Tensor<B, 5> = self
-            .ablated
-            .clone()
-            .slice([start..start + k, 0..ablated_pairs, 0..t, 0..d])
-            .unsqueeze_dim(1);
+        let ablated: Tensor<B, 5> = self.ablated.clone().slice([start..start + k, 0..ablated_pairs, 0..t, 0..d]).unsqueeze_dim(1);
         let actual: Tensor<B, 5> = actual.reshape([k, self.replicas, pairs, t, d]);
         let delta = (ablated - actual).swap_dims(0, 1).reshape([self.replicas, k, width]);
         if self.hard.is_some() {
@@ -165,9 +158,7 @@ impl<B: Backend> PatchHooks<B> {
         let n_bwd = self.graph.n_bwd();
         let is_edge = |u: usize, v: usize| self.graph.is_edge(u, v);
         let touched = |want_kept: bool| -> Vec<usize> {
-            (0..group.upstream)
-                .filter(|&u| hard.iter().any(|m| group.dst.clone().any(|v| is_edge(u, v) && m[u * n_bwd + v] == want_kept)))
-                .collect()
+            (0..group.upstream).filter(|&u| hard.iter().any(|m| group.dst.clone().any(|v| is_edge(u, v) && m[u * n_bwd + v] == want_kept))).collect()
         };
         let (ablated_rows, kept_rows) = (touched(false), touched(true));
         let direct = ablated_rows.len() <= kept_rows.len();

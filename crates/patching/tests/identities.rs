@@ -169,10 +169,8 @@ fn means_are_averages_over_real_tokens() {
         panic!("mean");
     };
     // Independently: record each prompt alone and average.
-    let nodes: Vec<Tensor<B, 4>> = seqs
-        .iter()
-        .map(|s| record_nodes(&model.model, &Batch::new(std::slice::from_ref(s), &model.model.config, &device).unwrap()).1)
-        .collect();
+    let nodes: Vec<Tensor<B, 4>> =
+        seqs.iter().map(|s| record_nodes(&model.model, &Batch::new(std::slice::from_ref(s), &model.model.config, &device).unwrap()).1).collect();
     let [n, _, _, d] = nodes[0].dims();
     let at = |i: usize, p: usize| -> Vec<f32> { values(nodes[i].clone().slice([0..n, 0..1, p..p + 1, 0..d])) };
     let pos_v = values(pos.clone());
@@ -202,10 +200,8 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     let cfg = &model.model.config;
     let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();
     // Masks keeping few, about half, and most edges, so both sparse forms and every term kind run.
-    let masks: Vec<Vec<bool>> = [7usize, 2, 1]
-        .iter()
-        .map(|&every| (0..graph.n_fwd() * graph.n_bwd()).map(|i| i % every == 0 || (every == 1 && i % 13 != 0)).collect())
-        .collect();
+    let masks: Vec<Vec<bool>> =
+        [7usize, 2, 1].iter().map(|&every| (0..graph.n_fwd() * graph.n_bwd()).map(|i| i % every == 0 || (every == 1 && i % 13 != 0)).collect()).collect();
     let refs: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
     let rows: Vec<Vec<u32>> = refs.iter().flat_map(|_| clean.iter().cloned()).collect();
     let batch = Batch::new(&rows, cfg, &device).unwrap();

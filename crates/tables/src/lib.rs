@@ -116,9 +116,7 @@ impl ColumnError {
     fn at(self, path: &Path) -> TableError {
         match self {
             ColumnError::Polars(e) => polars_err(path, e),
-            ColumnError::Unsupported { column, dtype } => {
-                TableError::UnsupportedType { path: path.into(), column, dtype }
-            }
+            ColumnError::Unsupported { column, dtype } => TableError::UnsupportedType { path: path.into(), column, dtype },
             ColumnError::Mixed { column, first, other } => TableError::MixedKinds { path: path.into(), column, first, other },
         }
     }
@@ -135,9 +133,7 @@ fn series_values(series: &Series, column: &str) -> Result<Vec<Value>, ColumnErro
     let values = match series.dtype() {
         DataType::Null => vec![Value::Null; series.len()],
         DataType::Boolean => series.bool()?.iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect(),
-        DataType::String => {
-            series.str()?.iter().map(|v| v.map_or(Value::Null, |s| Value::String(s.to_string()))).collect()
-        }
+        DataType::String => series.str()?.iter().map(|v| v.map_or(Value::Null, |s| Value::String(s.to_string()))).collect(),
         dtype if dtype.is_integer() => {
             if matches!(dtype, DataType::UInt64) {
                 series.u64()?.iter().map(|v| v.map_or(Value::Null, |n| Value::Number(n.into()))).collect()
@@ -148,10 +144,7 @@ fn series_values(series: &Series, column: &str) -> Result<Vec<Value>, ColumnErro
         }
         dtype if dtype.is_float() => {
             let cast = series.cast(&DataType::Float64)?;
-            cast.f64()?
-                .iter()
-                .map(|v| v.and_then(Number::from_f64).map_or(Value::Null, Value::Number))
-                .collect()
+            cast.f64()?.iter().map(|v| v.and_then(Number::from_f64).map_or(Value::Null, Value::Number)).collect()
         }
         DataType::List(_) => {
             let list = series.list()?;
@@ -165,21 +158,14 @@ fn series_values(series: &Series, column: &str) -> Result<Vec<Value>, ColumnErro
         DataType::Struct(_) => {
             let chunked = series.struct_()?;
             let fields = chunked.fields_as_series();
-            let field_values = fields
-                .iter()
-                .map(|f| series_values(f, &format!("{column}.{}", f.name())))
-                .collect::<Result<Vec<_>, _>>()?;
+            let field_values = fields.iter().map(|f| series_values(f, &format!("{column}.{}", f.name()))).collect::<Result<Vec<_>, _>>()?;
             let valid = series.is_not_null();
             (0..series.len())
                 .map(|i| {
                     if valid.get(i) != Some(true) {
                         return Value::Null;
                     }
-                    let object = fields
-                        .iter()
-                        .zip(&field_values)
-                        .map(|(f, values)| (f.name().to_string(), values[i].clone()))
-                        .collect();
+                    let object = fields.iter().zip(&field_values).map(|(f, values)| (f.name().to_string(), values[i].clone())).collect();
                     Value::Object(object)
                 })
                 .collect()
@@ -223,8 +209,7 @@ fn values_series(name: &str, values: &[&Value]) -> Result<Series, ColumnError> {
         Some("string") => Series::new(name, values.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         Some("array") => {
             // One inner series for every row's items, so all rows share its type; each row is a slice.
-            let items: Vec<&Value> =
-                values.iter().filter_map(|v| v.as_array()).flat_map(|items| items.iter()).collect();
+            let items: Vec<&Value> = values.iter().filter_map(|v| v.as_array()).flat_map(|items| items.iter()).collect();
             let inner = values_series(name.as_str(), &items)?;
             let mut offset = 0;
             let rows = values.iter().map(|v| {
@@ -251,8 +236,7 @@ fn values_series(name: &str, values: &[&Value]) -> Result<Series, ColumnError> {
             let fields = keys
                 .iter()
                 .map(|key| {
-                    let column: Vec<&Value> =
-                        values.iter().map(|v| v.get(*key).unwrap_or(&Value::Null)).collect();
+                    let column: Vec<&Value> = values.iter().map(|v| v.get(*key).unwrap_or(&Value::Null)).collect();
                     values_series(key, &column)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -261,9 +245,7 @@ fn values_series(name: &str, values: &[&Value]) -> Result<Series, ColumnError> {
             let valid = BooleanChunked::new(PlSmallStr::EMPTY, &valid);
             let valid = valid.rechunk();
             let validity = valid.downcast_iter().next().map(|array| array.values().clone());
-            StructChunked::from_series(name, values.len(), fields.iter())?
-                .with_outer_validity(validity)
-                .into_series()
+            StructChunked::from_series(name, values.len(), fields.iter())?.with_outer_validity(validity).into_series()
         }
     };
     Ok(series)

@@ -10,8 +10,8 @@ pub mod vocab;
 
 use std::path::PathBuf;
 
-pub use recipe::{recipe, Recipe, Style, DEFAULT_SEED};
-pub use train::{evaluate, train, Progress, Report, Scores, TrainOptions};
+pub use recipe::{DEFAULT_SEED, Recipe, Style, recipe};
+pub use train::{Progress, Report, Scores, TrainOptions, evaluate, train};
 
 /// Why a task model cannot be trained or evaluated.
 #[derive(Debug, thiserror::Error)]

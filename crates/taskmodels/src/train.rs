@@ -15,9 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use tasks::{Example, PrepareOptions, PreparedPair, Split, TaskKind};
 use transformer::{Batch, Readout, Tokenizer, Transformer};
 
-use crate::recipe::Recipe;
-use crate::vocab::{build_tokenizer, BOS, PAD};
 use crate::TrainError;
+use crate::recipe::Recipe;
+use crate::vocab::{BOS, PAD, build_tokenizer};
 
 /// What to train and where to write it.
 #[derive(Debug, Clone)]

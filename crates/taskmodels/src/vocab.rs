@@ -38,24 +38,11 @@ pub fn build_tokenizer(examples: &[Example], path: &Path) -> Result<(), TrainErr
             others.extend(words(text)?.into_iter().filter(|w| !numbers.contains(w)));
         }
     }
-    let vocab: HashMap<String, u32> = [PAD, BOS, UNK]
-        .into_iter()
-        .map(str::to_string)
-        .chain(numbers)
-        .chain(others)
-        .enumerate()
-        .map(|(i, w)| (w, i as u32))
-        .collect();
-    let model = WordLevel::builder()
-        .vocab(vocab.into_iter().collect())
-        .unk_token(UNK.into())
-        .build()
-        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    let vocab: HashMap<String, u32> =
+        [PAD, BOS, UNK].into_iter().map(str::to_string).chain(numbers).chain(others).enumerate().map(|(i, w)| (w, i as u32)).collect();
+    let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token(UNK.into()).build().map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     let mut tokenizer = tokenizers::Tokenizer::new(model);
     tokenizer.with_pre_tokenizer(Some(Whitespace {}));
-    tokenizer
-        .add_special_tokens([PAD, BOS, UNK].map(|t| AddedToken::from(t, true)))
-        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    tokenizer.add_special_tokens([PAD, BOS, UNK].map(|t| AddedToken::from(t, true))).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
     tokenizer.save(path, true).map_err(|e| TrainError::Tokenizer(format!("{}: {e}", path.display())))
 }
-

@@ -21,8 +21,7 @@ pub enum TaskKind {
 
 impl TaskKind {
     /// Every task, in the order commands list them.
-    pub const ALL: [TaskKind; 4] =
-        [TaskKind::Ioi, TaskKind::ArithmeticAddition, TaskKind::ArithmeticSubtraction, TaskKind::Mcqa];
+    pub const ALL: [TaskKind; 4] = [TaskKind::Ioi, TaskKind::ArithmeticAddition, TaskKind::ArithmeticSubtraction, TaskKind::Mcqa];
 
     /// The name used on the command line, in file paths and in result tables.
     pub fn name(self) -> &'static str {

@@ -159,8 +159,7 @@ fn parquet_files(source: HubSource, split: Split, options: &HubOptions) -> Resul
     let prefix = format!("{}/{}/", source.config, split.name());
     if options.offline {
         let cache = Cache::new(options.cache.clone()).repo(repo);
-        let files: Vec<PathBuf> =
-            (0..).map_while(|shard| cache.get(&format!("{prefix}{shard:04}.parquet"))).collect();
+        let files: Vec<PathBuf> = (0..).map_while(|shard| cache.get(&format!("{prefix}{shard:04}.parquet"))).collect();
         if files.is_empty() {
             return Err(hub_err(format!(
                 "{prefix}0000.parquet (revision {PARQUET_REVISION}) is not in the local cache {} and HF_HUB_OFFLINE is set",
@@ -175,20 +174,12 @@ fn parquet_files(source: HubSource, split: Split, options: &HubOptions) -> Resul
     }
     let api = builder.build().map_err(|e| hub_err(e.to_string()))?.repo(repo);
     let info = api.info().map_err(|e| hub_err(format!("listing revision {PARQUET_REVISION}: {e}")))?;
-    let mut names: Vec<String> = info
-        .siblings
-        .into_iter()
-        .map(|s| s.rfilename)
-        .filter(|f| f.starts_with(&prefix) && f.ends_with(".parquet"))
-        .collect();
+    let mut names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).filter(|f| f.starts_with(&prefix) && f.ends_with(".parquet")).collect();
     names.sort();
     if names.is_empty() {
         return Err(hub_err(format!("no parquet files under {prefix} on revision {PARQUET_REVISION}")));
     }
-    names
-        .iter()
-        .map(|name| api.get(name).map_err(|e| hub_err(format!("downloading {name}: {e}"))))
-        .collect()
+    names.iter().map(|name| api.get(name).map_err(|e| hub_err(format!("downloading {name}: {e}")))).collect()
 }
 
 #[cfg(test)]
@@ -197,11 +188,7 @@ mod tests {
 
     #[test]
     fn offline_and_absent_is_a_clear_error() {
-        let options = HubOptions {
-            cache: std::env::temp_dir().join(format!("tasks-empty-hub-{}", std::process::id())),
-            offline: true,
-            endpoint: None,
-        };
+        let options = HubOptions { cache: std::env::temp_dir().join(format!("tasks-empty-hub-{}", std::process::id())), offline: true, endpoint: None };
         let err = load_mib(TaskKind::Ioi, Split::Validation, &options).unwrap_err().to_string();
         assert!(err.contains("mib-bench/ioi"), "{err}");
         assert!(err.contains("default/validation/0000.parquet"), "{err}");

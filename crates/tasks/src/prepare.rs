@@ -120,12 +120,7 @@ pub struct Prepared {
 
 /// Tokenizes, filters and pairs examples for one model. Fails only if the tokenizer itself fails;
 /// every example that cannot be scored is dropped and counted in [`Prepared::dropped`].
-pub fn prepare(
-    examples: &[Example],
-    tokenizer: &Tokenizer,
-    config: &ModelConfig,
-    options: &PrepareOptions,
-) -> Result<Prepared, TaskError> {
+pub fn prepare(examples: &[Example], tokenizer: &Tokenizer, config: &ModelConfig, options: &PrepareOptions) -> Result<Prepared, TaskError> {
     let bos = match options.bos {
         BosPolicy::Model => config.bos_token_id,
         BosPolicy::Never => None,
@@ -178,19 +173,14 @@ fn prepare_one(
         Ok(scored) => scored,
         Err(reason) => return Ok(Err(reason)),
     };
-    let build = |text: &[u32]| -> Vec<u32> {
-        bos.into_iter().chain(text.iter().copied()).chain(prefix.iter().copied()).collect()
-    };
+    let build = |text: &[u32]| -> Vec<u32> { bos.into_iter().chain(text.iter().copied()).chain(prefix.iter().copied()).collect() };
     let pair = PreparedPair { clean: build(&clean_text), counterfactual: build(&cf_text), correct, incorrect };
     if pair.clean.len() != pair.counterfactual.len() {
         return Ok(Err(DropReason::UnequalLength));
     }
     let vocab = config.vocab_size;
     let in_vocab = |id: &u32| (*id as usize) < vocab;
-    let all_in_vocab = pair.clean.iter().all(in_vocab)
-        && pair.counterfactual.iter().all(in_vocab)
-        && in_vocab(&correct)
-        && in_vocab(&incorrect);
+    let all_in_vocab = pair.clean.iter().all(in_vocab) && pair.counterfactual.iter().all(in_vocab) && in_vocab(&correct) && in_vocab(&incorrect);
     if !all_in_vocab {
         return Ok(Err(DropReason::OutOfVocabulary));
     }
@@ -209,11 +199,7 @@ fn is_number(answer: &str) -> bool {
 }
 
 /// The shared prefix to append and the two scored tokens, by the rules in the module docs.
-fn score_tokens(
-    correct: &[u32],
-    incorrect: &[u32],
-    first_difference: bool,
-) -> Result<(Vec<u32>, u32, u32), DropReason> {
+fn score_tokens(correct: &[u32], incorrect: &[u32], first_difference: bool) -> Result<(Vec<u32>, u32, u32), DropReason> {
     if correct.is_empty() || incorrect.is_empty() {
         return Err(DropReason::EmptyAnswer);
     }
@@ -231,17 +217,9 @@ fn score_tokens(
 }
 
 /// Whether `prompt + answer` tokenizes as the prompt's tokens followed by the answer's.
-fn tokenizes_alike(
-    tokenizer: &Tokenizer,
-    prompt: &str,
-    prompt_ids: &[u32],
-    answer: &str,
-    answer_ids: &[u32],
-) -> Result<bool, TaskError> {
+fn tokenizes_alike(tokenizer: &Tokenizer, prompt: &str, prompt_ids: &[u32], answer: &str, answer_ids: &[u32]) -> Result<bool, TaskError> {
     let joined = tokenizer.encode(&format!("{prompt}{answer}"))?;
-    Ok(joined.len() == prompt_ids.len() + answer_ids.len()
-        && joined[..prompt_ids.len()] == *prompt_ids
-        && joined[prompt_ids.len()..] == *answer_ids)
+    Ok(joined.len() == prompt_ids.len() + answer_ids.len() && joined[..prompt_ids.len()] == *prompt_ids && joined[prompt_ids.len()..] == *answer_ids)
 }
 
 #[cfg(test)]

@@ -32,11 +32,7 @@ impl<'a> Fields<'a> {
 
     /// A required value.
     pub(crate) fn value(&self, field: &str) -> Result<&'a Value, TaskError> {
-        self.get(field).ok_or_else(|| TaskError::MissingField {
-            path: self.path.into(),
-            at: self.at,
-            field: field.into(),
-        })
+        self.get(field).ok_or_else(|| TaskError::MissingField { path: self.path.into(), at: self.at, field: field.into() })
     }
 
     /// A required string.
@@ -49,9 +45,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_str(&self, field: &str) -> Result<Option<&'a str>, TaskError> {
         match self.get(field) {
             None => Ok(None),
-            Some(value) => {
-                value.as_str().map(Some).ok_or_else(|| self.bad(field, format!("expected a string, found {value}")))
-            }
+            Some(value) => value.as_str().map(Some).ok_or_else(|| self.bad(field, format!("expected a string, found {value}"))),
         }
     }
 
@@ -67,10 +61,7 @@ impl<'a> Fields<'a> {
     /// A required non-negative integer.
     pub(crate) fn index(&self, field: &str) -> Result<usize, TaskError> {
         let value = self.value(field)?;
-        value
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| self.bad(field, format!("expected a non-negative integer, found {value}")))
+        value.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| self.bad(field, format!("expected a non-negative integer, found {value}")))
     }
 
     /// Element `index` of a required list, as text.

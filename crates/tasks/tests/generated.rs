@@ -61,10 +61,7 @@ fn committed_files_are_what_the_generator_writes() {
         let generated = generate(task, DEFAULT_SEED, default_sizes(task)).unwrap();
         for split in Split::ALL {
             let committed = load_split(&dir, task, split).unwrap();
-            assert!(
-                committed == generated[&split],
-                "tasks/{task}/{split}.jsonl differs from the generator's output: run `cargo xtask tasks generate`"
-            );
+            assert!(committed == generated[&split], "tasks/{task}/{split}.jsonl differs from the generator's output: run `cargo xtask tasks generate`");
         }
     }
 }

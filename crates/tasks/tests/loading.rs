@@ -96,15 +96,19 @@ fn mib_mcqa_rows_use_the_labels_at_the_answer_keys() {
     let tmp = TempDir::new("hub-mcqa");
     let prompt = "The apple is red. What color is the apple?\nA. blue\nB. red\nC. green\nD. pink\nAnswer:";
     let cf = "The apple is red. What color is the apple?\n1. blue\n2. red\n3. green\n4. pink\nAnswer:";
-    let path = parquet(&tmp, "mcqa.parquet", json!([{
-        "question": "What color is the apple?",
-        "choices": {"label": ["A", "B", "C", "D"], "text": ["blue", "red", "green", "pink"]},
-        "answerKey": 1,
-        "prompt": prompt,
-        // MIB's symbol counterfactual labels are integers.
-        "symbol_counterfactual": {"prompt": cf, "choices": {"label": [1, 2, 3, 4], "text": ["blue", "red", "green", "pink"]}, "answerKey": 1},
-        "idx": 7,
-    }]));
+    let path = parquet(
+        &tmp,
+        "mcqa.parquet",
+        json!([{
+            "question": "What color is the apple?",
+            "choices": {"label": ["A", "B", "C", "D"], "text": ["blue", "red", "green", "pink"]},
+            "answerKey": 1,
+            "prompt": prompt,
+            // MIB's symbol counterfactual labels are integers.
+            "symbol_counterfactual": {"prompt": cf, "choices": {"label": [1, 2, 3, 4], "text": ["blue", "red", "green", "pink"]}, "answerKey": 1},
+            "idx": 7,
+        }]),
+    );
     let loaded = load_mib_parquet(TaskKind::Mcqa, Split::Test, &[path]).unwrap();
     let e = &loaded.examples[0];
     assert_eq!((e.correct.as_str(), e.incorrect.as_str()), ("B", "2"));
@@ -114,12 +118,16 @@ fn mib_mcqa_rows_use_the_labels_at_the_answer_keys() {
 #[test]
 fn mib_mcqa_answer_key_outside_the_labels_is_an_error_naming_row_and_field() {
     let tmp = TempDir::new("hub-mcqa-bad");
-    let path = parquet(&tmp, "mcqa.parquet", json!([{
-        "choices": {"label": ["A", "B"], "text": ["x", "y"]},
-        "answerKey": 5,
-        "prompt": "p",
-        "symbol_counterfactual": {"prompt": "q", "choices": {"label": ["C", "D"], "text": ["x", "y"]}, "answerKey": 0},
-    }]));
+    let path = parquet(
+        &tmp,
+        "mcqa.parquet",
+        json!([{
+            "choices": {"label": ["A", "B"], "text": ["x", "y"]},
+            "answerKey": 5,
+            "prompt": "p",
+            "symbol_counterfactual": {"prompt": "q", "choices": {"label": ["C", "D"], "text": ["x", "y"]}, "answerKey": 0},
+        }]),
+    );
     let text = load_mib_parquet(TaskKind::Mcqa, Split::Test, &[path]).unwrap_err().to_string();
     assert!(text.contains("mcqa.parquet") && text.contains("row 1") && text.contains("choices.label"), "{text}");
 }
@@ -136,11 +144,7 @@ fn mib_arithmetic_rows_follow_mibs_filters() {
                "random_counterfactual": cf})
     };
     let cf = json!({"label": 35, "operand1": 12, "operand2": 23, "prompt": "Q: How much is 12 plus 23? A: "});
-    let path = parquet(&tmp, "add.parquet", json!([
-        row(23, 45, "+", cf.clone()),
-        row(50, 20, "-", cf.clone()),
-        row(11, 11, "+", Value::Null),
-    ]));
+    let path = parquet(&tmp, "add.parquet", json!([row(23, 45, "+", cf.clone()), row(50, 20, "-", cf.clone()), row(11, 11, "+", Value::Null),]));
     let loaded = load_mib_parquet(TaskKind::ArithmeticAddition, Split::Train, &[path]).unwrap();
     assert_eq!(loaded.examples.len(), 1);
     let e = &loaded.examples[0];

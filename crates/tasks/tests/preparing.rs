@@ -11,8 +11,7 @@ use tasks::{BosPolicy, CounterfactualKind, DropReason, Example, PrepareOptions, 
 use transformer::{ModelConfig, Tokenizer};
 
 const WORDS: [&str; 22] = [
-    " Mary", " John", " Anna", " Mc", "Kay", "When", " and", " went", " out", ",", " gave", " it", " to", "Q", ":",
-    " ", " A", " B", "?", " is", "Mary", "John",
+    " Mary", " John", " Anna", " Mc", "Kay", "When", " and", " went", " out", ",", " gave", " it", " to", "Q", ":", " ", " A", " B", "?", " is", "Mary", "John",
 ];
 
 /// A word-level tokenizer: BOS `<s>` = 0, `<unk>` = 1, then [`WORDS`], then digits or numbers.

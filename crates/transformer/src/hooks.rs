@@ -18,11 +18,7 @@ pub enum AttentionInput<B: Backend> {
     /// (MIB's split q/k/v inputs, ungrouped for GQA), so each can be patched or probed alone. Head
     /// first: the per-head projections multiply [heads, batch·pos, d_model] blocks, and the
     /// patching engine's terms come out head by head, so neither side permutes (copies) them.
-    PerHead {
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-    },
+    PerHead { q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4> },
 }
 
 impl<B: Backend> AttentionInput<B> {
@@ -30,11 +26,7 @@ impl<B: Backend> AttentionInput<B> {
     pub fn per_head(resid: &Tensor<B, 3>, n_heads: usize) -> Self {
         let [b, t, d] = resid.dims();
         let copies = || resid.clone().unsqueeze_dim::<4>(0).expand([n_heads, b, t, d]);
-        AttentionInput::PerHead {
-            q: copies(),
-            k: copies(),
-            v: copies(),
-        }
+        AttentionInput::PerHead { q: copies(), k: copies(), v: copies() }
     }
 }
 
@@ -112,15 +104,7 @@ pub struct Trace<B: Backend> {
 impl<B: Backend> Trace<B> {
     /// An empty trace for a model with `n_heads` query heads per layer.
     pub fn new(n_heads: usize) -> Self {
-        Self {
-            n_heads,
-            input: None,
-            heads: Vec::new(),
-            mlps: Vec::new(),
-            attention_inputs: Vec::new(),
-            mlp_inputs: Vec::new(),
-            final_input: None,
-        }
+        Self { n_heads, input: None, heads: Vec::new(), mlps: Vec::new(), attention_inputs: Vec::new(), mlp_inputs: Vec::new(), final_input: None }
     }
 }
 

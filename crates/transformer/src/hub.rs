@@ -29,13 +29,9 @@ impl HubOptions {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let cache = var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| match var("HF_HOME") {
             Some(home) => PathBuf::from(home).join("hub"),
-            None => var("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir)
-                .join(".cache/huggingface/hub"),
+            None => var("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join(".cache/huggingface/hub"),
         });
-        let offline = var("HF_HUB_OFFLINE")
-            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
         Self { cache, offline, endpoint: var("HF_ENDPOINT") }
     }
 }
@@ -104,8 +100,7 @@ fn is_not_found(message: &str) -> bool {
 /// The distinct shard file names listed in a safetensors index.
 fn shard_files(index: &Path) -> Result<Vec<String>, LoadError> {
     let text = std::fs::read_to_string(index).map_err(|e| LoadError::io(index, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.into(), source })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index.into(), source })?;
     let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| LoadError::ConfigField {
         path: index.into(),
         field: "weight_map".into(),

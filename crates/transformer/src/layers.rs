@@ -8,11 +8,7 @@ use crate::config::{Llama3RopeScaling, PositionEncoding, RopeLayout};
 use crate::rules::{GradientRules, scale_grad};
 
 /// Builds a parameter from row-major f32 data, the form every loader produces.
-pub fn param<B: Backend, const D: usize>(
-    data: Vec<f32>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Param<Tensor<B, D>> {
+pub fn param<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D], device: &B::Device) -> Param<Tensor<B, D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
 }
 
@@ -319,12 +315,7 @@ mod tests {
     #[test]
     fn llama3_scaling_matches_transformers() {
         // transformers 4.57 `_compute_llama3_parameters` for Llama-3.1-8B's rope settings.
-        let scaling = Llama3RopeScaling {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192,
-        };
+        let scaling = Llama3RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
         let inv = inverse_frequencies(128, 500_000.0, Some(scaling));
         let expected = [
             (0, 1.0),

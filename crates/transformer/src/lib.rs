@@ -23,7 +23,7 @@ pub mod weights;
 pub use config::ModelConfig;
 pub use error::LoadError;
 pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
-pub use load::{load_model, LoadedModel, LocalModel, ModelSpec};
+pub use load::{LoadedModel, LocalModel, ModelSpec, load_model};
 pub use model::{Batch, BatchError, Readout, Transformer};
 pub use rules::GradientRules;
 pub use tokenizer::Tokenizer;

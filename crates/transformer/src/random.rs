@@ -56,7 +56,9 @@ impl RandomShape {
         let path = Self::tokenizer_path();
         let tokenizer = Tokenizer::from_file(&path)?;
         let id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| LoadError::InvalidConfig { path: path.clone(), message: format!("the tokenizer has no `{token}` token") })
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| LoadError::InvalidConfig { path: path.clone(), message: format!("the tokenizer has no `{token}` token") })
         };
         let (bos, pad) = (id("<bos>")?, id("<pad>")?);
         Ok((tokenizer, bos, pad))

@@ -30,26 +30,11 @@ pub struct GradientRules {
 
 impl GradientRules {
     /// Plain autodiff: no rule, and no extra operation in the forward pass.
-    pub const IDENTITY: Self = Self {
-        freeze_norm: false,
-        softmax_temperature: None,
-        q_scale: 1.0,
-        k_scale: 1.0,
-        v_scale: 1.0,
-        gate_scale: 1.0,
-        up_scale: 1.0,
-    };
+    pub const IDENTITY: Self = Self { freeze_norm: false, softmax_temperature: None, q_scale: 1.0, k_scale: 1.0, v_scale: 1.0, gate_scale: 1.0, up_scale: 1.0 };
 
     /// All four rules with the paper's defaults: frozen norms, T = 2, q/k × 1/4, v × 1/2, gate/up × 1/2.
-    pub const GIM: Self = Self {
-        freeze_norm: true,
-        softmax_temperature: Some(2.0),
-        q_scale: 0.25,
-        k_scale: 0.25,
-        v_scale: 0.5,
-        gate_scale: 0.5,
-        up_scale: 0.5,
-    };
+    pub const GIM: Self =
+        Self { freeze_norm: true, softmax_temperature: Some(2.0), q_scale: 0.25, k_scale: 0.25, v_scale: 0.5, gate_scale: 0.5, up_scale: 0.5 };
 
     /// The named ablation variants of the GIM paper: `grad` (none), `grad-freeze` (1), `grad-tsg` (2),
     /// `grad-norm` (3+4), `grad-freeze-norm` (1+3+4), `gim` (all); None for any other name.

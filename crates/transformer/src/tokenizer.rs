@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::LoadError;
@@ -33,8 +33,7 @@ impl Tokenizer {
         if !path.exists() {
             return Err(LoadError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer.json not found")));
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| LoadError::Tokenizer { path: path.into(), message: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| LoadError::Tokenizer { path: path.into(), message: e.to_string() })?;
         Ok(Self { inner, source: path.into() })
     }
 
@@ -59,12 +58,8 @@ impl Tokenizer {
                     .ok_or_else(|| err(format!("tokenizer.ggml.merges[{i}] `{m}` is not two tokens separated by a space")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let vocab: Vocab =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| err(format!("building BPE: {e}")))?;
+        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| err(format!("building BPE: {e}")))?;
 
         let pre = match file.metadata("tokenizer.ggml.pre") {
             Some(v) => v.as_str().ok_or_else(|| err("tokenizer.ggml.pre is not a string".into()))?.to_string(),
@@ -89,27 +84,21 @@ impl Tokenizer {
                 .filter(|(_, t)| matches!(**t, GGUF_CONTROL | GGUF_USER_DEFINED))
                 .map(|(tok, _)| AddedToken::from(tok.clone(), true))
                 .collect();
-            inner
-                .add_special_tokens(special)
-                .map_err(|e| err(format!("adding special tokens: {e}")))?;
+            inner.add_special_tokens(special).map_err(|e| err(format!("adding special tokens: {e}")))?;
         }
         Ok(Self { inner, source: path })
     }
 
     /// Token ids of `text`, adding no BOS or other special token.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, LoadError> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| LoadError::Tokenizer { path: self.source.clone(), message: format!("encoding {text:?}: {e}") })?;
+        let encoding =
+            self.inner.encode(text, false).map_err(|e| LoadError::Tokenizer { path: self.source.clone(), message: format!("encoding {text:?}: {e}") })?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Text of `ids` (special tokens kept), for printing.
     pub fn decode(&self, ids: &[u32]) -> Result<String, LoadError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| LoadError::Tokenizer { path: self.source.clone(), message: format!("decoding {ids:?}: {e}") })
+        self.inner.decode(ids, false).map_err(|e| LoadError::Tokenizer { path: self.source.clone(), message: format!("decoding {ids:?}: {e}") })
     }
 
     /// Id of an exact token string, e.g. `<|im_start|>`.
@@ -126,7 +115,6 @@ impl Tokenizer {
 /// A regex split (isolating each match) followed by byte-level mapping without its own regex,
 /// the layout Hugging Face uses for Llama-3 and Qwen2 tokenizers.
 fn regex_then_bytes(pattern: &str) -> Result<PreTokenizerWrapper, String> {
-    let split = Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-        .map_err(|e| format!("pre-tokenizer regex: {e}"))?;
+    let split = Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false).map_err(|e| format!("pre-tokenizer regex: {e}"))?;
     Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into())
 }

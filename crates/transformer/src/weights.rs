@@ -22,12 +22,7 @@ pub trait TensorStore {
     fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let (found, data) = self.tensor(name)?;
         if found != shape {
-            return Err(LoadError::WrongShape {
-                file: self.file_of(name),
-                name: name.into(),
-                expected: shape.to_vec(),
-                found,
-            });
+            return Err(LoadError::WrongShape { file: self.file_of(name), name: name.into(), expected: shape.to_vec(), found });
         }
         Ok(data)
     }
@@ -52,8 +47,7 @@ impl SafetensorsStore {
         let index_path = dir.join("model.safetensors.index.json");
         if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| LoadError::io(&index_path, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index_path.clone(), source })?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path: index_path.clone(), source })?;
             let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| LoadError::ConfigField {
                 path: index_path.clone(),
                 field: "weight_map".into(),
@@ -92,8 +86,7 @@ impl SafetensorsStore {
         let mut index = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
             let mmap = map_file(path)?;
-            let tensors = SafeTensors::deserialize(&mmap)
-                .map_err(|e| LoadError::Safetensors { file: path.clone(), message: e.to_string() })?;
+            let tensors = SafeTensors::deserialize(&mmap).map_err(|e| LoadError::Safetensors { file: path.clone(), message: e.to_string() })?;
             for name in tensors.names() {
                 index.insert(name.to_string(), i);
             }
@@ -105,10 +98,7 @@ impl SafetensorsStore {
 
 impl TensorStore for SafetensorsStore {
     fn tensor(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), LoadError> {
-        let &shard = self
-            .index
-            .get(name)
-            .ok_or_else(|| LoadError::MissingTensor { file: self.file_of(name), name: name.into() })?;
+        let &shard = self.index.get(name).ok_or_else(|| LoadError::MissingTensor { file: self.file_of(name), name: name.into() })?;
         let (path, mmap) = &self.shards[shard];
         let corrupt = |e: safetensors::SafeTensorError| LoadError::Safetensors { file: path.clone(), message: e.to_string() };
         let tensors = SafeTensors::deserialize(mmap).map_err(corrupt)?;

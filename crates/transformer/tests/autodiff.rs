@@ -22,9 +22,7 @@ impl Hooks<AD> for ProbeQ {
     fn attention_input(&mut self, layer: usize, resid: Tensor<AD, 3>) -> AttentionInput<AD> {
         let input = AttentionInput::per_head(&resid, self.n_heads);
         match input {
-            AttentionInput::PerHead { q, k, v } if layer == self.layer => {
-                AttentionInput::PerHead { q: q + self.delta.clone(), k, v }
-            }
+            AttentionInput::PerHead { q, k, v } if layer == self.layer => AttentionInput::PerHead { q: q + self.delta.clone(), k, v },
             other => other,
         }
     }

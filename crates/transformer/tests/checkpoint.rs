@@ -62,11 +62,7 @@ fn init_is_seeded_and_loads_back() {
 #[test]
 fn configs_that_have_no_hugging_face_form_are_refused() {
     let mut config = load_fixture("llama-tiny").model.config;
-    config.positions = transformer::config::PositionEncoding::Rope {
-        theta: 10_000.0,
-        layout: transformer::config::RopeLayout::Interleaved,
-        scaling: None,
-    };
+    config.positions = transformer::config::PositionEncoding::Rope { theta: 10_000.0, layout: transformer::config::RopeLayout::Interleaved, scaling: None };
     let err = hf_config(&config).unwrap_err().to_string();
     assert!(err.contains("half-split"), "{err}");
 }

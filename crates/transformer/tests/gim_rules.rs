@@ -181,10 +181,7 @@ fn tsg_softmax_matches_its_closed_form() {
     let device = Default::default();
     let a = Tensor::<AD, 2>::random([4, 6], Distribution::Normal(0.0, 3.0), &device);
     // Mask the last two keys of row 0 with −∞, as attention does.
-    let mask = Tensor::<AD, 2, burn::tensor::Bool>::from_data(
-        TensorData::new((0..24).map(|i| i == 4 || i == 5).collect::<Vec<_>>(), [4, 6]),
-        &device,
-    );
+    let mask = Tensor::<AD, 2, burn::tensor::Bool>::from_data(TensorData::new((0..24).map(|i| i == 4 || i == 5).collect::<Vec<_>>(), [4, 6]), &device);
     let a = a.mask_fill(mask, f32::NEG_INFINITY);
     let w = Tensor::<AD, 2>::random([4, 6], Distribution::Normal(0.0, 1.0), &device);
     let f = |t: Option<f64>| {

@@ -73,10 +73,7 @@ fn readout_at_positions_picks_those_positions() {
     let device = Default::default();
     let batch = Batch::new(&seqs, &model.model.config, &device).unwrap();
     let got = values(model.model.forward(&batch, &Readout::At(vec![1, 0, 2])));
-    let want: Vec<f32> = [(0, 1), (1, 0), (2, 2)]
-        .iter()
-        .flat_map(|&(s, p)| flat(&exp["logits"][s][p]))
-        .collect();
+    let want: Vec<f32> = [(0, 1), (1, 0), (2, 2)].iter().flat_map(|&(s, p)| flat(&exp["logits"][s][p])).collect();
     assert!(max_abs_diff(&got, &want) < TOL);
 }
 
@@ -88,10 +85,7 @@ fn batches_that_do_not_fit_the_model_are_errors() {
     let batch = |seqs: &[Vec<u32>]| Batch::<B>::new(seqs, &gpt2, &device).map(|_| ());
     assert_eq!(batch(&[]), Err(BatchError::Empty));
     assert_eq!(batch(&[vec![1, 2], vec![]]), Err(BatchError::EmptySequence { index: 1 }));
-    assert_eq!(
-        batch(&[vec![1, 96]]),
-        Err(BatchError::TokenOutOfVocabulary { index: 0, token: 96, vocab_size: 96 })
-    );
+    assert_eq!(batch(&[vec![1, 96]]), Err(BatchError::TokenOutOfVocabulary { index: 0, token: 96, vocab_size: 96 }));
     assert_eq!(batch(&[vec![1; 33]]), Err(BatchError::TooLong { index: 0, len: 33, max_positions: 32 }));
     assert_eq!(batch(&[vec![1; 32]]), Ok(()));
     let message = batch(&[vec![3, 500]]).unwrap_err().to_string();

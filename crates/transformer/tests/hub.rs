@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use transformer::hub::{snapshot_dir, HubOptions};
+use transformer::hub::{HubOptions, snapshot_dir};
 use transformer::{Batch, LoadError, LocalModel, Readout};
 
 const REPO: &str = "test-org/tiny-llama";
@@ -130,20 +130,13 @@ fn offline_empty_cache_fails_at_once_without_the_network() {
 
 #[test]
 fn offline_cache_missing_one_file_names_it() {
-    let cases = [
-        ("llama-tiny", "tokenizer.json"),
-        ("llama-tiny", "model.safetensors"),
-        ("llama-tiny-sharded", "model-00002-of-00003.safetensors"),
-    ];
+    let cases = [("llama-tiny", "tokenizer.json"), ("llama-tiny", "model.safetensors"), ("llama-tiny-sharded", "model-00002-of-00003.safetensors")];
     for (fixture_name, missing) in cases {
         let cache = FakeCache::new();
         cache.add_snapshot(fixture_name, &[missing]);
         let err = snapshot_dir(REPO, &cache.offline()).unwrap_err();
         assert!(matches!(err, LoadError::Hub { .. }), "{fixture_name} without {missing}: {err:?}");
         let message = err.to_string();
-        assert!(
-            message.contains(&format!("{missing} is not in the local cache")),
-            "{fixture_name} without {missing}: {message:?}"
-        );
+        assert!(message.contains(&format!("{missing} is not in the local cache")), "{fixture_name} without {missing}: {message:?}");
     }
 }

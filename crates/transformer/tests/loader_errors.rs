@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use transformer::{Batch, LoadError, LoadedModel, LocalModel, ModelSpec, Readout};
 
 /// A copy of a fixture in its own temporary directory, removed when dropped.
@@ -207,10 +207,7 @@ fn wrong_typed_or_invalid_field_is_named() {
         let s = Scratch::of(fixture_name);
         s.edit_config(|c| c[field] = value.clone());
         let err = s.load_err();
-        assert!(
-            matches!(&err, LoadError::ConfigField { field: f, .. } if f == field),
-            "{fixture_name}: {field} = {value}: {err:?}"
-        );
+        assert!(matches!(&err, LoadError::ConfigField { field: f, .. } if f == field), "{fixture_name}: {field} = {value}: {err:?}");
         assert_mentions(&err, &["config.json", field]);
     }
 }
@@ -332,10 +329,7 @@ fn untied_llama_without_lm_head_names_it() {
 
 #[test]
 fn unsupported_dtype_names_the_tensor_and_type() {
-    let cases = [
-        ("llama-tiny", "model.layers.0.self_attn.v_proj.weight", Dtype::I64, "I64"),
-        ("gpt2-tiny", "transformer.ln_f.bias", Dtype::F64, "F64"),
-    ];
+    let cases = [("llama-tiny", "model.layers.0.self_attn.v_proj.weight", Dtype::I64, "I64"), ("gpt2-tiny", "transformer.ln_f.bias", Dtype::F64, "F64")];
     for (fixture_name, name, dtype, dtype_name) in cases {
         let s = Scratch::of(fixture_name);
         rewrite_safetensors(&s.path("model.safetensors"), |t| {
@@ -345,10 +339,7 @@ fn unsupported_dtype_names_the_tensor_and_type() {
             tensor.data = vec![0; n * 8];
         });
         let err = s.load_err();
-        assert!(
-            matches!(&err, LoadError::UnsupportedTensorType { name: n, dtype, .. } if n == name && dtype == dtype_name),
-            "{fixture_name}: {err:?}"
-        );
+        assert!(matches!(&err, LoadError::UnsupportedTensorType { name: n, dtype, .. } if n == name && dtype == dtype_name), "{fixture_name}: {err:?}");
         assert_mentions(&err, &["model.safetensors", name, dtype_name]);
     }
 }
@@ -358,10 +349,8 @@ fn f16_and_bf16_checkpoints_give_the_f32_logits() {
     type Convert = fn(f32) -> [u8; 2];
     // Rounding every weight (relative error 2^-11 for f16, 2^-8 for bf16) moves these logits of
     // magnitude up to ~4 by about 0.008 and 0.05; a decoding bug would move them by far more.
-    let formats: [(Dtype, Convert, f32); 2] = [
-        (Dtype::F16, |x| half::f16::from_f32(x).to_le_bytes(), 0.02),
-        (Dtype::BF16, |x| half::bf16::from_f32(x).to_le_bytes(), 0.1),
-    ];
+    let formats: [(Dtype, Convert, f32); 2] =
+        [(Dtype::F16, |x| half::f16::from_f32(x).to_le_bytes(), 0.02), (Dtype::BF16, |x| half::bf16::from_f32(x).to_le_bytes(), 0.1)];
     for fixture_name in ["gpt2-tiny", "llama-tiny", "qwen2-tiny"] {
         let exp = expected(fixture_name);
         let want = flat(&exp["text_logits"]);
@@ -461,10 +450,7 @@ fn load_gguf_err(path: &Path) -> LoadError {
 fn gguf_without_model_metadata_names_the_missing_key() {
     // tiny.gguf says general.architecture = llama but has none of the llama.* hyperparameters.
     let err = load_gguf_err(&gguf_fixture());
-    assert!(
-        matches!(&err, LoadError::Gguf(gguf::GgufError::MissingKey { key, .. }) if key == "llama.attention.head_count"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, LoadError::Gguf(gguf::GgufError::MissingKey { key, .. }) if key == "llama.attention.head_count"), "{err:?}");
     assert_mentions(&err, &["tiny.gguf", "llama.attention.head_count"]);
 }
 
@@ -476,10 +462,7 @@ fn gguf_without_an_architecture_names_general_architecture() {
     let bytes: Vec<u8> = [&b"GGUF"[..], &3u32.to_le_bytes(), &0u64.to_le_bytes(), &0u64.to_le_bytes()].concat();
     fs::write(&path, bytes).unwrap();
     let err = load_gguf_err(&path);
-    assert!(
-        matches!(&err, LoadError::Gguf(gguf::GgufError::MissingKey { key, .. }) if key == "general.architecture"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, LoadError::Gguf(gguf::GgufError::MissingKey { key, .. }) if key == "general.architecture"), "{err:?}");
     assert_mentions(&err, &["empty.gguf", "general.architecture"]);
 }
 

@@ -2,7 +2,7 @@
 //! tokenizer, loadable wherever a model name is accepted.
 
 use burn::module::Module;
-use transformer::{load_model, CpuBackend, ModelSpec};
+use transformer::{CpuBackend, ModelSpec, load_model};
 
 #[test]
 fn random_gpt2_has_gpt2_smalls_parameters_and_encodes_ioi_prompts() {

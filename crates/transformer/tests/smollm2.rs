@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use transformer::{load::KNOWN_MODELS, Batch, LoadedModel, ModelSpec, Readout};
+use transformer::{Batch, LoadedModel, ModelSpec, Readout, load::KNOWN_MODELS};
 
 fn smollm2() -> LoadedModel<B> {
     transformer::load_model::<B>("smollm2-135m", &Default::default()).expect("SmolLM2 loads")
@@ -61,10 +61,7 @@ fn padded_batch_matches_one_prompt_at_a_time() {
 #[test]
 fn config_read_from_the_gguf_matches_the_notes() {
     let cfg = smollm2().model.config;
-    assert_eq!(
-        (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size),
-        (30, 576, 9, 3, 64, 1536, 49_152)
-    );
+    assert_eq!((cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp, cfg.vocab_size), (30, 576, 9, 3, 64, 1536, 49_152));
     assert!(cfg.tied_embeddings);
     assert_eq!(cfg.bos_token_id, Some(1));
     let known = KNOWN_MODELS.iter().find(|k| k.name == "smollm2-135m").unwrap();

@@ -8,14 +8,12 @@ use crate::example::Example;
 use crate::rng::Rng;
 
 const OBJECTS: [&str; 40] = [
-    "apple", "banana", "box", "car", "chair", "table", "cup", "ball", "shirt", "hat", "book", "pen",
-    "bag", "bottle", "lamp", "door", "flower", "bird", "kite", "boat", "bike", "phone", "shoe", "sock",
-    "umbrella", "towel", "pillow", "blanket", "bucket", "candle", "clock", "fence", "house", "leaf",
-    "mug", "plate", "ribbon", "scarf", "truck", "window",
+    "apple", "banana", "box", "car", "chair", "table", "cup", "ball", "shirt", "hat", "book", "pen", "bag", "bottle", "lamp", "door", "flower", "bird", "kite",
+    "boat", "bike", "phone", "shoe", "sock", "umbrella", "towel", "pillow", "blanket", "bucket", "candle", "clock", "fence", "house", "leaf", "mug", "plate",
+    "ribbon", "scarf", "truck", "window",
 ];
 
-const COLORS: [&str; 11] =
-    ["red", "blue", "green", "yellow", "black", "white", "brown", "orange", "purple", "pink", "gray"];
+const COLORS: [&str; 11] = ["red", "blue", "green", "yellow", "black", "white", "brown", "orange", "purple", "pink", "gray"];
 
 const LETTERS: [&str; 4] = ["A", "B", "C", "D"];
 

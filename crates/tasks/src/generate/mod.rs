@@ -53,9 +53,7 @@ impl SplitSizes {
 pub fn default_sizes(task: TaskKind) -> SplitSizes {
     match task {
         TaskKind::Ioi => SplitSizes { train: 2000, validation: 500, test: 500 },
-        TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => {
-            SplitSizes { train: 2000, validation: 500, test: 500 }
-        }
+        TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => SplitSizes { train: 2000, validation: 500, test: 500 },
         TaskKind::Mcqa => SplitSizes { train: 1000, validation: 300, test: 300 },
     }
 }

@@ -53,10 +53,8 @@ pub fn flat(v: &serde_json::Value) -> Vec<f32> {
 pub fn single_and_batched(model: &LoadedModel<B>, seqs: &[Vec<u32>]) -> (Vec<f32>, Vec<f32>) {
     let device = Default::default();
     let config = &model.model.config;
-    let single: Vec<f32> = seqs
-        .iter()
-        .flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), config, &device).unwrap(), &Readout::LastToken)))
-        .collect();
+    let single: Vec<f32> =
+        seqs.iter().flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), config, &device).unwrap(), &Readout::LastToken))).collect();
     let batched = values(model.model.forward(&Batch::new(seqs, config, &device).unwrap(), &Readout::LastToken));
     (single, batched)
 }
