@@ -5,6 +5,8 @@
 //! Every malformed input is reported as a [`GgufError`] that names the file; nothing read from the
 //! file is indexed or unwrapped unchecked.
 
+#![warn(missing_docs)]
+
 mod cursor;
 mod metadata;
 mod tensor;
@@ -30,71 +32,188 @@ const ALIGNMENT_KEY: &str = "general.alignment";
 pub enum GgufError {
     /// The file could not be opened or memory-mapped.
     #[error("{}: cannot read GGUF file: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file being read.
+        path: PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
 
     /// The file does not start with `GGUF`, so it is not a GGUF file.
     #[error("{}: not a GGUF file: starts with \"{}\", expected \"GGUF\"", .path.display(), .found.escape_ascii())]
-    BadMagic { path: PathBuf, found: [u8; 4] },
+    BadMagic {
+        /// The file being read.
+        path: PathBuf,
+        /// The first four bytes.
+        found: [u8; 4],
+    },
 
     /// A format version this reader does not handle (only little-endian v2 and v3 are).
     #[error("{}: unsupported GGUF version {version} (this reader handles little-endian versions 2 and 3)", .path.display())]
-    UnsupportedVersion { path: PathBuf, version: u32 },
+    UnsupportedVersion {
+        /// The file being read.
+        path: PathBuf,
+        /// The version field read.
+        version: u32,
+    },
 
     /// The file ends inside the header, metadata or tensor directory.
     #[error("{}: file is truncated in the {section}: {needed} bytes needed at offset {offset}, but the file is {len} bytes long", .path.display())]
-    Truncated { path: PathBuf, section: &'static str, offset: usize, needed: u64, len: usize },
+    Truncated {
+        /// The file being read.
+        path: PathBuf,
+        /// Which part of the file was being read (header, metadata, tensor directory).
+        section: &'static str,
+        /// Where the read starts, from the file's start.
+        offset: usize,
+        /// Bytes the read needs.
+        needed: u64,
+        /// The file's length in bytes.
+        len: usize,
+    },
 
     /// A metadata value (or array element) has a type id outside the GGUF specification.
     #[error("{}: metadata key `{key}` has unknown value type id {type_id}", .path.display())]
-    UnknownValueType { path: PathBuf, key: String, type_id: u32 },
+    UnknownValueType {
+        /// The file being read.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// The type id read.
+        type_id: u32,
+    },
 
     /// A key or string value is not valid UTF-8.
     #[error("{}: string in the {section} at offset {offset} is not valid UTF-8", .path.display())]
-    InvalidUtf8 { path: PathBuf, section: &'static str, offset: usize },
+    InvalidUtf8 {
+        /// The file being read.
+        path: PathBuf,
+        /// Which part of the file was being read (header, metadata, tensor directory).
+        section: &'static str,
+        /// Where the string's bytes start, from the file's start.
+        offset: usize,
+    },
 
     /// Arrays nested deeper than [`MAX_ARRAY_DEPTH`], refused to bound recursion.
     #[error("{}: metadata key `{key}` nests arrays deeper than {max_depth} levels", .path.display())]
-    ArrayTooDeep { path: PathBuf, key: String, max_depth: usize },
+    ArrayTooDeep {
+        /// The file being read.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// The nesting limit.
+        max_depth: usize,
+    },
 
     /// The same metadata key appears twice, so look-ups would be ambiguous.
     #[error("{}: metadata key `{key}` appears more than once", .path.display())]
-    DuplicateKey { path: PathBuf, key: String },
+    DuplicateKey {
+        /// The file being read.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+    },
 
     /// `general.alignment` is zero or not a power of two.
     #[error("{}: `general.alignment` is {alignment}, expected a non-zero power of two", .path.display())]
-    InvalidAlignment { path: PathBuf, alignment: u32 },
+    InvalidAlignment {
+        /// The file being read.
+        path: PathBuf,
+        /// The value read.
+        alignment: u32,
+    },
 
     /// A tensor directory entry is inconsistent (too many dimensions, overflow, misaligned offset).
     #[error("{}: tensor `{tensor}` has an invalid directory entry: {reason}", .path.display())]
-    InvalidTensorInfo { path: PathBuf, tensor: String, reason: String },
+    InvalidTensorInfo {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// What is inconsistent.
+        reason: String,
+    },
 
     /// The same tensor name appears twice, so look-ups would be ambiguous.
     #[error("{}: tensor `{tensor}` appears more than once", .path.display())]
-    DuplicateTensor { path: PathBuf, tensor: String },
+    DuplicateTensor {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
 
     /// No tensor of that name is in the file.
     #[error("{}: no tensor named `{tensor}`", .path.display())]
-    MissingTensor { path: PathBuf, tensor: String },
+    MissingTensor {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
 
     /// No metadata value of that key is in the file.
     #[error("{}: no metadata key `{key}`", .path.display())]
-    MissingKey { path: PathBuf, key: String },
+    MissingKey {
+        /// The file being read.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+    },
 
     /// The metadata value exists but is stored with another type than the caller asked for.
     #[error("{}: metadata key `{key}` is {found}, expected {expected}", .path.display())]
-    WrongMetadataType { path: PathBuf, key: String, expected: &'static str, found: String },
+    WrongMetadataType {
+        /// The file being read.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The type stored.
+        found: String,
+    },
 
     /// The tensor's ggml type is one this reader cannot dequantise.
     #[error("{}: tensor `{tensor}` has ggml type {ggml_type} (id {}), which this reader cannot dequantise (it handles F32, F16, BF16, Q8_0, Q4_0, Q4_1)", .path.display(), .ggml_type.id())]
-    UnsupportedTensorType { path: PathBuf, tensor: String, ggml_type: GgmlType },
+    UnsupportedTensorType {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The tensor's ggml type.
+        ggml_type: GgmlType,
+    },
 
     /// The tensor's rows are not whole blocks of its quantisation format.
     #[error("{}: tensor `{tensor}` has rows of {row_len} elements, not a multiple of the {ggml_type} block size {block_len}", .path.display())]
-    RowNotBlockAligned { path: PathBuf, tensor: String, ggml_type: GgmlType, row_len: usize, block_len: usize },
+    RowNotBlockAligned {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// The tensor's ggml type.
+        ggml_type: GgmlType,
+        /// Elements per row (the first dimension).
+        row_len: usize,
+        /// Elements per block of that type.
+        block_len: usize,
+    },
 
     /// The tensor's data would extend past the end of the file (checked before reading).
     #[error("{}: data of tensor `{tensor}` ({size} bytes at offset {offset}) runs past the end of the file ({len} bytes)", .path.display())]
-    TensorDataOutOfBounds { path: PathBuf, tensor: String, offset: u64, size: u64, len: usize },
+    TensorDataOutOfBounds {
+        /// The file being read.
+        path: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+        /// Where the data starts, from the file's start.
+        offset: u64,
+        /// Bytes the data takes.
+        size: u64,
+        /// The file's length in bytes.
+        len: usize,
+    },
 }
 
 /// An open, memory-mapped GGUF file: parsed metadata and tensor directory, with tensor data

@@ -9,18 +9,31 @@ pub const MAX_ARRAY_DEPTH: usize = 16;
 /// One metadata value, typed exactly as stored so callers can tell `u32` from `i32` when it matters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetadataValue {
+    /// Type 0, `uint8`.
     U8(u8),
+    /// Type 1, `int8`.
     I8(i8),
+    /// Type 2, `uint16`.
     U16(u16),
+    /// Type 3, `int16`.
     I16(i16),
+    /// Type 4, `uint32`.
     U32(u32),
+    /// Type 5, `int32`.
     I32(i32),
+    /// Type 6, `float32`.
     F32(f32),
+    /// Type 7, `bool`, one byte.
     Bool(bool),
+    /// Type 8, `string`: UTF-8 text (names, templates, the tokenizer model).
     String(String),
+    /// Type 9, `array`: a typed list.
     Array(MetadataArray),
+    /// Type 10, `uint64`.
     U64(u64),
+    /// Type 11, `int64`.
     I64(i64),
+    /// Type 12, `float64`.
     F64(f64),
 }
 
@@ -28,18 +41,31 @@ pub enum MetadataValue {
 /// can be borrowed as plain slices.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetadataArray {
+    /// Elements of type 0, `uint8`.
     U8(Vec<u8>),
+    /// Elements of type 1, `int8`.
     I8(Vec<i8>),
+    /// Elements of type 2, `uint16`.
     U16(Vec<u16>),
+    /// Elements of type 3, `int16`.
     I16(Vec<i16>),
+    /// Elements of type 4, `uint32`.
     U32(Vec<u32>),
+    /// Elements of type 5, `int32`.
     I32(Vec<i32>),
+    /// Elements of type 6, `float32`.
     F32(Vec<f32>),
+    /// Elements of type 7, `bool`.
     Bool(Vec<bool>),
+    /// Elements of type 8, `string` (vocabularies, merges).
     String(Vec<String>),
+    /// Elements that are arrays themselves, nested at most [`MAX_ARRAY_DEPTH`] deep.
     Array(Vec<MetadataArray>),
+    /// Elements of type 10, `uint64`.
     U64(Vec<u64>),
+    /// Elements of type 11, `int64`.
     I64(Vec<i64>),
+    /// Elements of type 12, `float64`.
     F64(Vec<f64>),
 }
 

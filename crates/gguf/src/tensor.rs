@@ -17,7 +17,10 @@ macro_rules! ggml_types {
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum GgmlType {
-            $($variant,)*
+            $(
+                #[doc = concat!("On-disk type id ", stringify!($id), " (`GGML_TYPE_", stringify!($variant), "`).")]
+                $variant,
+            )*
             /// An id missing from the table above (a newer ggml type).
             Unknown(u32),
         }

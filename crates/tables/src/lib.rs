@@ -5,6 +5,8 @@
 //! fixtures in MIB's schema); writing and reading the benchmark's CSV reports. A row is a [`Row`]: strings, integers, floats, booleans and nulls
 //! map to their JSON counterparts, lists to arrays and structs to objects, recursively.
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -19,16 +21,42 @@ pub type Row = Map<String, Value>;
 pub enum TableError {
     /// The file could not be opened or created.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file read or written.
+        path: PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
     /// Polars rejected the file (not parquet, corrupt, truncated) or the data written to it.
     #[error("{}: {message}", path.display())]
-    Polars { path: PathBuf, message: String },
+    Polars {
+        /// The file read or written.
+        path: PathBuf,
+        /// Polars' error.
+        message: String,
+    },
     /// A column's type has no JSON counterpart here (dates, binary, decimals, ...).
     #[error("{}: column `{column}` has unsupported type {dtype}", path.display())]
-    UnsupportedType { path: PathBuf, column: String, dtype: String },
+    UnsupportedType {
+        /// The file read or written.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// The column's polars type.
+        dtype: String,
+    },
     /// Rows to write disagree on a column's kind (e.g. a string in one row, an object in another).
     #[error("{}: column `{column}` mixes {first} and {other} values", path.display())]
-    MixedKinds { path: PathBuf, column: String, first: &'static str, other: &'static str },
+    MixedKinds {
+        /// The file read or written.
+        path: PathBuf,
+        /// The column's name.
+        column: String,
+        /// The kind of value seen first.
+        first: &'static str,
+        /// The conflicting kind seen later.
+        other: &'static str,
+    },
 }
 
 /// Reads every row of a parquet file.

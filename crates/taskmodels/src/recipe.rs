@@ -10,25 +10,34 @@ pub const DEFAULT_SEED: u64 = 7;
 /// GPT-2-style (learned positions, LayerNorm, GELU) or Llama-style (RoPE, RMSNorm, SwiGLU, GQA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
+    /// Learned positions, LayerNorm, GELU MLP, tied unembedding.
     Gpt2,
+    /// Rotary positions, RMSNorm, SwiGLU MLP, grouped-query attention.
     Llama,
 }
 
 /// Shape and schedule of one task model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
+    /// Which architecture the model takes.
     pub style: Style,
+    /// Blocks.
     pub n_layers: usize,
+    /// Width of the residual stream.
     pub d_model: usize,
+    /// Query heads per block.
     pub n_heads: usize,
     /// Key/value heads (Llama style; GPT-2 style uses one per query head).
     pub n_kv_heads: usize,
+    /// Width of the MLP's hidden layer.
     pub d_mlp: usize,
-    /// Optimiser steps and prompts per step.
+    /// Optimiser steps.
     pub steps: usize,
+    /// Prompts per step, drawn with replacement.
     pub batch_size: usize,
     /// Peak learning rate (linear warm-up over the first 5% of steps, then cosine decay to 10%).
     pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f32,
     /// Weight of the next-token loss inside prompts, beside the answer's loss (0: answers only).
     pub lm_weight: f64,

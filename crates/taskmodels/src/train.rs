@@ -22,8 +22,11 @@ use crate::vocab::{BOS, PAD, build_tokenizer};
 /// What to train and where to write it.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// The task whose data the model learns.
     pub task: TaskKind,
+    /// The model's shape and training schedule.
     pub recipe: Recipe,
+    /// Seeds the weights, the generated training examples and the batch draws: one seed, one model.
     pub seed: u64,
     /// The datasets directory (its train split is trained on; validation and test are held out).
     pub tasks_dir: PathBuf,
@@ -35,33 +38,56 @@ pub struct TrainOptions {
 #[derive(Debug, Clone)]
 pub enum Progress {
     /// Data ready: training prompts and vocabulary size.
-    Prepared { prompts: usize, vocab: usize },
+    Prepared {
+        /// Training prompts (each pair's clean and counterfactual prompt, with its own answer).
+        prompts: usize,
+        /// Size of the vocabulary built from them.
+        vocab: usize,
+    },
     /// One optimiser step done: its loss and the accuracy on its batch.
-    Step { step: usize, steps: usize, loss: f64, accuracy: f64 },
+    Step {
+        /// Steps done so far.
+        step: usize,
+        /// Steps in the run.
+        steps: usize,
+        /// The step's loss.
+        loss: f64,
+        /// Share of the batch whose answer token is the arg-max.
+        accuracy: f64,
+    },
 }
 
 /// How a model does on a split: MIB's logit difference m = logit(correct) − logit(incorrect).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scores {
+    /// Pairs scored, after preparation's drops.
     pub pairs: usize,
     /// The correct answer is the arg-max over the whole vocabulary.
     pub top1: f64,
     /// logit(correct) > logit(incorrect).
     pub pairwise: f64,
+    /// Mean of m over the pairs.
     pub mean_logit_diff: f64,
 }
 
 /// The outcome of a training run.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Training prompts (two per prepared pair).
     pub prompts: usize,
+    /// Trainable parameters of the model.
     pub parameters: usize,
-    /// Mean loss over the first and the last tenth of the steps.
+    /// Mean loss over the first tenth of the steps.
     pub first_loss: f64,
+    /// Mean loss over the last tenth of the steps.
     pub last_loss: f64,
+    /// Mean batch accuracy (the answer is the arg-max) over the first tenth of the steps.
     pub first_accuracy: f64,
+    /// Mean batch accuracy over the last tenth of the steps.
     pub last_accuracy: f64,
+    /// Scores on the validation split, after training.
     pub validation: Scores,
+    /// Wall-clock time of the whole run, writing the files included.
     pub seconds: f64,
 }
 

@@ -12,9 +12,11 @@ use tokenizers::{AddedToken, OffsetReferential, OffsetType, PreTokenizedString, 
 
 use crate::TrainError;
 
-/// Padding (never attended to), prepended to every prompt, and unknown words.
+/// Padding, never attended to.
 pub const PAD: &str = "<pad>";
+/// Prepended to every prompt.
 pub const BOS: &str = "<bos>";
+/// Stands for words outside the vocabulary.
 pub const UNK: &str = "<unk>";
 
 /// The largest number that is one token: the largest sum of two two-digit numbers.

@@ -26,25 +26,65 @@ impl fmt::Display for Record {
 pub enum TaskError {
     /// A file could not be read, written or renamed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// What the operating system reported.
+        source: std::io::Error,
+    },
     /// A JSONL line is not a JSON object.
     #[error("{}: {at}: malformed record: {message}", path.display())]
-    Malformed { path: PathBuf, at: Record, message: String },
+    Malformed {
+        /// The file concerned.
+        path: PathBuf,
+        /// The line or row.
+        at: Record,
+        /// What is wrong.
+        message: String,
+    },
     /// A required field is absent (or null).
     #[error("{}: {at}: missing field `{field}`", path.display())]
-    MissingField { path: PathBuf, at: Record, field: String },
+    MissingField {
+        /// The file concerned.
+        path: PathBuf,
+        /// The line or row.
+        at: Record,
+        /// The field's name.
+        field: String,
+    },
     /// A field holds the wrong kind of value, or an index outside its list.
     #[error("{}: {at}: field `{field}`: {message}", path.display())]
-    BadField { path: PathBuf, at: Record, field: String, message: String },
+    BadField {
+        /// The file concerned.
+        path: PathBuf,
+        /// The line or row.
+        at: Record,
+        /// The field's name.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A parquet file could not be read.
     #[error(transparent)]
     Table(#[from] tables::TableError),
     /// A hub dataset could not be found, listed or downloaded.
     #[error("hub dataset `{repo}`: {message}")]
-    Hub { repo: String, message: String },
+    Hub {
+        /// The dataset's repository id.
+        repo: String,
+        /// What the hub client or the file listing reported.
+        message: String,
+    },
     /// A generator cannot make as many distinct examples as its sizes ask for.
     #[error("task {task}: only {found} distinct examples could be generated, {wanted} were asked for")]
-    TooFewDistinct { task: crate::example::TaskKind, wanted: usize, found: usize },
+    TooFewDistinct {
+        /// The task being generated.
+        task: crate::example::TaskKind,
+        /// Examples asked for.
+        wanted: usize,
+        /// Distinct examples the generator produced before giving up.
+        found: usize,
+    },
     /// The tokenizer failed on a prompt or answer.
     #[error(transparent)]
     Tokenizer(#[from] transformer::LoadError),

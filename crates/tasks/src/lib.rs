@@ -2,6 +2,8 @@
 //! from files (our JSONL, MIB's hub parquet), and prepared for one model (tokenized, filtered, every
 //! drop counted).
 
+#![warn(missing_docs)]
+
 pub mod drops;
 pub mod error;
 pub mod example;

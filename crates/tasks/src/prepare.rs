@@ -50,7 +50,9 @@ pub struct PreparedPair {
 /// A batch of pairs split into the three lists every forward loop needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairBatch {
+    /// Clean prompt ids, one row per pair.
     pub clean: Vec<Vec<u32>>,
+    /// Counterfactual prompt ids, row for row the same lengths as `clean`.
     pub counterfactual: Vec<Vec<u32>>,
     /// (correct, incorrect) per pair.
     pub answers: Vec<(u32, u32)>,

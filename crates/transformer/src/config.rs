@@ -6,22 +6,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
+    /// GPT-2: learned positions, LayerNorm, GELU MLP, tied unembedding.
     Gpt2,
+    /// Llama (and SmolLM2): RMSNorm, rotary positions, gated MLP, grouped-query attention.
     Llama,
+    /// Qwen2: the Llama layout with q/k/v biases.
     Qwen2,
 }
 
 /// Normalisation kind, because GPT-2 centres (LayerNorm) and the Llama family does not (RMSNorm).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum NormKind {
+    /// Subtracts the mean and divides by the standard deviation, then scales and shifts.
     LayerNorm,
+    /// Divides by the root mean square, then scales.
     RmsNorm,
 }
 
 /// MLP kind: GPT-2's GELU(tanh) MLP or the Llama family's gated SiLU MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MlpKind {
+    /// GELU (tanh approximation) between two biased linear maps.
     GeluTanh,
+    /// SiLU(x W_gate) ⊙ x W_up, then W_down.
     SwiGlu,
 }
 
@@ -37,9 +44,13 @@ pub enum RopeLayout {
 /// Llama-3's long-context frequency correction (`rope_scaling.rope_type = "llama3"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Llama3RopeScaling {
+    /// How much slower the long wavelengths rotate.
     pub factor: f64,
+    /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are slowed fully.
     pub low_freq_factor: f64,
+    /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are left alone.
     pub high_freq_factor: f64,
+    /// The context length the model was pretrained with.
     pub original_max_position_embeddings: usize,
 }
 
@@ -47,26 +58,47 @@ pub struct Llama3RopeScaling {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum PositionEncoding {
     /// GPT-2's learned absolute embedding, added to the residual (a constant term, no MIB node).
-    Learned { max_positions: usize },
+    Learned {
+        /// Rows of the position embedding: the longest sequence the model can read.
+        max_positions: usize,
+    },
     /// Rotary embedding applied to q and k inside every attention layer.
-    Rope { theta: f64, layout: RopeLayout, scaling: Option<Llama3RopeScaling> },
+    Rope {
+        /// Base of the rotation frequencies θ^(−2i/d_head).
+        theta: f64,
+        /// Which coordinates form each rotated pair, as the weights were stored.
+        layout: RopeLayout,
+        /// Llama-3's long-context frequency correction, when the config has one.
+        scaling: Option<Llama3RopeScaling>,
+    },
 }
 
 /// Everything the forward pass needs to know about a model's shape and variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// Which family the weights come from (decides tensor names and defaults).
     pub architecture: Architecture,
+    /// Number of blocks (attention then MLP).
     pub n_layers: usize,
+    /// Width of the residual stream.
     pub d_model: usize,
     /// Query heads: the MIB graph has one node per query head (GQA is ungrouped).
     pub n_heads: usize,
+    /// Key/value heads; fewer than `n_heads` under grouped-query attention.
     pub n_kv_heads: usize,
+    /// Width of each head's q, k and v.
     pub d_head: usize,
+    /// Width of the MLP's hidden layer.
     pub d_mlp: usize,
+    /// Rows of the token embedding, columns of the logits.
     pub vocab_size: usize,
+    /// Which pre-norm the blocks and the final norm use.
     pub norm: NormKind,
+    /// Added to the variance (or mean square) before the square root.
     pub norm_eps: f64,
+    /// Which MLP the blocks use.
     pub mlp: MlpKind,
+    /// How token positions enter: learned embedding or rotary.
     pub positions: PositionEncoding,
     /// Biases on q, k and v (GPT-2, Qwen2).
     pub qkv_bias: bool,

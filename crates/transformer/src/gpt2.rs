@@ -15,21 +15,32 @@ use crate::weights::TensorStore;
 /// The fields of a Hugging Face GPT-2 `config.json` that shape the model.
 #[derive(Debug, Deserialize)]
 pub struct Gpt2Config {
+    /// Number of blocks.
     pub n_layer: usize,
+    /// Attention heads per block (each of width n_embd / n_head).
     pub n_head: usize,
+    /// Width of the residual stream.
     pub n_embd: usize,
+    /// Rows of the learned position embedding: the longest readable sequence.
     pub n_positions: usize,
+    /// Rows of the token embedding.
     pub vocab_size: usize,
+    /// Width of the MLP's hidden layer; 4 · n_embd when absent.
     #[serde(default)]
     pub n_inner: Option<usize>,
+    /// LayerNorm's ε (1e-5 when absent).
     #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
+    /// The MLP activation; only the tanh GELU variants are accepted.
     #[serde(default = "default_activation")]
     pub activation_function: String,
+    /// Must be true: the unembedding here is always the token embedding's transpose.
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// The token MIB prepends to prompts.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
+    /// End-of-text token, which also pads batches (GPT-2 has no pad token).
     #[serde(default)]
     pub eos_token_id: Option<u32>,
 }

@@ -15,7 +15,9 @@ pub fn param<B: Backend, const D: usize>(data: Vec<f32>, shape: [usize; D], devi
 /// `x @ W + b` with W stored as [d_in, d_out], so per-head slices are plain reshapes of the columns.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
+    /// W as [d_in, d_out].
     pub weight: Param<Tensor<B, 2>>,
+    /// b, one entry per output, when the map has one.
     pub bias: Option<Param<Tensor<B, 1>>>,
 }
 
@@ -49,7 +51,9 @@ impl<B: Backend> Linear<B> {
 /// Pre-norm of the residual stream; GPT-2 uses LayerNorm, the Llama family RMSNorm.
 #[derive(Module, Debug)]
 pub enum Norm<B: Backend> {
+    /// GPT-2's.
     Layer(LayerNorm<B>),
+    /// The Llama family's.
     Rms(RmsNorm<B>),
 }
 
@@ -96,8 +100,11 @@ impl<B: Backend> Norm<B> {
 /// LayerNorm with affine weight and bias (biased variance, as PyTorch).
 #[derive(Module, Debug)]
 pub struct LayerNorm<B: Backend> {
+    /// γ, the scale of each coordinate after normalising.
     pub weight: Param<Tensor<B, 1>>,
+    /// β, the shift of each coordinate after scaling.
     pub bias: Param<Tensor<B, 1>>,
+    /// Added to the variance before the square root.
     pub eps: f64,
 }
 
@@ -114,7 +121,9 @@ impl<B: Backend> LayerNorm<B> {
 /// RMSNorm: x / sqrt(mean(x²) + eps) · w.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
+    /// The scale of each coordinate after normalising.
     pub weight: Param<Tensor<B, 1>>,
+    /// Added to the mean square before the square root.
     pub eps: f64,
 }
 
@@ -131,36 +140,63 @@ impl<B: Backend> RmsNorm<B> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mlp<B: Backend> {
+    /// GPT-2's.
     Gelu(GeluMlp<B>),
+    /// The Llama family's.
     Gated(GatedMlp<B>),
 }
 
 /// GPT-2's MLP: GELU(tanh)(x W_in + b_in) W_out + b_out.
 #[derive(Module, Debug)]
 pub struct GeluMlp<B: Backend> {
+    /// [d_model, d_mlp] with bias (Hugging Face `c_fc`).
     pub fc_in: Linear<B>,
+    /// [d_mlp, d_model] with bias (Hugging Face `c_proj`).
     pub fc_out: Linear<B>,
 }
 
 /// The Llama family's MLP: (SiLU(x W_gate) ⊙ x W_up) W_down.
 #[derive(Module, Debug)]
 pub struct GatedMlp<B: Backend> {
+    /// [d_model, d_mlp], the activated operand.
     pub gate: Linear<B>,
+    /// [d_model, d_mlp], the linear operand.
     pub up: Linear<B>,
+    /// [d_mlp, d_model], back to the residual stream.
     pub down: Linear<B>,
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Maps the normalised MLP input to the MLP's contribution to the residual stream; in the gated
-    /// MLP each operand of the product gets its gradient scaled by `rules` (GIM rule 4).
+    /// Maps the normalised MLP input to the MLP's contribution to the residual stream:
+    /// [`Mlp::hidden`] then [`Mlp::project`].
     pub fn forward(&self, x: Tensor<B, 3>, rules: &GradientRules) -> Tensor<B, 3> {
+        self.project(self.hidden(x, rules))
+    }
+
+    /// The hidden activations [batch, pos, d_mlp] of the normalised MLP input, before the down
+    /// projection: GELU(x W_in + b_in), or SiLU(x W_gate) ⊙ x W_up with each operand of the
+    /// product getting its gradient scaled by `rules` (GIM rule 4).
+    pub fn hidden(&self, x: Tensor<B, 3>, rules: &GradientRules) -> Tensor<B, 3> {
         match self {
-            Mlp::Gelu(m) => m.fc_out.forward(gelu_tanh(m.fc_in.forward(x))),
+            Mlp::Gelu(m) => gelu_tanh(m.fc_in.forward(x)),
             Mlp::Gated(m) => {
                 let gate = scale_grad(silu(m.gate.forward(x.clone())), rules.gate_scale);
                 let up = scale_grad(m.up.forward(x), rules.up_scale);
-                m.down.forward(gate * up)
+                gate * up
             }
+        }
+    }
+
+    /// The down (out) projection of the hidden activations, its bias included: the MLP's output.
+    pub fn project(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down().forward(hidden)
+    }
+
+    /// The map from the hidden layer back to the residual stream (GPT-2's `c_proj`, Llama's `down_proj`).
+    pub fn down(&self) -> &Linear<B> {
+        match self {
+            Mlp::Gelu(m) => &m.fc_out,
+            Mlp::Gated(m) => &m.down,
         }
     }
 }
@@ -185,7 +221,7 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     times_sigmoid(x, z)
 }
 
-/// SiLU, x σ(x), with one exponential (see [`times_sigmoid`]).
+/// SiLU, x σ(x), with one exponential (see `times_sigmoid`).
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     times_sigmoid(x.clone(), x)
 }

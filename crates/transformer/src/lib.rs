@@ -1,7 +1,10 @@
 //! GPT-2 and Llama-family transformers on burn, loaded from Hugging Face safetensors or GGUF, whose
 //! forward pass exposes the MIB node graph (input embedding, every head's output, per-head q/k/v
-//! inputs, MLP inputs and outputs, the final residual) through [`Hooks`], so tracing and edge
-//! patching share one implementation of the model.
+//! inputs, MLP inputs and outputs, the final residual; inside the nodes each attention pattern and
+//! MLP hidden layer) through [`Hooks`], so tracing and edge patching share one implementation of
+//! the model.
+
+#![warn(missing_docs)]
 
 pub mod checkpoint;
 pub mod config;

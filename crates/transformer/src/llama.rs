@@ -16,37 +16,55 @@ use crate::weights::TensorStore;
 /// The fields of a Hugging Face Llama or Qwen2 `config.json` that shape the model.
 #[derive(Debug, Deserialize)]
 pub struct LlamaConfig {
+    /// `llama` or `qwen2`: picks the architecture (Qwen2 always has q/k/v biases).
     pub model_type: String,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Number of blocks.
     pub num_hidden_layers: usize,
+    /// Query heads per block.
     pub num_attention_heads: usize,
+    /// Key/value heads per block (grouped-query attention); the query heads' number when absent.
     #[serde(default)]
     pub num_key_value_heads: Option<usize>,
+    /// Width of each head; hidden_size / num_attention_heads when absent.
     #[serde(default)]
     pub head_dim: Option<usize>,
+    /// Rows of the token embedding.
     pub vocab_size: usize,
+    /// RMSNorm's ε (1e-6 when absent).
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
+    /// Base of the rotary frequencies (10⁴ when absent here and in `rope_parameters`).
     #[serde(default)]
     pub rope_theta: Option<f64>,
     /// Newer transformers releases nest theta and scaling here instead.
     #[serde(default)]
     pub rope_parameters: Option<RopeParameters>,
+    /// Long-context frequency correction; only `llama3` (or none) is accepted.
     #[serde(default)]
     pub rope_scaling: Option<RopeParameters>,
+    /// Whether the unembedding is the token embedding's transpose (no `lm_head.weight`).
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    /// Biases on q, k, v and o (Qwen2 has q/k/v biases regardless).
     #[serde(default)]
     pub attention_bias: bool,
+    /// Must be false: the gated MLP here has no biases.
     #[serde(default)]
     pub mlp_bias: bool,
+    /// The gate activation; only `silu` is accepted.
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// The token MIB prepends to prompts.
     #[serde(default)]
     pub bos_token_id: Option<u32>,
+    /// End-of-text token(s), a number or a list: the first pads batches when `pad_token_id` is absent.
     #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
+    /// The token that right-pads batches.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
 }
@@ -54,16 +72,22 @@ pub struct LlamaConfig {
 /// `rope_scaling` / `rope_parameters` of a Hugging Face config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RopeParameters {
+    /// `default`, `llama3` or another scheme (rejected); `type` in older configs.
     #[serde(default, alias = "type")]
     pub rope_type: Option<String>,
+    /// Base of the rotary frequencies, where newer configs keep it.
     #[serde(default)]
     pub rope_theta: Option<f64>,
+    /// Llama-3 scaling: how much slower the long wavelengths rotate.
     #[serde(default)]
     pub factor: Option<f64>,
+    /// Llama-3 scaling: where the slowed band starts.
     #[serde(default)]
     pub low_freq_factor: Option<f64>,
+    /// Llama-3 scaling: where the unchanged band ends.
     #[serde(default)]
     pub high_freq_factor: Option<f64>,
+    /// Llama-3 scaling: the pretraining context length.
     #[serde(default)]
     pub original_max_position_embeddings: Option<usize>,
 }
@@ -145,8 +169,11 @@ impl LlamaConfig {
 
 /// Where a checkpoint format keeps each Llama tensor.
 pub struct TensorNames {
+    /// The token embedding [vocab, d_model].
     pub embedding: String,
+    /// The unembedding, when untied.
     pub unembedding: String,
+    /// The final norm's weight.
     pub final_norm: String,
     /// Per-layer names, with `{l}` standing for the layer index.
     pub layer: LayerNames,
@@ -154,14 +181,23 @@ pub struct TensorNames {
 
 /// Per-layer tensor name templates (`{l}` = layer index).
 pub struct LayerNames {
+    /// Weight of the norm before attention.
     pub attn_norm: &'static str,
+    /// Query projection (prefix of `.weight` and `.bias`).
     pub q: &'static str,
+    /// Key projection (prefix of `.weight` and `.bias`).
     pub k: &'static str,
+    /// Value projection (prefix of `.weight` and `.bias`).
     pub v: &'static str,
+    /// Output projection (prefix of `.weight` and `.bias`).
     pub o: &'static str,
+    /// Weight of the norm before the MLP.
     pub mlp_norm: &'static str,
+    /// The MLP's gate projection (prefix of `.weight`).
     pub gate: &'static str,
+    /// The MLP's up projection (prefix of `.weight`).
     pub up: &'static str,
+    /// The MLP's down projection (prefix of `.weight`).
     pub down: &'static str,
 }
 

@@ -30,9 +30,13 @@ pub enum KnownSource {
 /// A model circuitbench knows by a short name, with its graph shape so `graph` works offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownModel {
+    /// The short name accepted as a model argument.
     pub name: &'static str,
+    /// Where its files come from.
     pub source: KnownSource,
+    /// Blocks, for building its graph without loading it.
     pub n_layers: usize,
+    /// Query heads per block, for building its graph without loading it.
     pub n_heads: usize,
 }
 
@@ -47,6 +51,7 @@ pub const KNOWN_MODELS: [KnownModel; 4] = [
 /// A parsed model argument.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
+    /// A short name from [`KNOWN_MODELS`].
     Known(KnownModel),
     /// A Hugging Face layout directory (config.json, safetensors, tokenizer.json).
     Dir(PathBuf),
@@ -136,7 +141,9 @@ impl ModelSpec {
 /// Model files on disk.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LocalModel {
+    /// A Hugging Face layout directory: config.json, single or sharded safetensors, tokenizer.json.
     Dir(PathBuf),
+    /// A GGUF file, whose metadata holds the config and the tokenizer.
     Gguf(PathBuf),
     /// Nothing on disk but the tokenizer: weights are made at load time.
     Random(RandomShape),
@@ -144,7 +151,9 @@ pub enum LocalModel {
 
 /// A model ready to run, with its tokenizer.
 pub struct LoadedModel<B: Backend> {
+    /// The network.
     pub model: Transformer<B>,
+    /// The tokenizer the model was trained with, for prompts and answers.
     pub tokenizer: Tokenizer,
 }
 

@@ -21,17 +21,24 @@ pub struct Attention<B: Backend> {
     pub v: Linear<B>,
     /// [n_heads · d_head, d_model]; its bias is b_O, which belongs to no MIB node.
     pub o: Linear<B>,
+    /// Query heads: one MIB node each.
     pub n_heads: usize,
+    /// Key/value heads; each serves n_heads / n_kv_heads adjacent query heads.
     pub n_kv_heads: usize,
+    /// Width of each head's q, k and v.
     pub d_head: usize,
 }
 
 /// One pre-norm block: attention then MLP, each reading the residual stream through its own norm.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
+    /// The norm q, k and v read the residual through.
     pub attn_norm: Norm<B>,
+    /// The block's attention.
     pub attn: Attention<B>,
+    /// The norm the MLP reads the residual through.
     pub mlp_norm: Norm<B>,
+    /// The block's MLP.
     pub mlp: Mlp<B>,
 }
 
@@ -42,10 +49,13 @@ pub struct Transformer<B: Backend> {
     pub token_embedding: Param<Tensor<B, 2>>,
     /// [max_positions, d_model], GPT-2 only.
     pub position_embedding: Option<Param<Tensor<B, 2>>>,
+    /// The layers, in order.
     pub blocks: Vec<Block<B>>,
+    /// The norm before the unembedding.
     pub final_norm: Norm<B>,
     /// [d_model, vocab]; None when tied to the token embedding.
     pub unembedding: Option<Param<Tensor<B, 2>>>,
+    /// The shape and variants the modules were built from.
     #[module(skip)]
     pub config: ModelConfig,
 }
@@ -55,20 +65,42 @@ pub struct Transformer<B: Backend> {
 pub struct Batch<B: Backend> {
     /// [batch, max_len]
     pub ids: Tensor<B, 2, Int>,
+    /// Each row's real length; positions from it on are padding, masked as keys.
     pub lengths: Vec<usize>,
 }
 
 /// Why a set of token sequences cannot be run as a batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
+    /// No sequences at all.
     #[error("empty batch")]
     Empty,
+    /// A sequence without tokens would leave its attention rows nothing to attend to.
     #[error("sequence {index} of the batch has no tokens")]
-    EmptySequence { index: usize },
+    EmptySequence {
+        /// Its row in the batch.
+        index: usize,
+    },
+    /// A token id has no embedding row.
     #[error("sequence {index} has token id {token}, outside the vocabulary of {vocab_size}")]
-    TokenOutOfVocabulary { index: usize, token: u32, vocab_size: usize },
+    TokenOutOfVocabulary {
+        /// The row holding it.
+        index: usize,
+        /// The offending id.
+        token: u32,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// A sequence is longer than the learned position embedding.
     #[error("sequence {index} has {len} tokens, more than the model's {max_positions} positions")]
-    TooLong { index: usize, len: usize, max_positions: usize },
+    TooLong {
+        /// The row holding it.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The model's learned positions.
+        max_positions: usize,
+    },
 }
 
 impl<B: Backend> Batch<B> {
@@ -214,6 +246,7 @@ impl<B: Backend> Attention<B> {
     }
 
     /// Returns the attention's contribution to the residual stream (with b_O), calling
+    /// `hooks.qkv_outputs` with the projections, `hooks.attention_pattern` with the pattern and
     /// `hooks.head_outputs` with the per-head outputs when the hooks want them; `rules` shape the
     /// backward of the norm, the q/k/v projections and the pattern softmax.
     #[allow(clippy::too_many_arguments)]
@@ -251,6 +284,7 @@ impl<B: Backend> Attention<B> {
         let scale = (self.d_head as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)) * scale;
         let pattern = attention_softmax(scores.mask_fill(mask.clone(), f32::NEG_INFINITY), rules.softmax_temperature);
+        let pattern = hooks.attention_pattern(layer, pattern);
         let z = pattern.matmul(v); // [b, h, t, d_head]
         let [b, h, t, dh] = z.dims();
 
@@ -301,7 +335,8 @@ impl<B: Backend> Transformer<B> {
             let attn = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), hooks, rules);
             resid = resid + attn;
             let mlp_in = hooks.mlp_input(layer, resid.clone());
-            let mlp_out = hooks.mlp_output(layer, block.mlp.forward(block.mlp_norm.forward(mlp_in, rules), rules));
+            let hidden = hooks.mlp_hidden(layer, block.mlp.hidden(block.mlp_norm.forward(mlp_in, rules), rules));
+            let mlp_out = hooks.mlp_output(layer, block.mlp.project(hidden));
             resid = resid + mlp_out;
         }
 

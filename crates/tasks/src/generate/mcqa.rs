@@ -1,4 +1,4 @@
-//! Copy-colors multiple choice: "The <object> is <color>." then a question with four lettered
+//! Copy-colors multiple choice: "`The <object> is <color>.`" then a question with four lettered
 //! options and "Answer:". The counterfactual asks the same question with the option letters
 //! permuted so that the correct option carries a different letter; its answer is that letter.
 
