@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use attribution::{Method, RunOptions, run_method};
+use attribution::{Discovery, Method, MethodOutput, fit_ablation, run_method};
+use burn::module::AutodiffModule;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use graph::{Graph, GraphShape};
-use patching::AblationKind;
+use patching::{AblationKind, Metric};
 use tasks::{PrepareOptions, Split, TaskKind};
 
 use crate::Device;
@@ -42,13 +43,17 @@ pub struct AttributeArgs {
     /// exact only: comma-separated edge names to score (default: every edge; meant for tiny models).
     #[arg(long, value_delimiter = ',')]
     edges: Vec<String>,
+    /// The metric the method optimises: logit-diff, kl, prob-diff or nll (default: the method's own).
+    #[arg(long)]
+    metric: Option<Metric>,
     /// Seed of the random method.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Pairs per batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Output circuit file (EAP-IG JSON).
+    /// Output circuit file (EAP-IG JSON): the scores, or for a method that gives one circuit per
+    /// budget, the circuit at MIB's budget x as `<stem>.<x>.json` beside it.
     #[arg(long)]
     out: PathBuf,
     /// Datasets directory (default: the workspace's tasks/).
@@ -80,12 +85,47 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
     {
         *edges = Some(args.edges.iter().map(|name| graph.parse_edge_name(name)).collect::<Result<_, _>>()?);
     }
-    let options = RunOptions { batch_size: args.batch, ..RunOptions::default() };
-    let scores = run_method(&loaded.model, &graph, &prepared.pairs, &method, args.ablation, options)?;
-    let json = scores.to_circuit(cfg.d_model)?.to_json_string()?;
-    let tmp = args.out.with_extension("json.tmp");
-    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    let inner = loaded.model.valid();
+    let ablation = fit_ablation(args.ablation, &inner, &prepared.pairs, args.batch)?;
+    let discovery = Discovery {
+        model: &loaded.model,
+        graph: &graph,
+        pairs: &prepared.pairs,
+        ablation: &ablation,
+        metric: args.metric.unwrap_or_else(|| method.default_metric()),
+        batch_size: args.batch,
+        edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+        fractions: &evaluator::MIB_FRACTIONS,
+    };
+    let bar = crate::progress::bar(0, &args.method, "batches");
+    let output = run_method(&method, &discovery, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    })?;
+    bar.finish_and_clear();
+    let passes = output.passes();
+    let written = match &output {
+        MethodOutput::Scores(scores) => {
+            write_atomic(&args.out, &scores.to_circuit(cfg.d_model)?.to_json_string()?)?;
+            args.out.display().to_string()
+        }
+        MethodOutput::Circuits(found) => {
+            let mut files = Vec::new();
+            for (fraction, edges) in evaluator::MIB_FRACTIONS.iter().zip(&found.circuits) {
+                let mut circuit = graph::Circuit::new(graph, cfg.d_model);
+                for ((f, b), &on) in edges.edge_values() {
+                    circuit.set_edge_in_graph(f, b, on)?;
+                    if let Some(scores) = &found.scores {
+                        circuit.set_score(f, b, Some(scores[(f, b)]))?;
+                    }
+                }
+                let path = args.out.with_extension(format!("{fraction}.json"));
+                write_atomic(&path, &circuit.to_json_string()?)?;
+                files.push(path.display().to_string());
+            }
+            files.join(", ")
+        }
+    };
     println!(
         "{} on {} {} ({} pairs): {:.1} s, {} forward and {} backward passes; wrote {}",
         args.method,
@@ -93,9 +133,16 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
         args.split.name(),
         prepared.pairs.len(),
         started.elapsed().as_secs_f64(),
-        scores.passes.forward,
-        scores.passes.backward,
-        args.out.display()
+        passes.forward,
+        passes.backward,
+        written
     );
     Ok(())
+}
+
+/// Writes `text` to `path` through a temporary file beside it and a rename.
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

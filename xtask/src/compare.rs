@@ -24,8 +24,8 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use evaluator::circuit::{MIB_FRACTIONS, edge_budget};
 use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
-use graph::Graph;
-use patching::{Ablation, AblationKind};
+use graph::{EdgeMatrix, Graph};
+use patching::{AblationKind, Metric};
 use serde_json::{Value, json};
 use tasks::PreparedPair;
 use transformer::{LocalModel, ModelConfig, ModelSpec, Transformer};
@@ -65,8 +65,8 @@ const M_TOLERANCE: f64 = 1e-3;
 #[derive(Debug, Clone, Default)]
 struct StageResult {
     seconds: f64,
-    /// Dense [n_fwd × n_bwd] scores (attribution stages).
-    scores: Option<Vec<f32>>,
+    /// Edge scores (attribution stages).
+    scores: Option<EdgeMatrix<f32>>,
     /// Mean m over the pairs: clean model, empty circuit, then each circuit (evaluation).
     m: Option<Vec<f64>>,
     /// FLOPs the stage needs at the least (model matmuls and edge-score contractions).
@@ -134,12 +134,11 @@ fn run_circuitbench<B: Backend>(
     graph: &Graph,
     pairs: &[PreparedPair],
     ig_steps: usize,
-) -> Result<(SystemResult, Vec<Vec<bool>>)> {
-    use attribution::{Method, RunOptions, run_method};
+) -> Result<(SystemResult, Vec<EdgeMatrix<bool>>)> {
+    use attribution::{Discovery, Method, fit_ablation, run_method};
     let cfg = &model.config;
     let graph = *graph;
     let inner = model.valid();
-    let options = RunOptions { batch_size: pairs.len(), edges_per_pass: 16 };
     let len = pairs[0].clean.len();
     // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's
     // cost. Like theirs (their only forward is the instrumented one), it takes the path the stages
@@ -151,7 +150,18 @@ fn run_circuitbench<B: Backend>(
     for name in ["eap", "eap-ig-inputs", "gim"] {
         let method = Method::parse(name, ig_steps, 0)?;
         let start = Instant::now();
-        let scores = run_method(model, &graph, pairs, &method, AblationKind::Counterfactual, options)?;
+        let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
+        let discovery = Discovery {
+            model,
+            graph: &graph,
+            pairs,
+            ablation: &ablation,
+            metric: method.default_metric(),
+            batch_size: pairs.len(),
+            edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+            fractions: &MIB_FRACTIONS,
+        };
+        let scores = crate::scores_of(name, run_method(&method, &discovery, &mut |_| {})?)?;
         let seconds = start.elapsed().as_secs_f64();
         let flops = attribution_flops(cfg, &graph, pairs.len(), len, scores.passes.forward, scores.passes.backward);
         if name == "eap" {
@@ -160,11 +170,12 @@ fn run_circuitbench<B: Backend>(
         stages.push((name.to_string(), StageResult { seconds, scores: Some(scores.values), m: None, flops: Some(flops) }));
     }
     let eap_scores = eap_scores.expect("eap ran first");
-    let circuits: Vec<Vec<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
-    let refs: Vec<&[bool]> = circuits.iter().map(Vec::as_slice).collect();
+    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
+    let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let start = Instant::now();
-    let ablation = Ablation::fit(AblationKind::Counterfactual, &inner, &[], pairs.len(), device)?;
-    let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, EvalOptions { batch_size: pairs.len(), masks_per_pass: 1 })?;
+    let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
+    let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1 };
+    let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, Metric::LogitDifference, options, &mut |_, _| {})?;
     let seconds = start.elapsed().as_secs_f64();
     let means: Vec<f64> = [result.m_full, result.m_empty].into_iter().chain(result.m_circuits).collect();
     stages.push(("evaluation".into(), StageResult { seconds, scores: None, m: Some(means), flops: None }));
@@ -197,9 +208,13 @@ fn peer_python() -> Result<PathBuf> {
 }
 
 /// The job file every peer reads: the model file, the pairs' token ids and the circuits.
-fn job_json(gguf: &Path, graph: &Graph, pairs: &[PreparedPair], ig_steps: usize, circuits: &[Vec<bool>]) -> Value {
-    let n_bwd = graph.n_bwd();
-    let edges = |mask: &Vec<bool>| -> Vec<[usize; 2]> { mask.iter().enumerate().filter(|&(_, &on)| on).map(|(i, _)| [i / n_bwd, i % n_bwd]).collect() };
+fn job_json(gguf: &Path, graph: &Graph, pairs: &[PreparedPair], ig_steps: usize, circuits: &[EdgeMatrix<bool>]) -> Value {
+    // Row-major (forward index, then backward index), the order the peers index their masks in.
+    let edges = |mask: &EdgeMatrix<bool>| -> Vec<[usize; 2]> {
+        let mut on: Vec<[usize; 2]> = mask.edge_values().filter(|(_, on)| **on).map(|((f, b), _)| [f, b]).collect();
+        on.sort_unstable();
+        on
+    };
     json!({
         "gguf": gguf,
         "n_layers": graph.shape().n_layers,
@@ -212,7 +227,7 @@ fn job_json(gguf: &Path, graph: &Graph, pairs: &[PreparedPair], ig_steps: usize,
 }
 
 /// Runs one peer script on the job and reads its result file.
-fn run_peer(python: &Path, peer: &str, job: &Path, out_dir: &Path) -> Result<SystemResult> {
+fn run_peer(python: &Path, graph: &Graph, peer: &str, job: &Path, out_dir: &Path) -> Result<SystemResult> {
     let script = match peer {
         "transformerlens" => "transformerlens_peer.py",
         "hf" => "hf_peer.py",
@@ -247,7 +262,8 @@ fn run_peer(python: &Path, peer: &str, job: &Path, out_dir: &Path) -> Result<Sys
             }
             result.m = Some(m);
         } else {
-            result.scores = Some(floats(&field(&stage, "scores")?, "scores")?.into_iter().map(|x| x as f32).collect());
+            let scores = floats(&field(&stage, "scores")?, "scores")?.into_iter().map(|x| x as f32).collect();
+            result.scores = Some(EdgeMatrix::from_vec(*graph, scores).with_context(|| format!("{}: {name}.scores", out.display()))?);
         }
         stages.push((name.to_string(), result));
     }
@@ -256,11 +272,10 @@ fn run_peer(python: &Path, peer: &str, job: &Path, out_dir: &Path) -> Result<Sys
 }
 
 /// ‖a − b‖ / ‖b‖ over the graph's real edges.
-fn relative_l2(graph: &Graph, a: &[f32], b: &[f32]) -> f64 {
-    let n_bwd = graph.n_bwd();
+fn relative_l2(a: &EdgeMatrix<f32>, b: &EdgeMatrix<f32>) -> f64 {
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
-    for (f, v) in graph.edges() {
-        let (x, y) = (a[f * n_bwd + v] as f64, b[f * n_bwd + v] as f64);
+    for (edge, &x) in a.edge_values() {
+        let (x, y) = (x as f64, b[edge] as f64);
         diff += (x - y).powi(2);
         norm += y * y;
     }
@@ -268,11 +283,11 @@ fn relative_l2(graph: &Graph, a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// How far `other` is from circuitbench on a stage: relative L2 of scores, or max |Δm|.
-fn disagreement(graph: &Graph, ours: &StageResult, other: &StageResult) -> Result<(f64, bool)> {
+fn disagreement(ours: &StageResult, other: &StageResult) -> Result<(f64, bool)> {
     match (&ours.scores, &other.scores, &ours.m, &other.m) {
         (Some(a), Some(b), _, _) => {
-            ensure!(a.len() == b.len(), "score matrices differ in size ({} vs {})", a.len(), b.len());
-            let d = relative_l2(graph, b, a);
+            ensure!(a.graph() == b.graph(), "score matrices are of different graphs");
+            let d = relative_l2(b, a);
             Ok((d, d <= SCORE_TOLERANCE))
         }
         (_, _, Some(a), Some(b)) => {
@@ -315,7 +330,7 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
     if !peers.is_empty() {
         let python = peer_python()?;
         for peer in peers {
-            systems.push(run_peer(&python, peer, &job, &out_dir)?);
+            systems.push(run_peer(&python, &graph, peer, &job, &out_dir)?);
         }
     }
 
@@ -338,7 +353,7 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
         row.insert("circuitbench_seconds".into(), json!(mine.seconds));
         for other in &systems[1..] {
             let theirs = other.stage(stage).with_context(|| format!("{} did not report {stage}", other.name))?;
-            let (d, ok) = disagreement(&graph, mine, theirs)?;
+            let (d, ok) = disagreement(mine, theirs)?;
             let ratio = theirs.seconds / mine.seconds;
             line += &format!(" {:>16.2} {:>7.1}x {:>10.1e}{}", theirs.seconds, ratio, d, if ok { " " } else { "!" });
             let key = &other.name;
@@ -395,26 +410,25 @@ mod tests {
     #[test]
     fn disagreement_is_measured_on_real_edges_only() {
         let graph = Graph::new(graph::GraphShape { n_layers: 1, n_heads: 1 }).unwrap();
-        let n = graph.n_fwd() * graph.n_bwd();
-        let ours: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+        let ours = EdgeMatrix::from_fn(graph, |f, b| (f * graph.n_bwd() + b) as f32 + 1.0);
         let mut theirs = ours.clone();
         // A cell that is not an edge (the MLP feeding its own layer's head) may differ freely.
-        let non_edge = (0..n).find(|&i| !graph.is_edge(i / graph.n_bwd(), i % graph.n_bwd())).unwrap();
+        let cells = (0..graph.n_fwd()).flat_map(|f| (0..graph.n_bwd()).map(move |b| (f, b)));
+        let non_edge = cells.clone().find(|&(f, b)| !graph.is_edge(f, b)).unwrap();
         theirs[non_edge] += 100.0;
-        let stage = |s: Vec<f32>| StageResult { scores: Some(s), ..Default::default() };
-        assert_eq!(disagreement(&graph, &stage(ours.clone()), &stage(theirs.clone())).unwrap(), (0.0, true));
-        let edge = (0..n).find(|&i| graph.is_edge(i / graph.n_bwd(), i % graph.n_bwd())).unwrap();
+        let stage = |s: EdgeMatrix<f32>| StageResult { scores: Some(s), ..Default::default() };
+        assert_eq!(disagreement(&stage(ours.clone()), &stage(theirs.clone())).unwrap(), (0.0, true));
+        let edge = graph.edges().next().unwrap();
         theirs[edge] += 10.0;
-        let (d, ok) = disagreement(&graph, &stage(ours), &stage(theirs)).unwrap();
+        let (d, ok) = disagreement(&stage(ours), &stage(theirs)).unwrap();
         assert!(d > SCORE_TOLERANCE && !ok, "a moved edge score is a disagreement ({d})");
     }
 
     #[test]
     fn evaluation_disagreement_is_the_largest_m_difference() {
-        let graph = Graph::new(graph::GraphShape { n_layers: 1, n_heads: 1 }).unwrap();
         let stage = |m: Vec<f64>| StageResult { m: Some(m), ..Default::default() };
-        let (d, ok) = disagreement(&graph, &stage(vec![1.0, -2.0, 0.5]), &stage(vec![1.0, -2.0005, 0.5])).unwrap();
+        let (d, ok) = disagreement(&stage(vec![1.0, -2.0, 0.5]), &stage(vec![1.0, -2.0005, 0.5])).unwrap();
         assert!((d - 5e-4).abs() < 1e-12 && ok);
-        assert!(disagreement(&graph, &stage(vec![1.0]), &stage(vec![1.0, 2.0])).is_err());
+        assert!(disagreement(&stage(vec![1.0]), &stage(vec![1.0, 2.0])).is_err());
     }
 }

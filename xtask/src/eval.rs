@@ -1,17 +1,18 @@
-//! `cargo xtask eval`: judge a scored circuit file on a task — the faithfulness curve over MIB's ten
-//! budgets (signed scores for CPR, absolute scores for CMD) and the file's own circuit if it marks one.
+//! `cargo xtask eval`: judge what a method found on a task with the evaluator's one pipeline (the
+//! bench's): a scored circuit file gives the faithfulness curves over the budgets (signed scores
+//! for CPR, absolute scores for CMD) and, if it marks one, the file's own circuit; a list of binary
+//! circuit files (one per budget, MIB's other submission form) is evaluated as given.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use attribution::EdgeScores;
+use anyhow::{Context, Result, ensure};
+use attribution::{EdgeScores, fit_ablation};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use evaluator::circuit::edge_budget;
-use evaluator::{EvalOptions, MIB_FRACTIONS, Selection, cmd, cpr, evaluate_circuits, faithfulness, top_n};
-use graph::{Circuit, Graph, GraphShape};
-use patching::{Ablation, AblationKind};
+use evaluator::{Candidates, CurveKind, EvalOptions, EvalPlan, Evaluation, MIB_FRACTIONS, evaluate_candidates};
+use graph::{Circuit, EdgeMatrix, Graph, GraphShape};
+use patching::{AblationKind, Metric};
 use tasks::{PrepareOptions, Split, TaskKind};
 
 use crate::Device;
@@ -24,16 +25,26 @@ pub struct EvalArgs {
     model: String,
     #[arg(long)]
     task: TaskKind,
-    /// A circuit in EAP-IG's JSON format, with a score on every edge.
-    #[arg(long)]
-    circuit: PathBuf,
+    /// A circuit in EAP-IG's JSON format with a score on every edge.
+    #[arg(long, required_unless_present = "circuits", conflicts_with = "circuits")]
+    circuit: Option<PathBuf>,
+    /// Binary circuits in EAP-IG's JSON format (edges marked in_graph), one per budget of
+    /// `--fractions`, in the same order: evaluated as given.
+    #[arg(long, value_delimiter = ',')]
+    circuits: Vec<PathBuf>,
+    /// The budgets, as increasing fractions of all edges (default: MIB's ten).
+    #[arg(long, value_delimiter = ',')]
+    fractions: Vec<f64>,
+    /// The metric faithfulness is computed with: logit-diff (MIB's), kl, prob-diff or nll.
+    #[arg(long, default_value = "logit-diff")]
+    metric: Metric,
     /// counterfactual, mean, mean-positional or zero.
     #[arg(long, default_value = "counterfactual")]
     ablation: AblationKind,
     /// The split evaluated on.
     #[arg(long, default_value = "validation")]
     split: Split,
-    /// The split whose clean prompts give the means of mean ablations.
+    /// The split whose clean prompts give the means of mean ablations (the discovery split).
     #[arg(long, default_value = "train")]
     reference_split: Split,
     /// Examples read from the start of each split (0: all).
@@ -57,14 +68,20 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     crate::on_device!(args.device, eval(args))
 }
 
+/// A circuit file read for `graph`, the error naming the file.
+fn read_circuit(path: &PathBuf, graph: Graph) -> Result<Circuit> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Circuit::from_json_str(&text, graph).with_context(|| format!("{}", path.display()))
+}
+
 fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
     let loaded = transformer::load_model::<B>(&args.model, device)?;
     let cfg = &loaded.model.config;
     let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
-    let text = std::fs::read_to_string(&args.circuit).with_context(|| format!("reading {}", args.circuit.display()))?;
-    let circuit = Circuit::from_json_str(&text, graph).with_context(|| format!("{}", args.circuit.display()))?;
-    let scores = EdgeScores::from_circuit(&circuit).with_context(|| format!("{}", args.circuit.display()))?;
+    let fractions = if args.fractions.is_empty() { MIB_FRACTIONS.to_vec() } else { args.fractions.clone() };
+    ensure!(fractions.iter().all(|&f| f > 0.0 && f <= 1.0), "--fractions: every budget must be in (0, 1]");
+    ensure!(fractions.windows(2).all(|w| w[0] < w[1]), "--fractions: budgets must increase");
 
     let dir = args.dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir);
     let prepare = |split: Split| -> Result<Vec<tasks::PreparedPair>> {
@@ -84,60 +101,70 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
         Ok(prepared.pairs)
     };
     let pairs = prepare(args.split)?;
-    let reference: Vec<Vec<u32>> = match args.ablation {
-        AblationKind::Mean | AblationKind::MeanPositional => prepare(args.reference_split)?.into_iter().map(|p| p.clean).collect(),
-        _ => Vec::new(),
+    let reference = match args.ablation {
+        AblationKind::Mean | AblationKind::MeanPositional => prepare(args.reference_split)?,
+        AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
     };
-    let ablation = Ablation::fit(args.ablation, &loaded.model, &reference, args.batch, device)?;
-
-    let signed: Vec<_> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed)).collect();
-    let absolute: Vec<_> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Absolute)).collect();
-    let own = circuit.edge_mask().to_vec();
-    let has_own = own.iter().any(|&e| e);
-    let mut masks: Vec<&[bool]> = signed.iter().chain(&absolute).map(|c| c.edges.as_slice()).collect();
-    if has_own {
-        masks.push(&own);
-    }
+    let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch)?;
+    let plan = EvalPlan { fractions: &fractions, metric: args.metric, options: EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass } };
     let prep_time = started.elapsed();
-    let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass };
-    let result = evaluate_circuits(&loaded.model, &graph, &pairs, &masks, &ablation, options)?;
+    let evaluate = |candidates: Candidates<'_>, plan: EvalPlan<'_>| evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {});
 
-    let f = |m: f64| faithfulness(m, result.m_full, result.m_empty);
-    let f_signed: Vec<f64> = result.m_circuits[..10].iter().map(|&m| f(m)).collect::<Result<_, _>>()?;
-    let f_abs: Vec<f64> = result.m_circuits[10..20].iter().map(|&m| f(m)).collect::<Result<_, _>>()?;
-    println!("ablation {}  pairs {}  m(N) {:.4}  m(∅) {:.4}", args.ablation, pairs.len(), result.m_full, result.m_empty);
-    println!("{:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}", "fraction", "edges", "pruned", "f signed", "edges", "pruned", "f abs");
-    for i in 0..10 {
-        println!(
-            "{:>8} | {:>8} {:>8} {:>8.4} | {:>8} {:>8} {:>8.4}",
-            MIB_FRACTIONS[i],
-            signed[i].nominal_edges,
-            signed[i].edges_after_pruning,
-            f_signed[i],
-            absolute[i].nominal_edges,
-            absolute[i].edges_after_pruning,
-            f_abs[i]
-        );
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!(
-        "CPR {:.4}  CMD {:.4}  mean f (signed) {:.4}  mean f (abs) {:.4}",
-        cpr(&MIB_FRACTIONS, &f_signed),
-        cmd(&MIB_FRACTIONS, &f_abs),
-        mean(&f_signed),
-        mean(&f_abs)
-    );
-    if has_own {
-        let edges = graph.edges().filter(|&(a, b)| own[a * graph.n_bwd() + b]).count();
-        println!("the file's own circuit ({edges} edges): f {:.4}", f(result.m_circuits[20])?);
+    let (result, own) = match &args.circuit {
+        Some(path) => {
+            let circuit = read_circuit(path, graph)?;
+            let scores = EdgeScores::from_circuit(&circuit).with_context(|| format!("{}", path.display()))?;
+            let result = evaluate(Candidates::Scores(&scores.values), plan)?;
+            // The file's own circuit, if it marks one, at its own size.
+            let own = circuit.edge_mask().clone();
+            let size = own.count_edges();
+            let own = match size {
+                0 => None,
+                _ => {
+                    let fraction = [size as f64 / graph.n_edges() as f64];
+                    Some((size, evaluate(Candidates::Circuits(std::slice::from_ref(&own)), EvalPlan { fractions: &fraction, ..plan })?))
+                }
+            };
+            (result, own)
+        }
+        None => {
+            ensure!(args.circuits.len() == fractions.len(), "--circuits: {} files for {} budgets (one file per budget of --fractions)", args.circuits.len(), fractions.len());
+            let circuits: Vec<EdgeMatrix<bool>> = args.circuits.iter().map(|p| Ok(read_circuit(p, graph)?.edge_mask().clone())).collect::<Result<_>>()?;
+            (evaluate(Candidates::Circuits(&circuits), plan)?, None)
+        }
+    };
+    print_evaluation(args, pairs.len(), &result);
+    if let Some((edges, own)) = own {
+        println!("the file's own circuit ({edges} edges, {} after pruning): f {:.4}", own.curve[0].pruned_edges, own.curve[0].faithfulness);
     }
     println!(
-        "time: {:.1} s loading and preparing, {:.1} s plain forward, {:.1} s patched forward, {:.1} s other; {} passes",
+        "time: {:.1} s loading and preparing, {:.1} s plain forward, {:.1} s patched forward; {} passes",
         prep_time.as_secs_f64(),
         result.plain_forward.as_secs_f64(),
         result.patched_forward.as_secs_f64(),
-        result.other.as_secs_f64(),
         result.passes
     );
     Ok(())
+}
+
+/// The curves side by side, one row per budget, then the summaries.
+fn print_evaluation(args: &EvalArgs, pairs: usize, result: &Evaluation) {
+    println!("ablation {}  metric {}  pairs {}  m(N) {:.4}  m(∅) {:.4}", args.ablation, args.metric, pairs, result.m_full, result.m_empty);
+    let curve = |kind: CurveKind| -> Vec<&evaluator::CurvePoint> { result.curve.iter().filter(|p| p.kind == kind).collect() };
+    let (signed, absolute, given) = (curve(CurveKind::Signed), curve(CurveKind::Absolute), curve(CurveKind::Given));
+    if given.is_empty() {
+        println!("{:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}", "fraction", "edges", "pruned", "f signed", "edges", "pruned", "f abs");
+        for (s, a) in signed.iter().zip(&absolute) {
+            println!(
+                "{:>8} | {:>8} {:>8} {:>8.4} | {:>8} {:>8} {:>8.4}",
+                s.fraction, s.nominal_edges, s.pruned_edges, s.faithfulness, a.nominal_edges, a.pruned_edges, a.faithfulness
+            );
+        }
+    } else {
+        println!("{:>8} | {:>8} {:>8} {:>8}", "fraction", "edges", "pruned", "f");
+        for p in &given {
+            println!("{:>8} | {:>8} {:>8} {:>8.4}", p.fraction, p.nominal_edges, p.pruned_edges, p.faithfulness);
+        }
+    }
+    println!("CPR {:.4}  CMD {:.4}  mean f (signed) {:.4}  mean f (abs) {:.4}", result.cpr, result.cmd, result.mean_f_signed, result.mean_f_absolute);
 }

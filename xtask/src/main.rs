@@ -106,6 +106,15 @@ enum PerfBench {
 
 /// The workspace root, where tasks/, configs/ and results/ live (found at run time: see
 /// [`transformer::load::workspace_root`]).
+/// The scores of a method that gives them; methods that choose their own circuits have none to
+/// compare or rank.
+pub fn scores_of(method: &str, output: attribution::MethodOutput) -> Result<attribution::EdgeScores> {
+    match output {
+        attribution::MethodOutput::Scores(scores) => Ok(scores),
+        attribution::MethodOutput::Circuits(_) => anyhow::bail!("{method} gives circuits, not a score per edge"),
+    }
+}
+
 pub fn workspace() -> PathBuf {
     transformer::load::workspace_root()
 }

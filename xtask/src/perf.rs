@@ -160,7 +160,8 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 /// Runs each method on the same discovery pairs and prints wall time, passes, peak memory and the
 /// Spearman correlation of its scores with exact patching on a seeded sample of edges.
 pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()> {
-    use attribution::{METHOD_NAMES, Method, RunOptions, run_method};
+    use attribution::{Discovery, METHOD_NAMES, Method, fit_ablation, run_method};
+    use burn::module::AutodiffModule;
     use burn::backend::Autodiff;
     use rand::{SeedableRng, seq::index::sample};
 
@@ -173,13 +174,25 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
     let all: Vec<(usize, usize)> = graph.edges().collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let sampled: Vec<(usize, usize)> = sample(&mut rng, all.len(), args.sample_edges.min(all.len())).into_iter().map(|i| all[i]).collect();
-    let options = RunOptions { batch_size: args.batch, edges_per_pass: 16 };
-    let ablation = patching::AblationKind::Counterfactual;
+    let ablation = fit_ablation(patching::AblationKind::Counterfactual, &loaded.model.valid(), &pairs, args.batch)?;
+    let run = |name: &str, method: &Method| -> Result<attribution::EdgeScores> {
+        let discovery = Discovery {
+            model: &loaded.model,
+            graph: &graph,
+            pairs: &pairs,
+            ablation: &ablation,
+            metric: method.default_metric(),
+            batch_size: args.batch,
+            edges_per_pass: 16,
+            fractions: &evaluator::MIB_FRACTIONS,
+        };
+        crate::scores_of(name, run_method(method, &discovery, &mut |_| {})?)
+    };
 
     let start = Instant::now();
-    let exact = run_method(&loaded.model, &graph, &pairs, &Method::Exact { edges: Some(sampled.clone()) }, ablation, options)?;
+    let exact = run("exact", &Method::Exact { edges: Some(sampled.clone()) })?;
     println!("{} {} pairs, exact on {} sampled edges: {:.1} s", args.model, pairs.len(), sampled.len(), start.elapsed().as_secs_f64());
-    let at = |s: &attribution::EdgeScores| -> Vec<f64> { sampled.iter().map(|&(f, b)| s.values[f * graph.n_bwd() + b] as f64).collect() };
+    let at = |s: &attribution::EdgeScores| -> Vec<f64> { sampled.iter().map(|&edge| s.values[edge] as f64).collect() };
     let reference = at(&exact);
 
     let names: Vec<String> =
@@ -189,7 +202,7 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
         let method = Method::parse(&name, 5, 0)?;
         bench::memory::reset_peak();
         let start = Instant::now();
-        let scores = run_method(&loaded.model, &graph, &pairs, &method, ablation, options)?;
+        let scores = run(&name, &method)?;
         let secs = start.elapsed().as_secs_f64();
         let peak = bench::memory::peak_mib().map_or("?".into(), |p| format!("{p:.0}"));
         println!(

@@ -3,11 +3,12 @@
 //! replica of the batch), and the ablated activations are computed once per batch.
 
 use burn::tensor::backend::Backend;
-use graph::Graph;
-use patching::{Ablation, AblationError, logit_differences, patched_logit_differences};
+use graph::{EdgeMatrix, Graph};
+use patching::{Ablation, AblationError, Metric, patched_logits};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 
+use crate::method::Progress;
 use crate::scores::{EdgeScores, PassCount};
 
 /// Batch sizes of an exact run.
@@ -28,25 +29,39 @@ impl Default for ExactOptions {
 /// Why exact patching cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ExactError {
+    /// Nothing to score on.
     #[error("no pairs to score on")]
     NoPairs,
+    /// An edge asked for that the graph does not have.
     #[error("({fwd}, {bwd}) is not an edge of the graph")]
-    NotAnEdge { fwd: usize, bwd: usize },
+    NotAnEdge {
+        /// Its forward (source) index.
+        fwd: usize,
+        /// Its backward (destination slot) index.
+        bwd: usize,
+    },
+    /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The ablation could not be applied.
     #[error(transparent)]
     Ablation(#[from] AblationError),
 }
 
-/// Scores `edges` (all real edges when None) by the mean over `pairs` of m(clean) − m(edge ablated),
-/// i.e. the increase in the loss L = −m caused by ablating that edge alone. Edges not scored stay 0.
+/// Scores `edges` (all real edges when None) by the mean over `pairs` of loss(edge ablated) −
+/// loss(clean) under `metric` (for the logit difference m(clean) − m(edge ablated)): the increase in
+/// the loss caused by ablating that edge alone. Edges not scored stay 0. `progress` hears after
+/// every batch of pairs.
+#[allow(clippy::too_many_arguments)]
 pub fn exact_scores<B: Backend>(
     model: &Transformer<B>,
     graph: &Graph,
     pairs: &[PreparedPair],
     edges: Option<&[(usize, usize)]>,
     ablation: &Ablation<B>,
+    metric: Metric,
     options: ExactOptions,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<EdgeScores, ExactError> {
     if pairs.is_empty() {
         return Err(ExactError::NoPairs);
@@ -60,38 +75,42 @@ pub fn exact_scores<B: Backend>(
     }
     let device = model.token_embedding.device();
     let keep_all = graph.real_edge_mask();
-    let n_bwd = graph.n_bwd();
     let mut totals = vec![0.0f64; edges.len()];
     let mut passes = PassCount::default();
+    let batch_size = options.batch_size.max(1);
+    let total = pairs.len().div_ceil(batch_size);
 
-    for chunk in pairs.chunks(options.batch_size.max(1)) {
+    for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
-        let clean_m = logit_differences(model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1), &answers, 1);
+        let full = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
+        let clean_loss: Vec<f64> = metric.values(full.clone(), &answers, 1, &full).iter().map(|&v| metric.loss_of(v as f64)).collect();
         let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
         passes.forward += 1 + ablation.forward_passes();
 
         for (group_index, group) in edges.chunks(options.edges_per_pass.max(1)).enumerate() {
-            let masks: Vec<Vec<bool>> = group
+            let masks: Vec<EdgeMatrix<bool>> = group
                 .iter()
-                .map(|&(f, b)| {
+                .map(|&edge| {
                     let mut m = keep_all.clone();
-                    m[f * n_bwd + b] = false;
+                    m[edge] = false;
                     m
                 })
                 .collect();
-            let mask_refs: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
-            let patched = patched_logit_differences(model, graph, &clean, &answers, ablated.clone(), &mask_refs)?;
+            let mask_refs: Vec<&EdgeMatrix<bool>> = masks.iter().collect();
+            let logits = patched_logits(model, graph, &clean, ablated.clone(), &mask_refs)?;
+            let patched = metric.values(logits, &answers, masks.len(), &full);
             passes.forward += 1;
             for (e, row) in patched.chunks(chunk.len()).enumerate() {
-                let change: f64 = row.iter().zip(&clean_m).map(|(p, c)| (c - p) as f64).sum();
+                let change: f64 = row.iter().zip(&clean_loss).map(|(&p, c)| metric.loss_of(p as f64) - c).sum();
                 totals[group_index * options.edges_per_pass.max(1) + e] += change;
             }
         }
+        progress(Progress { done: done + 1, total });
     }
-    let mut values = vec![0.0f32; graph.n_fwd() * n_bwd];
-    for (&(f, b), total) in edges.iter().zip(totals) {
-        values[f * n_bwd + b] = (total / pairs.len() as f64) as f32;
+    let mut values = EdgeMatrix::filled(*graph, 0.0f32);
+    for (&edge, total) in edges.iter().zip(totals) {
+        values[edge] = (total / pairs.len() as f64) as f32;
     }
-    Ok(EdgeScores { graph: *graph, values, passes })
+    Ok(EdgeScores { values, passes })
 }

@@ -5,18 +5,22 @@
 //! Δ_u = ablated_u − clean_u, the passes of a batch summed before one contraction with Δ. No method
 //! needs hooks of its own.
 //!
-//! Loss and scaling: per batch L = −Σ_pairs m (m = logit(correct) − logit(incorrect)); scores are
-//! summed over batches and divided by the number of pairs, so a score is the mean first-order
-//! change in −m from ablating that edge — the same units as `exact`. Positive = the edge helps.
+//! Loss and scaling: per batch L = Σ_pairs loss, the discovery metric's loss (MIB's: −m with
+//! m = logit(correct) − logit(incorrect)); scores are summed over batches and divided by the number
+//! of pairs, so a score is the mean first-order change in the loss from ablating that edge — the
+//! same units as `exact`. Positive = the edge helps. KL compares each run with the clean run's
+//! logits; on the clean run itself (EAP, GIM) it is at its minimum, so its first-order scores are
+//! exactly zero there: a property of the metric, not of the method.
 
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
-use graph::Graph;
-use patching::{Ablation, AblationError, DestinationGradients, MaskGradientHooks};
-use tasks::{PairBatch, PreparedPair};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use graph::{EdgeMatrix, Graph};
+use patching::{Ablation, AblationError, DestinationGradients, MaskGradientHooks, Metric};
+use tasks::PairBatch;
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
+use crate::method::{Discovery, Progress};
 use crate::scores::{EdgeScores, PassCount};
 
 type Inner<B> = <B as AutodiffBackend>::InnerBackend;
@@ -30,47 +34,36 @@ pub enum GradientMethod {
     /// Δa_u · ½(gradient on the clean run + gradient on the counterfactual run).
     CleanCorrupted,
     /// Token embeddings interpolated e_corr + (k/m)(e_clean − e_corr), k = 0..m−1, gradients averaged.
-    IgInputs { steps: usize },
+    IgInputs {
+        /// m, the interpolation steps.
+        steps: usize,
+    },
     /// Each node group in turn set to α·clean + (1−α)·corrupted, α = k/m, k = 1..m; gradients at
     /// every destination accumulate into every edge; divided by (2L+1)·m.
-    IgActivations { steps: usize },
+    IgActivations {
+        /// m, the interpolation steps per node group.
+        steps: usize,
+    },
 }
 
 /// Why a gradient method cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum GradientError {
+    /// Nothing to score on.
     #[error("no pairs to score on")]
     NoPairs,
+    /// An integrated-gradients method with m = 0.
     #[error("integrated gradients need at least one step")]
     NoSteps,
+    /// Clean-corrupted asked for under an ablation without a corrupted run.
     #[error("clean-corrupted needs counterfactual ablation: there is no corrupted run to take gradients on under {0}")]
     NeedsCounterfactual(patching::AblationKind),
+    /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// The ablation could not be applied.
     #[error(transparent)]
     Ablation(#[from] AblationError),
-}
-
-/// Pairs per batch.
-#[derive(Debug, Clone, Copy)]
-pub struct GradientOptions {
-    pub batch_size: usize,
-}
-
-impl Default for GradientOptions {
-    fn default() -> Self {
-        Self { batch_size: 8 }
-    }
-}
-
-/// −Σ m over the rows of last-token logits [b, 1, vocab].
-fn loss<B: Backend>(logits: Tensor<B, 3>, answers: &[(u32, u32)]) -> Tensor<B, 1> {
-    let b = answers.len();
-    let idx: Vec<i64> = answers.iter().flat_map(|&(c, i)| [c as i64, i as i64]).collect();
-    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [b, 2]), &logits.device());
-    let picked = logits.squeeze_dim::<2>(1).gather(1, idx);
-    let [correct, incorrect]: [Tensor<B, 2>; 2] = picked.chunk(2, 1).try_into().expect("two columns");
-    (incorrect - correct).sum()
 }
 
 /// A group of source nodes that EAP-IG interpolates together.
@@ -106,31 +99,34 @@ fn keep_rows(graph: &Graph, interpolate: Option<(NodeGroup, f64)>) -> Vec<f32> {
 
 /// One forward/backward pass through the engine's mask-gradient path, counted in `passes`: the
 /// hooks (which hold the pass's probes and δ) and the gradients to read them with (see
-/// [`patching::MaskGradientHooks`]).
+/// [`patching::MaskGradientHooks`]). The loss is `metric`'s against `full`, the clean run's logits
+/// [pairs, vocab], or this pass's own (detached) when None: the pass is the clean run.
+#[allow(clippy::too_many_arguments)]
 fn gradient_pass<B: AutodiffBackend>(
     model: &Transformer<B>,
     batch: &Batch<B>,
     answers: &[(u32, u32)],
+    metric: Metric,
+    full: Option<&Tensor<Inner<B>, 2>>,
     rules: &GradientRules,
     mut hooks: MaskGradientHooks<B>,
     passes: &mut PassCount,
 ) -> (MaskGradientHooks<B>, B::Gradients) {
     passes.forward += 1;
     passes.backward += 1;
-    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules);
-    let grads = loss(logits, answers).backward();
+    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules).squeeze_dim::<2>(1);
+    let full = match full {
+        Some(full) => Tensor::from_inner(full.clone()),
+        None => logits.clone().detach(),
+    };
+    let grads = metric.loss(logits, answers, &full).backward();
     (hooks, grads)
 }
 
-/// Scores every edge with `method` on `pairs`; Δ_u is ablated_u − clean_u under `ablation`.
-pub fn gradient_scores<B: AutodiffBackend>(
-    model: &Transformer<B>,
-    graph: &Graph,
-    pairs: &[PreparedPair],
-    method: GradientMethod,
-    ablation: &Ablation<Inner<B>>,
-    options: GradientOptions,
-) -> Result<EdgeScores, GradientError> {
+/// Scores every edge with `method` on the discovery pairs, batch by batch; Δ_u is ablated_u −
+/// clean_u under the discovery's ablation.
+pub fn gradient_scores<B: AutodiffBackend>(discovery: &Discovery<B>, method: GradientMethod, progress: &mut dyn FnMut(Progress)) -> Result<EdgeScores, GradientError> {
+    let Discovery { model, graph, pairs, ablation, metric, batch_size, .. } = *discovery;
     if pairs.is_empty() {
         return Err(GradientError::NoPairs);
     }
@@ -144,21 +140,25 @@ pub fn gradient_scores<B: AutodiffBackend>(
     let inner = model.valid();
     let device = model.token_embedding.device();
     let plain = GradientRules::IDENTITY;
-    let mut scores = vec![0.0f64; graph.n_fwd() * graph.n_bwd()];
+    let mut scores = EdgeMatrix::filled(*graph, 0.0f64);
     let mut passes = PassCount::default();
+    let batch_size = batch_size.max(1);
+    let total = pairs.len().div_ceil(batch_size);
 
-    for chunk in pairs.chunks(options.batch_size.max(1)) {
+    for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::<B>::new(&clean, &model.config, &device)?;
         let ablated = ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?;
         passes.forward += ablation.forward_passes();
         // EAP and GIM take gradients on the clean run and measure Δ = ablated − clean against that
-        // run's own outputs; every other run measures it against a plain clean pass.
-        let reference = match method {
-            GradientMethod::Eap(_) => None,
+        // run's own outputs; every other run measures it against a plain clean pass (whose logits
+        // are the full model's, for the metric).
+        let (full, reference) = match method {
+            GradientMethod::Eap(_) => (None, None),
             _ => {
                 passes.forward += 1;
-                Some(patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?).1)
+                let (logits, nodes) = patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?);
+                (Some(logits), Some(nodes))
             }
         };
         let fixed = |keep: &[f32]| {
@@ -169,7 +169,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
         // gradients add up and are contracted with δ once (−∂L/∂keep is each edge's score).
         let mut summed: Option<DestinationGradients<Inner<B>>> = None;
         let mut run = |batch: &Batch<B>, rules: &GradientRules, hooks: MaskGradientHooks<B>, w: f64| {
-            let (hooks, grads) = gradient_pass(&model, batch, &answers, rules, hooks, &mut passes);
+            let (hooks, grads) = gradient_pass(&model, batch, &answers, metric, full.as_ref(), rules, hooks, &mut passes);
             let pass = hooks.destination_gradients(&grads, &inner, rules, w);
             summed = Some(match summed.take() {
                 Some(sum) => sum + pass,
@@ -180,7 +180,8 @@ pub fn gradient_scores<B: AutodiffBackend>(
             GradientMethod::Eap(rules) => {
                 // One pass: its destinations' gradients are contracted block by block as they
                 // are formed, never all held at once.
-                let (hooks, grads) = gradient_pass(&model, &clean_batch, &answers, &rules, MaskGradientHooks::new(*graph, ablated), &mut passes);
+                let hooks = MaskGradientHooks::new(*graph, ablated);
+                let (hooks, grads) = gradient_pass(&model, &clean_batch, &answers, metric, None, &rules, hooks, &mut passes);
                 hooks.keep_gradient(&grads, &inner, &rules)
             }
             GradientMethod::CleanCorrupted => {
@@ -203,10 +204,11 @@ pub fn gradient_scores<B: AutodiffBackend>(
                 summed.expect("steps > 0 passes ran").keep_gradient()
             }
         };
-        for (score, g) in scores.iter_mut().zip(keep_gradient) {
-            *score -= g as f64;
+        for (score, g) in scores.as_mut_slice().iter_mut().zip(keep_gradient.as_slice()) {
+            *score -= *g as f64;
         }
+        progress(Progress { done: done + 1, total });
     }
     let n = pairs.len() as f64;
-    Ok(EdgeScores { graph: *graph, values: scores.iter().map(|&s| (s / n) as f32).collect(), passes })
+    Ok(EdgeScores { values: scores.map(|&s| (s / n) as f32), passes })
 }

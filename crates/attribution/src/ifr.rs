@@ -5,10 +5,11 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use graph::Graph;
+use graph::{EdgeMatrix, Graph};
 use tasks::PreparedPair;
 use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
+use crate::method::Progress;
 use crate::scores::{EdgeScores, PassCount};
 
 /// Records node outputs and the residual each destination group reads, in one plain pass.
@@ -61,14 +62,22 @@ fn importance_sums<B: Backend>(x: &Tensor<B, 3>, nodes: &Tensor<B, 4>, up: usize
     importance.sum_dim(2).sum_dim(1).into_data().to_vec().expect("f32 importances")
 }
 
-/// IFR scores of every edge on the clean prompts of `pairs` (one forward pass per batch).
-pub fn ifr_scores<B: Backend>(model: &Transformer<B>, graph: &Graph, pairs: &[PreparedPair], batch_size: usize) -> Result<EdgeScores, BatchError> {
+/// IFR scores of every edge on the clean prompts of `pairs` (one forward pass per batch);
+/// `progress` hears after every batch.
+pub fn ifr_scores<B: Backend>(
+    model: &Transformer<B>,
+    graph: &Graph,
+    pairs: &[PreparedPair],
+    batch_size: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EdgeScores, BatchError> {
     let device = model.token_embedding.device();
-    let n_bwd = graph.n_bwd();
-    let mut sums = vec![0.0f64; graph.n_fwd() * n_bwd];
+    let mut sums = EdgeMatrix::filled(*graph, 0.0f64);
     let mut tokens = 0usize;
     let mut passes = PassCount::default();
-    for chunk in pairs.chunks(batch_size.max(1)) {
+    let batch_size = batch_size.max(1);
+    let total = pairs.len().div_ceil(batch_size);
+    for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
         let batch = Batch::new(&clean, &model.config, &device)?;
         let mut reads = Reads { nodes: Vec::new(), inputs: Vec::new() };
@@ -83,7 +92,7 @@ pub fn ifr_scores<B: Backend>(model: &Transformer<B>, graph: &Graph, pairs: &[Pr
         let mut add = |x: &Tensor<B, 3>, up: usize, cols: std::ops::Range<usize>| {
             for (f, v) in importance_sums(x, &nodes, up, &real).into_iter().enumerate() {
                 for c in cols.clone() {
-                    sums[f * n_bwd + c] += v as f64;
+                    sums[(f, c)] += v as f64;
                 }
             }
         };
@@ -94,8 +103,9 @@ pub fn ifr_scores<B: Backend>(model: &Transformer<B>, graph: &Graph, pairs: &[Pr
             add(mlp, layer.mlp_fwd, layer.mlp_bwd..layer.mlp_bwd + 1);
         }
         let last = inputs.next().expect("the final input");
-        add(last, graph.n_fwd(), n_bwd - 1..n_bwd);
+        let logits = graph.n_bwd() - 1;
+        add(last, graph.n_fwd(), logits..logits + 1);
+        progress(Progress { done: done + 1, total });
     }
-    let values = sums.iter().map(|&s| (s / tokens as f64) as f32).collect();
-    Ok(EdgeScores { graph: *graph, values, passes })
+    Ok(EdgeScores { values: sums.map(|&s| (s / tokens as f64) as f32), passes })
 }

@@ -1,5 +1,7 @@
 //! Edge attribution: each method is a small module producing a signed score per edge of the MIB
-//! graph (positive = the edge helps the task) and the number of passes it spent.
+//! graph (positive = the edge helps the task), or one circuit per budget, and the number of
+//! passes it spent.
+#![warn(missing_docs)]
 
 pub mod exact;
 pub mod gradient;
@@ -8,5 +10,5 @@ pub mod method;
 pub mod random;
 pub mod scores;
 
-pub use method::{METHOD_NAMES, Method, MethodError, RunOptions, run_method};
+pub use method::{BudgetCircuits, Discovery, METHOD_NAMES, Method, MethodError, MethodOutput, Progress, fit_ablation, run_method};
 pub use scores::{EdgeScores, PassCount, ScoresError};

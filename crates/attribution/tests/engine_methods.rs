@@ -1,11 +1,11 @@
 //! `random` and `exact`, the two methods that need only the patching engine.
 
 use attribution::EdgeScores;
-use attribution::exact::{ExactOptions, exact_scores};
+use attribution::exact::{ExactError, ExactOptions, exact_scores};
 use attribution::random::random_scores;
 use burn::tensor::Tensor;
 use graph::{Dest, Graph, GraphShape, Source};
-use patching::{Ablation, logit_differences, record_nodes};
+use patching::{Ablation, Metric, record_nodes};
 use tasks::PreparedPair;
 use transformer::{Batch, CpuBackend, Hooks, LoadedModel, LocalModel, Readout};
 
@@ -29,15 +29,26 @@ fn pairs() -> Vec<PreparedPair> {
     ]
 }
 
+/// Exact scores of `edges` (all when None) under the logit difference.
+fn exact(model: &LoadedModel<B>, graph: &Graph, pairs: &[PreparedPair], edges: Option<&[(usize, usize)]>, options: ExactOptions) -> Result<EdgeScores, ExactError> {
+    exact_scores(&model.model, graph, pairs, edges, &Ablation::Counterfactual, Metric::LogitDifference, options, &mut |_| {})
+}
+
+/// m of every row of last-token logits [pairs, 1, vocab].
+fn logit_differences(logits: Tensor<B, 3>, answers: &[(u32, u32)]) -> Vec<f32> {
+    let logits = logits.squeeze_dim(1);
+    Metric::LogitDifference.values(logits.clone(), answers, 1, &logits)
+}
+
 #[test]
 fn random_scores_are_seeded() {
     let g = Graph::new(GraphShape { n_layers: 3, n_heads: 4 }).unwrap();
     assert_eq!(random_scores(&g, 1), random_scores(&g, 1));
     assert_ne!(random_scores(&g, 1).values, random_scores(&g, 2).values);
     let s = random_scores(&g, 1);
-    assert!(g.edges().all(|(f, b)| (-1.0..1.0).contains(&s.values[f * g.n_bwd() + b])));
-    let non_edges = (0..g.n_fwd() * g.n_bwd()).filter(|&i| !g.is_edge(i / g.n_bwd(), i % g.n_bwd()));
-    assert!(non_edges.into_iter().all(|i| s.values[i] == 0.0));
+    assert!(s.values.edge_values().all(|(_, v)| (-1.0..1.0).contains(v)));
+    let non_edges = (0..g.n_fwd()).flat_map(|f| (0..g.n_bwd()).map(move |b| (f, b))).filter(|&(f, b)| !g.is_edge(f, b));
+    assert!(non_edges.into_iter().all(|cell| s.values[cell] == 0.0));
 }
 
 /// Ablates the single edge a0.h1 -> m1 by hand: MLP 1 reads its residual plus
@@ -75,7 +86,7 @@ fn exact_matches_a_hand_patched_edge() {
     let pairs = pairs();
     let device = Default::default();
     let edge = (graph.fwd_index(Source::Head { layer: 0, head: 1 }).unwrap(), graph.bwd_index(Dest::Mlp { layer: 1 }).unwrap());
-    let scores = exact_scores(&model.model, &graph, &pairs, Some(&[edge]), &Ablation::Counterfactual, ExactOptions::default()).unwrap();
+    let scores = exact(&model, &graph, &pairs, Some(&[edge]), ExactOptions::default()).unwrap();
 
     let cfg = &model.model.config;
     let answers: Vec<(u32, u32)> = pairs.iter().map(|p| (p.correct, p.incorrect)).collect();
@@ -85,10 +96,10 @@ fn exact_matches_a_hand_patched_edge() {
     let [_, b, t, d] = cf_nodes.dims();
     let heads0 = cf_nodes.slice([1..1 + cfg.n_heads, 0..b, 0..t, 0..d]).permute([1, 2, 0, 3]);
     let mut hook = OneEdge { counterfactual_heads0: heads0, actual_head: None };
-    let patched = logit_differences(model.model.forward_with(&clean, &Readout::LastToken, &mut hook).squeeze_dim(1), &answers, 1);
-    let plain = logit_differences(model.model.forward(&clean, &Readout::LastToken).squeeze_dim(1), &answers, 1);
+    let patched = logit_differences(model.model.forward_with(&clean, &Readout::LastToken, &mut hook), &answers);
+    let plain = logit_differences(model.model.forward(&clean, &Readout::LastToken), &answers);
     let want: f32 = plain.iter().zip(&patched).map(|(c, p)| c - p).sum::<f32>() / pairs.len() as f32;
-    let got = scores.values[edge.0 * graph.n_bwd() + edge.1];
+    let got = scores.values[edge];
     assert!(want.abs() > 1e-4, "the edge matters on these pairs");
     assert!((got - want).abs() < 1e-5, "exact {got} vs hand-patched {want}");
 }
@@ -99,14 +110,14 @@ fn exact_scores_the_whole_tiny_graph_independent_of_batching() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let run = |batch_size, edges_per_pass| {
-        exact_scores(&model.model, &graph, &pairs, None, &Ablation::Counterfactual, ExactOptions { batch_size, edges_per_pass }).unwrap()
+        exact(&model, &graph, &pairs, None, ExactOptions { batch_size, edges_per_pass }).unwrap()
     };
     let a = run(3, 37);
     let b = run(2, 8);
-    let diff = a.values.iter().zip(&b.values).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let diff = a.values.as_slice().iter().zip(b.values.as_slice()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
     assert!(diff < 1e-4, "batching changed exact scores by {diff}");
     assert_eq!(a.passes.forward, 2 + graph.n_edges().div_ceil(37));
-    let scored = graph.edges().filter(|&(f, bb)| a.values[f * graph.n_bwd() + bb] != 0.0).count();
+    let scored = a.values.edge_values().filter(|(_, v)| **v != 0.0).count();
     assert!(scored > graph.n_edges() * 9 / 10, "almost every edge has an effect: {scored} of {}", graph.n_edges());
     a.validate().unwrap();
 }
@@ -121,7 +132,7 @@ fn scores_round_trip_through_circuit_json_and_reject_nan() {
     assert_eq!(back.values, scores.values);
     let mut bad = scores.clone();
     let (f, b) = graph.edges().nth(7).unwrap();
-    bad.values[f * graph.n_bwd() + b] = f32::NAN;
+    bad.values[(f, b)] = f32::NAN;
     let err = bad.validate().unwrap_err().to_string();
     assert!(err.contains(&graph.edge_name(f, b).unwrap()), "{err}");
 }
@@ -131,7 +142,7 @@ fn exact_rejects_non_edges() {
     let model = tiny();
     let graph = graph_of(&model);
     let last = graph.n_fwd() - 1; // m1 cannot feed a0's heads
-    assert!(exact_scores(&model.model, &graph, &pairs(), Some(&[(last, 0)]), &Ablation::Counterfactual, ExactOptions::default()).is_err());
+    assert!(exact(&model, &graph, &pairs(), Some(&[(last, 0)]), ExactOptions::default()).is_err());
 }
 
 #[test]
@@ -147,10 +158,10 @@ fn exact_runs_on_a_chosen_subset_of_smollm2() {
         incorrect: name(" John"),
     }];
     let edges = [graph.parse_edge_name("m29->logits").unwrap(), graph.parse_edge_name("input->a0.h0<q>").unwrap()];
-    let scores = exact_scores(&loaded.model, &graph, &pairs, Some(&edges), &Ablation::Counterfactual, ExactOptions::default()).unwrap();
-    let scored: Vec<f32> = edges.iter().map(|&(f, b)| scores.values[f * graph.n_bwd() + b]).collect();
+    let scores = exact(&loaded, &graph, &pairs, Some(&edges), ExactOptions::default()).unwrap();
+    let scored: Vec<f32> = edges.iter().map(|&edge| scores.values[edge]).collect();
     assert!(scored.iter().all(|v| v.is_finite()) && scored[0] != 0.0, "{scored:?}");
-    let others = scores.values.iter().filter(|&&v| v != 0.0).count();
+    let others = scores.values.as_slice().iter().filter(|&&v| v != 0.0).count();
     assert!(others <= 2, "only the chosen edges are scored");
     assert_eq!(scores.passes.forward, 3, "clean, counterfactual, one pass for both edges");
 }

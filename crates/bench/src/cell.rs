@@ -3,13 +3,12 @@
 
 use std::time::Instant;
 
-use attribution::{EdgeScores, Method, PassCount, RunOptions, run_method};
+use attribution::{Discovery, Method, MethodError, MethodOutput, ScoresError, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use evaluator::circuit::edge_budget;
-use evaluator::{EvalOptions, Selection, cmd, cpr, evaluate_circuits, faithfulness, top_n};
+use evaluator::{Candidates, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
 use graph::Graph;
-use patching::{Ablation, AblationKind};
+use patching::AblationError;
 use serde::{Deserialize, Serialize};
 use tasks::{PrepareOptions, PreparedPair, Split};
 use transformer::{LoadedModel, Tokenizer, Transformer};
@@ -21,63 +20,127 @@ use crate::memory;
 /// Circuits drawn as node-link diagrams keep this many top edges (by signed score).
 pub const DIAGRAM_EDGES: usize = 40;
 
-/// One point of a faithfulness curve.
+/// One point of a faithfulness curve, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
-    /// `signed` or `absolute`.
+    /// `signed` or `absolute` (top-n from scores), or `given` (the method's own circuits).
     pub selection: String,
+    /// The budget as a fraction of all edges.
     pub fraction: f64,
+    /// Edges before pruning.
     pub nominal_edges: usize,
+    /// Edges after pruning.
     pub pruned_edges: usize,
+    /// The evaluation metric's mean with only this circuit kept.
     pub m_circuit: f64,
+    /// (m(C) − m(∅)) / (m(N) − m(∅)).
     pub faithfulness: f64,
 }
 
 /// Everything a finished cell measured; stored as JSON per cell so runs resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
+    /// The model argument.
     pub model: String,
+    /// The task's name.
     pub task: String,
+    /// The method's name.
     pub method: String,
+    /// The ablation of discovery and evaluation.
     pub ablation: String,
+    /// The metric the method optimised.
+    #[serde(default)]
+    pub metric: String,
+    /// The metric faithfulness was measured with.
+    #[serde(default)]
+    pub evaluation_metric: String,
+    /// What the method produced: `scores` (circuits selected from them) or `circuits` (its own).
+    #[serde(default)]
+    pub output: String,
     /// Hash of the cell's definition and the config's shared settings: a stored result is reused
     /// only when it matches.
     pub definition: String,
+    /// Discovery pairs used.
     pub discovery_examples: usize,
+    /// Discovery examples dropped in preparation.
     pub discovery_dropped: usize,
+    /// Evaluation pairs used.
     pub evaluation_examples: usize,
+    /// Evaluation examples dropped in preparation.
     pub evaluation_dropped: usize,
+    /// The evaluation metric's mean on the full model.
     pub m_full: f64,
+    /// The evaluation metric's mean with every edge ablated.
     pub m_empty: f64,
+    /// Every evaluated circuit.
     pub curve: Vec<CurvePoint>,
+    /// Area under the signed (or given) faithfulness curve.
     pub cpr: f64,
+    /// Area under |1 − f| of the absolute (or given) curve.
     pub cmd: f64,
+    /// Mean faithfulness of the signed (or given) curve.
     pub mean_f_signed: f64,
+    /// Mean faithfulness of the absolute (or given) curve.
     pub mean_f_absolute: f64,
+    /// Wall time of discovery.
     pub discovery_seconds: f64,
+    /// Wall time of evaluation.
     pub evaluation_seconds: f64,
+    /// Forward passes of discovery and evaluation.
     pub forward_passes: usize,
+    /// Backward passes of discovery.
     pub backward_passes: usize,
     /// Peak resident memory of the process during the cell (Linux; None elsewhere).
     pub peak_memory_mib: Option<f64>,
     /// Peak GPU memory in use during the cell (runs on a GPU with `nvidia-smi` only).
     #[serde(default)]
     pub peak_gpu_memory_mib: Option<f64>,
-    /// The top edges by signed score, (name, score), for the circuit diagram.
+    /// The top edges by signed score, (name, score), for the circuit diagram (none when the
+    /// method gave circuits without scores).
     pub top_edges: Vec<(String, f32)>,
+}
+
+/// Why one cell failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    /// Preparation dropped every example of a split.
+    #[error("every {split} example was dropped ({dropped})")]
+    AllDropped {
+        /// The split.
+        split: Split,
+        /// Why, per reason.
+        dropped: tasks::Drops,
+    },
+    /// The method failed.
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    /// The method's scores are unusable.
+    #[error(transparent)]
+    Scores(#[from] ScoresError),
+    /// The ablation could not be fitted.
+    #[error(transparent)]
+    Ablation(#[from] AblationError),
+    /// The evaluation failed.
+    #[error(transparent)]
+    Evaluation(#[from] EvalError),
 }
 
 /// Batches done out of the cell's total (discovery and evaluation batches together).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProgress {
+    /// Batches finished.
     pub done: usize,
+    /// Batches in all (the discovery part as the method reports it).
     pub total: usize,
 }
 
 /// A model loaded for the sweep, with its graph.
 pub struct SweepModel<B: AutodiffBackend> {
+    /// The model.
     pub model: Transformer<B>,
+    /// Its tokenizer.
     pub tokenizer: Tokenizer,
+    /// Its MIB graph.
     pub graph: Graph,
 }
 
@@ -103,12 +166,13 @@ fn pairs_of(
     examples.truncate(n);
     let prepared = tasks::prepare(&examples, &model.tokenizer, &model.model.config, &PrepareOptions::default())?;
     if prepared.pairs.is_empty() {
-        return Err(BenchError::Cell { cell: cell.key(), message: format!("every {split} example was dropped ({:?})", prepared.dropped) });
+        return Err(BenchError::Cell { cell: cell.key(), source: CellError::AllDropped { split, dropped: prepared.dropped } });
     }
     Ok((prepared.pairs, prepared.dropped.total()))
 }
 
-/// Runs `cell` of `config` on `model`; `progress` hears after every batch.
+/// Runs `cell` of `config` on `model`; `progress` hears after every batch. The ablation is fitted
+/// once on the discovery pairs and serves both the method and the evaluation of what it found.
 pub fn run_cell<B: AutodiffBackend>(
     config: &Config,
     cell: &Cell,
@@ -118,7 +182,7 @@ pub fn run_cell<B: AutodiffBackend>(
     gpu: bool,
     progress: &mut dyn FnMut(BatchProgress),
 ) -> Result<CellResult, BenchError> {
-    let fail = |message: String| BenchError::Cell { cell: cell.key(), message };
+    let fail = |source: CellError| BenchError::Cell { cell: cell.key(), source };
     memory::reset_peak();
     let gpu_sampler = if gpu {
         // Pooled memory of earlier cells would count as this cell's.
@@ -130,111 +194,91 @@ pub fn run_cell<B: AutodiffBackend>(
     let (discovery, discovery_dropped) = pairs_of(config, cell, Split::Train, cell.discovery_examples, model, tasks_dir)?;
     let (evaluation, evaluation_dropped) = pairs_of(config, cell, Split::Validation, cell.evaluation_examples, model, tasks_dir)?;
     let batch = config.batch_size;
-    let method = Method::parse(&cell.method, config.ig_steps, config.seed).map_err(|e| fail(e.to_string()))?;
-    // Random scores need no pairs: one "batch".
-    let discovery_batches = if matches!(method, Method::Random { .. }) { 1 } else { discovery.len().div_ceil(batch) };
-    let total = discovery_batches + evaluation.len().div_ceil(batch);
-    let mut done = 0;
-
-    // Discovery, batch by batch: scores are means over pairs, so batch means weighted by size.
-    let start = Instant::now();
+    let method = Method::parse(&cell.method, config.ig_steps, config.seed).map_err(|e| fail(e.into()))?;
     let graph = &model.graph;
-    let options = RunOptions { batch_size: batch, ..RunOptions::default() };
-    let mut values = vec![0.0f64; graph.n_fwd() * graph.n_bwd()];
-    let mut passes = PassCount::default();
-    let chunks: Vec<&[PreparedPair]> = if discovery_batches == 1 { vec![&discovery[..]] } else { discovery.chunks(batch).collect() };
-    for chunk in chunks {
-        let scores = run_method(&model.model, graph, chunk, &method, config.ablation, options).map_err(|e| fail(e.to_string()))?;
-        let weight = chunk.len() as f64 / discovery.len() as f64;
-        for (v, s) in values.iter_mut().zip(&scores.values) {
-            *v += weight * *s as f64;
+    let inner = model.model.valid();
+
+    let start = Instant::now();
+    let ablation = fit_ablation(config.ablation, &inner, &discovery, batch).map_err(|e| fail(e.into()))?;
+    let inputs = Discovery {
+        model: &model.model,
+        graph,
+        pairs: &discovery,
+        ablation: &ablation,
+        metric: cell.metric,
+        batch_size: batch,
+        edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+        fractions: &config.fractions,
+    };
+    let evaluation_batches = evaluation.len().div_ceil(batch);
+    let mut discovery_batches = 0;
+    let output = run_method(&method, &inputs, &mut |p| {
+        discovery_batches = p.total;
+        progress(BatchProgress { done: p.done, total: p.total + evaluation_batches });
+    })
+    .map_err(|e| fail(e.into()))?;
+    let candidates = match &output {
+        MethodOutput::Scores(scores) => {
+            scores.validate().map_err(|e| fail(e.into()))?;
+            Candidates::Scores(&scores.values)
         }
-        passes.forward += scores.passes.forward;
-        passes.backward += scores.passes.backward;
-        done += 1;
-        progress(BatchProgress { done, total });
-    }
-    let scores = EdgeScores { graph: *graph, values: values.iter().map(|&v| v as f32).collect(), passes };
-    scores.validate().map_err(|e| fail(e.to_string()))?;
+        MethodOutput::Circuits(circuits) => Candidates::Circuits(&circuits.circuits),
+    };
     let discovery_seconds = start.elapsed().as_secs_f64();
 
-    // Circuits at every budget, signed then absolute.
     let start = Instant::now();
-    let selections = [(Selection::Signed, "signed"), (Selection::Absolute, "absolute")];
-    let circuits: Vec<_> = selections
-        .iter()
-        .flat_map(|&(s, _)| config.fractions.iter().map(move |&x| (s, x)))
-        .map(|(s, x)| top_n(graph, &scores.values, edge_budget(graph, x), s))
-        .collect();
-    let masks: Vec<&[bool]> = circuits.iter().map(|c| c.edges.as_slice()).collect();
-    let inner = model.model.valid();
-    let device = inner.token_embedding.device();
-    let reference: Vec<Vec<u32>> = match config.ablation {
-        AblationKind::Mean | AblationKind::MeanPositional => discovery.iter().map(|p| p.clean.clone()).collect(),
-        _ => Vec::new(),
-    };
-    let ablation = Ablation::fit(config.ablation, &inner, &reference, batch, &device).map_err(|e| fail(e.to_string()))?;
-    let (mut full, mut empty, mut circuit_sums) = (0.0, 0.0, vec![0.0; masks.len()]);
-    let mut eval_passes = 0;
-    for chunk in evaluation.chunks(batch) {
-        let r = evaluate_circuits(&inner, graph, chunk, &masks, &ablation, EvalOptions { batch_size: batch, masks_per_pass: 1 })
-            .map_err(|e| fail(e.to_string()))?;
-        let n = chunk.len() as f64;
-        full += r.m_full * n;
-        empty += r.m_empty * n;
-        for (sum, m) in circuit_sums.iter_mut().zip(&r.m_circuits) {
-            *sum += m * n;
-        }
-        eval_passes += r.passes;
-        done += 1;
-        progress(BatchProgress { done, total });
-    }
-    let n = evaluation.len() as f64;
-    let (m_full, m_empty) = (full / n, empty / n);
-    let mut curve = Vec::with_capacity(circuits.len());
-    for (i, circuit) in circuits.iter().enumerate() {
-        let (_, name) = selections[i / config.fractions.len()];
-        let m_circuit = circuit_sums[i] / n;
-        let f = faithfulness(m_circuit, m_full, m_empty).map_err(|e| fail(e.to_string()))?;
-        curve.push(CurvePoint {
-            selection: name.into(),
-            fraction: config.fractions[i % config.fractions.len()],
-            nominal_edges: circuit.nominal_edges,
-            pruned_edges: circuit.edges_after_pruning,
-            m_circuit,
-            faithfulness: f,
-        });
-    }
-    let f_of = |name: &str| -> Vec<f64> { curve.iter().filter(|p| p.selection == name).map(|p| p.faithfulness).collect() };
-    let (f_signed, f_absolute) = (f_of("signed"), f_of("absolute"));
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let plan = EvalPlan { fractions: &config.fractions, metric: config.evaluation_metric, options: EvalOptions { batch_size: batch, masks_per_pass: 1 } };
+    let evaluated = evaluate_candidates(&inner, graph, &evaluation, candidates, &ablation, plan, &mut |done, total| {
+        progress(BatchProgress { done: discovery_batches + done, total: discovery_batches + total })
+    })
+    .map_err(|e| fail(e.into()))?;
     let evaluation_seconds = start.elapsed().as_secs_f64();
 
-    let mut ranked: Vec<(usize, usize)> = graph.edges().collect();
-    let score = |&(f, b): &(usize, usize)| scores.values[f * graph.n_bwd() + b];
-    ranked.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.cmp(b)));
-    let top_edges = ranked.iter().take(DIAGRAM_EDGES).map(|e| Ok((graph.edge_name(e.0, e.1)?, score(e)))).collect::<Result<Vec<_>, graph::GraphError>>()?;
+    let top_edges = match output.scores() {
+        Some(scores) => {
+            let mut ranked: Vec<(usize, usize)> = graph.edges().collect();
+            ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            ranked.iter().take(DIAGRAM_EDGES).map(|&e| Ok((graph.edge_name(e.0, e.1)?, scores[e]))).collect::<Result<Vec<_>, graph::GraphError>>()?
+        }
+        None => Vec::new(),
+    };
+    let curve = evaluated
+        .curve
+        .iter()
+        .map(|p| CurvePoint {
+            selection: p.kind.name().into(),
+            fraction: p.fraction,
+            nominal_edges: p.nominal_edges,
+            pruned_edges: p.pruned_edges,
+            m_circuit: p.m_circuit,
+            faithfulness: p.faithfulness,
+        })
+        .collect();
+    let passes = output.passes();
     Ok(CellResult {
         model: cell.model.clone(),
         task: cell.task.to_string(),
         method: cell.method.clone(),
         ablation: config.ablation.to_string(),
+        metric: cell.metric.name().into(),
+        evaluation_metric: config.evaluation_metric.name().into(),
+        output: output.kind().into(),
         definition,
         discovery_examples: discovery.len(),
         discovery_dropped,
         evaluation_examples: evaluation.len(),
         evaluation_dropped,
-        m_full,
-        m_empty,
-        cpr: cpr(&config.fractions, &f_signed),
-        cmd: cmd(&config.fractions, &f_absolute),
-        mean_f_signed: mean(&f_signed),
-        mean_f_absolute: mean(&f_absolute),
+        m_full: evaluated.m_full,
+        m_empty: evaluated.m_empty,
+        cpr: evaluated.cpr,
+        cmd: evaluated.cmd,
+        mean_f_signed: evaluated.mean_f_signed,
+        mean_f_absolute: evaluated.mean_f_absolute,
         curve,
         discovery_seconds,
         evaluation_seconds,
-        forward_passes: scores.passes.forward + eval_passes,
-        backward_passes: scores.passes.backward,
+        forward_passes: passes.forward + evaluated.passes,
+        backward_passes: passes.backward,
         peak_memory_mib: memory::peak_mib(),
         peak_gpu_memory_mib: gpu_sampler.and_then(memory::GpuMemorySampler::peak_mib),
         top_edges,

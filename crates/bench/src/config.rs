@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use patching::AblationKind;
+use patching::{AblationKind, Metric};
 use serde::Deserialize;
 use tasks::TaskKind;
 
@@ -14,6 +14,7 @@ pub struct Config {
     pub name: String,
     /// Seed of the random baseline (and of anything else seeded).
     pub seed: u64,
+    /// What ablated edges carry, in discovery and evaluation alike.
     pub ablation: AblationKind,
     /// Interpolation steps m of the EAP-IG methods.
     pub ig_steps: usize,
@@ -21,6 +22,9 @@ pub struct Config {
     pub batch_size: usize,
     /// Budgets as fractions of the graph's edges (MIB's ten by default).
     pub fractions: Vec<f64>,
+    /// The metric faithfulness is measured with (MIB's logit difference unless the config says).
+    pub evaluation_metric: Metric,
+    /// Where every cell's examples come from.
     pub datasets: Datasets,
     /// The cells, in run order.
     pub cells: Vec<Cell>,
@@ -37,10 +41,32 @@ pub enum Datasets {
     /// `validation` examples: for sweeps that need more pairs than the committed files hold
     /// (MIB's 1,000 evaluation pairs). The splits stay disjoint; the committed train split is a
     /// prefix of the generated one.
-    Generated { train: usize, validation: usize },
+    Generated {
+        /// Train examples to generate at least (the largest cell's discovery pairs).
+        train: usize,
+        /// Validation examples to generate at least (the largest cell's evaluation pairs).
+        validation: usize,
+    },
 }
 
 impl Datasets {
+    /// The source's name, as configs write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Datasets::Committed => "committed",
+            Datasets::Mib => "mib",
+            Datasets::Generated { .. } => "generated",
+        }
+    }
+
+    /// Everything that decides which examples a cell reads, for the cell's hash and the manifest.
+    pub fn describe(self) -> serde_json::Value {
+        match self {
+            Datasets::Generated { train, validation } => serde_json::json!({ "source": self.name(), "train": train, "validation": validation }),
+            _ => serde_json::json!({ "source": self.name() }),
+        }
+    }
+
     /// The examples of one split.
     pub fn load(self, task: TaskKind, split: tasks::Split, tasks_dir: &Path) -> Result<Vec<tasks::Example>, tasks::TaskError> {
         match self {
@@ -58,13 +84,18 @@ impl Datasets {
 /// One model × task × method unit of work.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
+    /// The model argument as the config gives it (resolved by `transformer::load_model`).
     pub model: String,
+    /// The task whose pairs the cell discovers and evaluates on.
     pub task: TaskKind,
+    /// The method's benchmark name (one of `attribution::METHOD_NAMES`).
     pub method: String,
     /// Discovery pairs, from the start of the train split.
     pub discovery_examples: usize,
     /// Evaluation pairs, from the start of the validation split.
     pub evaluation_examples: usize,
+    /// The metric the method optimises (its default, the config's `metric`, or a group override).
+    pub metric: Metric,
 }
 
 impl Cell {
@@ -77,12 +108,32 @@ impl Cell {
 /// A config that cannot be used, naming the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The config file.
+        path: String,
+        /// What reading it failed with.
+        source: std::io::Error,
+    },
+    /// The text is not TOML of the config's shape (an unknown key included).
     #[error("{path}: {message}")]
-    Syntax { path: String, message: String },
+    Syntax {
+        /// The config file, or whatever origin the text was parsed under.
+        path: String,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// A well-formed key has a value the sweep cannot use.
     #[error("{path}: `{key}`: {message}")]
-    Invalid { path: String, key: String, message: String },
+    Invalid {
+        /// The config file, or whatever origin the text was parsed under.
+        path: String,
+        /// The key at fault, as a path (`group[0].methods[2]`).
+        key: String,
+        /// What is wrong with its value.
+        message: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -101,6 +152,11 @@ struct RawConfig {
     fractions: Option<Vec<f64>>,
     #[serde(default = "default_datasets")]
     datasets: String,
+    /// Every method's metric, unless a group overrides it (default: each method's own).
+    #[serde(default)]
+    metric: Option<String>,
+    #[serde(default = "default_evaluation_metric")]
+    evaluation_metric: String,
     #[serde(rename = "group")]
     groups: Vec<RawGroup>,
 }
@@ -117,10 +173,16 @@ struct RawGroup {
     /// Fewer discovery examples for costly methods (method name → examples).
     #[serde(default)]
     discovery_overrides: std::collections::BTreeMap<String, usize>,
+    /// Another metric for some methods (method name → metric name).
+    #[serde(default)]
+    metric_overrides: std::collections::BTreeMap<String, String>,
 }
 
 fn default_ablation() -> String {
     "counterfactual".into()
+}
+fn default_evaluation_metric() -> String {
+    Metric::LogitDifference.name().into()
 }
 fn default_datasets() -> String {
     "committed".into()
@@ -153,6 +215,9 @@ impl Config {
         if raw.batch_size == 0 {
             return Err(invalid("batch_size".into(), "must be at least 1".into()));
         }
+        let parse_metric = |key: String, name: &str| name.parse::<Metric>().map_err(|e| invalid(key, e.to_string()));
+        let metric = raw.metric.as_deref().map(|name| parse_metric("metric".into(), name)).transpose()?;
+        let evaluation_metric = parse_metric("evaluation_metric".into(), &raw.evaluation_metric)?;
         let fractions = raw.fractions.unwrap_or_else(|| evaluator::MIB_FRACTIONS.to_vec());
         if fractions.is_empty() {
             return Err(invalid("fractions".into(), "needs at least one budget".into()));
@@ -177,8 +242,10 @@ impl Config {
                     return Err(invalid(key(field), "must be at least 1".into()));
                 }
             }
+            let mut metrics = std::collections::BTreeMap::new();
             for (i, method) in group.methods.iter().enumerate() {
-                attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
+                let parsed = attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
+                metrics.insert(method.clone(), metric.unwrap_or_else(|| parsed.default_metric()));
                 if method == "exact" {
                     return Err(invalid(
                         format!("{}[{i}]", key("methods")),
@@ -194,6 +261,13 @@ impl Config {
                     return Err(invalid(format!("{}.{method}", key("discovery_overrides")), "must be at least 1".into()));
                 }
             }
+            for (method, name) in &group.metric_overrides {
+                let field = format!("{}.{method}", key("metric_overrides"));
+                let Some(slot) = metrics.get_mut(method) else {
+                    return Err(invalid(field, "is not one of the group's methods".into()));
+                };
+                *slot = parse_metric(field, name)?;
+            }
             if group.tasks.is_empty() || group.methods.is_empty() {
                 return Err(invalid(key(if group.tasks.is_empty() { "tasks" } else { "methods" }), "must list at least one".into()));
             }
@@ -206,6 +280,7 @@ impl Config {
                         method: method.clone(),
                         discovery_examples: group.discovery_overrides.get(method).copied().unwrap_or(group.discovery_examples),
                         evaluation_examples: group.evaluation_examples,
+                        metric: metrics[method],
                     });
                 }
             }
@@ -229,6 +304,6 @@ impl Config {
                 ));
             }
         };
-        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, datasets, cells })
+        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, evaluation_metric, datasets, cells })
     }
 }

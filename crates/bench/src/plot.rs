@@ -68,7 +68,7 @@ pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
     );
     for (i, cell) in cells.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        for (selection, dash) in [("signed", ""), ("absolute", r#" stroke-dasharray="6,4""#)] {
+        for (selection, dash) in [("signed", ""), ("given", ""), ("absolute", r#" stroke-dasharray="6,4""#)] {
             let path: Vec<String> =
                 cell.curve.iter().filter(|p| p.selection == selection).map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness))).collect();
             let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#, path.join(" "));

@@ -14,8 +14,11 @@ use crate::BenchError;
 pub struct Moved {
     /// `model|task|method`, with the selection and fraction for curve points.
     pub what: String,
+    /// The column compared (a summary metric, or `faithfulness` for curve points).
     pub metric: String,
+    /// The baseline's value; None where the baseline lacks the row or the number.
     pub baseline: Option<f64>,
+    /// The run's value; None where the run lacks the row or the number.
     pub run: Option<f64>,
 }
 
@@ -24,6 +27,7 @@ pub struct Moved {
 pub struct Comparison {
     /// Numbers compared.
     pub compared: usize,
+    /// The numbers beyond the tolerance, baseline rows first, then rows only the run has.
     pub moved: Vec<Moved>,
 }
 

@@ -15,10 +15,13 @@ pub const CURVE_COLUMNS: [&str; 12] =
     ["model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty"];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 17] = [
+pub const SUMMARY_COLUMNS: [&str; 20] = [
     "model",
     "task",
     "method",
+    "output",
+    "metric",
+    "evaluation_metric",
     "cpr",
     "cmd",
     "mean_f_signed",
@@ -73,6 +76,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
         .map(|c| {
             row(json!({
                 "model": c.model, "task": c.task, "method": c.method,
+                "output": c.output, "metric": c.metric, "evaluation_metric": c.evaluation_metric,
                 "cpr": r6(c.cpr), "cmd": r6(c.cmd), "mean_f_signed": r6(c.mean_f_signed), "mean_f_absolute": r6(c.mean_f_absolute),
                 "discovery_seconds": (c.discovery_seconds * 10.0).round() / 10.0, "evaluation_seconds": (c.evaluation_seconds * 10.0).round() / 10.0,
                 "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,

@@ -18,11 +18,29 @@ use crate::{BenchError, plot, report};
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Cell `index` of `total` starts, or is skipped because a stored result matches it.
-    Cell { index: usize, total: usize, key: String, skipped: bool },
+    Cell {
+        /// The cell's place in the config's run order (0-based).
+        index: usize,
+        /// Cells in the config.
+        total: usize,
+        /// The cell's `model|task|method`.
+        key: String,
+        /// Whether its stored result is reused instead of running it.
+        skipped: bool,
+    },
     /// A batch of the running cell is done.
     Batch(BatchProgress),
     /// The running cell finished, with its CPR and CMD.
-    Finished { key: String, cpr: f64, cmd: f64, seconds: f64 },
+    Finished {
+        /// The cell's `model|task|method`.
+        key: String,
+        /// Its circuit performance ratio (area under f; higher is better).
+        cpr: f64,
+        /// Its circuit-model difference (area under |1 − f|; lower is better).
+        cmd: f64,
+        /// Discovery plus evaluation time, in seconds.
+        seconds: f64,
+    },
 }
 
 /// Where a sweep reads and writes, and what it runs on.
@@ -50,14 +68,15 @@ pub(crate) fn slug(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
-/// A stable hash of everything that decides a cell's numbers, the model's files included.
+/// A stable hash of everything that decides a cell's numbers, the model's files included, built
+/// from each field by name (never from a `Debug` rendering, which may change with the code).
 fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, String>) -> String {
     let text = json!({
         "model": cell.model, "model_files": model_files, "task": cell.task.name(), "method": cell.method,
+        "metric": cell.metric.name(), "evaluation_metric": config.evaluation_metric.name(),
         "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
-        "seed": config.seed,
-        "datasets_source": format!("{:?}", config.datasets).to_lowercase(), "ablation": config.ablation.to_string(), "ig_steps": config.ig_steps,
-        "batch_size": config.batch_size, "fractions": config.fractions, "datasets": format!("{:?}", config.datasets),
+        "seed": config.seed, "datasets": config.datasets.describe(), "ablation": config.ablation.to_string(),
+        "ig_steps": config.ig_steps, "batch_size": config.batch_size, "fractions": config.fractions,
     })
     .to_string();
     sha256_hex(text.as_bytes())[..16].to_string()
@@ -74,7 +93,7 @@ fn stored(path: &Path, definition: &str) -> Result<Option<CellResult>, BenchErro
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.into(), source })?;
-    let result: CellResult = serde_json::from_str(&text).map_err(|e| BenchError::Json { path: path.into(), message: e.to_string() })?;
+    let result: CellResult = serde_json::from_str(&text).map_err(|source| BenchError::Json { path: path.into(), source })?;
     Ok((result.definition == definition).then_some(result))
 }
 
@@ -132,7 +151,7 @@ fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMa
         "name": config.name,
         "config": { "file": paths.config.file_name().map(|n| n.to_string_lossy().into_owned()), "sha256": sha256_hex(&config_text) },
         "seed": config.seed,
-        "datasets_source": format!("{:?}", config.datasets).to_lowercase(),
+        "datasets_source": config.datasets.describe(),
         "backend": backend,
         "git_revision": git_revision(),
         "models": models,

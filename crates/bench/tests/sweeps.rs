@@ -120,6 +120,11 @@ fn bad_configs_name_the_key() {
     assert!(err(&format!("name = \"x\"\n{group}{group}")).contains("listed twice"));
     assert!(err(&format!("name = \"../x\"\n{group}")).contains("`name`"));
     assert!(err("name = \"x\"\n").contains("group"));
+    assert!(err(&format!("name = \"x\"\nmetric = \"logit_diff\"\n{group}")).contains("`metric`: unknown metric `logit_diff`"));
+    assert!(err(&format!("name = \"x\"\nevaluation_metric = \"accuracy\"\n{group}")).contains("`evaluation_metric`"));
+    assert!(err(&format!("name = \"x\"\n{group}[group.metric_overrides]\ngim = \"kl\"\n")).contains("group[0].metric_overrides.gim"));
+    assert!(err(&format!("name = \"x\"\n{group}[group.metric_overrides]\neap = \"kl2\"\n")).contains("group[0].metric_overrides.eap"));
     let ok = Config::parse(&format!("name = \"x\"\n{group}"), "c.toml").unwrap();
     assert_eq!(ok.fractions, evaluator::MIB_FRACTIONS.to_vec());
+    assert_eq!((ok.cells[0].metric, ok.evaluation_metric), (patching::Metric::LogitDifference, patching::Metric::LogitDifference), "MIB's metric by default");
 }

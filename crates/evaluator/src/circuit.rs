@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use graph::{Dest, Graph};
+use graph::{Dest, EdgeMatrix, Graph};
 
 /// MIB's ten edge budgets, as fractions of all edges.
 pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -11,7 +11,9 @@ pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1
 /// How scores rank edges: signed (CPR: edges that help the task) or by magnitude (CMD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
+    /// Best signed score first: the edges that help the task most.
     Signed,
+    /// Largest |score| first: the edges that matter most either way.
     Absolute,
 }
 
@@ -27,8 +29,8 @@ impl Selection {
 /// A circuit over a graph: which edges and nodes are on, and how many edges were asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltCircuit {
-    /// Row-major [n_fwd × n_bwd]: true = the edge is in the circuit (kept clean).
-    pub edges: Vec<bool>,
+    /// True = the edge is in the circuit (kept clean).
+    pub edges: EdgeMatrix<bool>,
     /// Per node index (sources 0..n_fwd, then logits): true = on.
     pub nodes: Vec<bool>,
     /// Edges selected before pruning (the budget n, or fewer if the candidates ran out).
@@ -52,11 +54,10 @@ fn dest_node(graph: &Graph, bwd: usize) -> usize {
 }
 
 /// Edges ordered best first: by key descending, then by (fwd, bwd) index so ties are deterministic.
-fn ranked_edges(graph: &Graph, scores: &[f32], selection: Selection) -> Vec<(usize, usize)> {
-    let n_bwd = graph.n_bwd();
+fn ranked_edges(graph: &Graph, scores: &EdgeMatrix<f32>, selection: Selection) -> Vec<(usize, usize)> {
     let mut edges: Vec<(usize, usize)> = graph.edges().collect();
     edges.sort_by(|&(fa, ba), &(fb, bb)| {
-        let (ka, kb) = (selection.key(scores[fa * n_bwd + ba]), selection.key(scores[fb * n_bwd + bb]));
+        let (ka, kb) = (selection.key(scores[(fa, ba)]), selection.key(scores[(fb, bb)]));
         kb.total_cmp(&ka).then((fa, ba).cmp(&(fb, bb)))
     });
     edges
@@ -65,7 +66,7 @@ fn ranked_edges(graph: &Graph, scores: &[f32], selection: Selection) -> Vec<(usi
 /// Switches nodes on and off from the on-edges, then removes dangling edges and nodes until nothing
 /// changes (both nodes and edges: MIB's pinned code stops when nodes stop changing, which leaves
 /// dangling edges; fixed here). Returns the on-nodes.
-pub fn prune(graph: &Graph, edges: &mut [bool]) -> Vec<bool> {
+pub fn prune(graph: &Graph, edges: &mut EdgeMatrix<bool>) -> Vec<bool> {
     let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
     let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| dest_node(graph, b)).collect();
     let mut nodes = vec![false; n_fwd + 1];
@@ -73,7 +74,7 @@ pub fn prune(graph: &Graph, edges: &mut [bool]) -> Vec<bool> {
         let mut has_out = vec![false; n_fwd + 1];
         let mut has_in = vec![false; n_fwd + 1];
         for (f, b) in graph.edges() {
-            if edges[f * n_bwd + b] {
+            if edges[(f, b)] {
                 has_out[f] = true;
                 has_in[dest_nodes[b]] = true;
             }
@@ -88,7 +89,7 @@ pub fn prune(graph: &Graph, edges: &mut [bool]) -> Vec<bool> {
         let mut changed = new_nodes != nodes;
         nodes = new_nodes;
         for (f, b) in graph.edges() {
-            let cell = &mut edges[f * n_bwd + b];
+            let cell = &mut edges[(f, b)];
             if *cell && !(nodes[f] && nodes[dest_nodes[b]]) {
                 *cell = false;
                 changed = true;
@@ -100,19 +101,25 @@ pub fn prune(graph: &Graph, edges: &mut [bool]) -> Vec<bool> {
     }
 }
 
-fn finish(graph: &Graph, mut edges: Vec<bool>, nominal_edges: usize) -> BuiltCircuit {
+fn finish(graph: &Graph, mut edges: EdgeMatrix<bool>, nominal_edges: usize) -> BuiltCircuit {
     let nodes = prune(graph, &mut edges);
-    let edges_after_pruning = graph.edges().filter(|&(f, b)| edges[f * graph.n_bwd() + b]).count();
+    let edges_after_pruning = edges.count_edges();
     BuiltCircuit { edges, nodes, nominal_edges, edges_after_pruning }
 }
 
+/// A circuit chosen by a method (or a file) as it was given, pruned to the same fixed point as
+/// selected ones: its nominal size is the edges it had, its pruned size what is left.
+pub fn given(graph: &Graph, edges: &EdgeMatrix<bool>) -> BuiltCircuit {
+    finish(graph, edges.clone(), edges.count_edges())
+}
+
 /// The `n` best edges by score, then pruned.
-pub fn top_n(graph: &Graph, scores: &[f32], n: usize, selection: Selection) -> BuiltCircuit {
-    let mut edges = vec![false; graph.n_fwd() * graph.n_bwd()];
+pub fn top_n(graph: &Graph, scores: &EdgeMatrix<f32>, n: usize, selection: Selection) -> BuiltCircuit {
+    let mut edges = EdgeMatrix::filled(*graph, false);
     let ranked = ranked_edges(graph, scores, selection);
     let nominal = n.min(ranked.len());
-    for &(f, b) in &ranked[..nominal] {
-        edges[f * graph.n_bwd() + b] = true;
+    for &edge in &ranked[..nominal] {
+        edges[edge] = true;
     }
     finish(graph, edges, nominal)
 }
@@ -141,7 +148,7 @@ impl PartialOrd for Candidate {
 
 /// Grows a circuit backwards from the logits: repeatedly takes the best edge whose child is on,
 /// switching its parent on and making the parent's incoming edges candidates; `n` edges, then pruned.
-pub fn greedy(graph: &Graph, scores: &[f32], n: usize, selection: Selection) -> BuiltCircuit {
+pub fn greedy(graph: &Graph, scores: &EdgeMatrix<f32>, n: usize, selection: Selection) -> BuiltCircuit {
     let n_bwd = graph.n_bwd();
     let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| dest_node(graph, b)).collect();
     // Incoming edges of each node, grouped once.
@@ -155,16 +162,16 @@ pub fn greedy(graph: &Graph, scores: &[f32], n: usize, selection: Selection) -> 
         if !node_on[node] {
             node_on[node] = true;
             for &(fwd, bwd) in &incoming[node] {
-                heap.push(Candidate { key: selection.key(scores[fwd * n_bwd + bwd]), fwd, bwd });
+                heap.push(Candidate { key: selection.key(scores[(fwd, bwd)]), fwd, bwd });
             }
         }
     };
     switch_on(graph.n_fwd(), &mut heap, &mut node_on);
-    let mut edges = vec![false; graph.n_fwd() * n_bwd];
+    let mut edges = EdgeMatrix::filled(*graph, false);
     let mut taken = 0;
     while taken < n {
         let Some(Candidate { fwd, bwd, .. }) = heap.pop() else { break };
-        edges[fwd * n_bwd + bwd] = true;
+        edges[(fwd, bwd)] = true;
         taken += 1;
         switch_on(fwd, &mut heap, &mut node_on);
     }

@@ -1,10 +1,14 @@
-//! The evaluator: turns per-edge scores into circuits at MIB's ten budgets, measures how much of the
-//! model's behaviour each circuit keeps under ablation, and summarises the curve (CPR, CMD).
+//! The evaluator: turns what a method found (per-edge scores, or its own circuits) into circuits
+//! at MIB's ten budgets, measures how much of the model's behaviour each circuit keeps under
+//! ablation, and summarises the curve (CPR, CMD) — one pipeline for the bench and `xtask eval`.
+#![warn(missing_docs)]
 
 pub mod circuit;
 pub mod evaluate;
 pub mod metrics;
+pub mod pipeline;
 
-pub use circuit::{BuiltCircuit, MIB_FRACTIONS, Selection, greedy, prune, top_n};
+pub use circuit::{BuiltCircuit, MIB_FRACTIONS, Selection, given, greedy, prune, top_n};
 pub use evaluate::{EvalError, EvalOptions, EvalResult, evaluate_circuits};
 pub use metrics::{FaithfulnessUndefined, cmd, cpr, faithfulness};
+pub use pipeline::{Candidates, CurveKind, CurvePoint, EvalPlan, Evaluation, evaluate_candidates};

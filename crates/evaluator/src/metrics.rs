@@ -6,8 +6,11 @@
     "faithfulness is undefined: m(N) = {m_full:.6} and m(∅) = {m_empty:.6} differ by less than {threshold} (the model barely distinguishes clean from ablated inputs)"
 )]
 pub struct FaithfulnessUndefined {
+    /// m(N), the full model's mean.
     pub m_full: f64,
+    /// m(∅), the empty circuit's mean.
     pub m_empty: f64,
+    /// The smallest |m(N) − m(∅)| accepted.
     pub threshold: f64,
 }
 

@@ -1,8 +1,8 @@
 //! Circuit construction from scores: budgets, top-n, greedy and pruning to a fixed point.
 
 use evaluator::circuit::edge_budget;
-use evaluator::{Selection, greedy, prune, top_n};
-use graph::{Dest, Graph, GraphShape, Qkv, Source};
+use evaluator::{Selection, given, greedy, prune, top_n};
+use graph::{Dest, EdgeMatrix, Graph, GraphShape, Qkv, Source};
 
 fn gpt2() -> Graph {
     Graph::new(GraphShape { n_layers: 12, n_heads: 12 }).unwrap()
@@ -12,8 +12,8 @@ fn small() -> Graph {
     Graph::new(GraphShape { n_layers: 2, n_heads: 2 }).unwrap()
 }
 
-fn idx(g: &Graph, src: Source, dst: Dest) -> usize {
-    g.fwd_index(src).unwrap() * g.n_bwd() + g.bwd_index(dst).unwrap()
+fn idx(g: &Graph, src: Source, dst: Dest) -> (usize, usize) {
+    (g.fwd_index(src).unwrap(), g.bwd_index(dst).unwrap())
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn budgets_match_mib_for_gpt2() {
 #[test]
 fn prune_removes_dangling_edges_and_nodes_until_fixed_point() {
     let g = small();
-    let mut edges = vec![false; g.n_fwd() * g.n_bwd()];
+    let mut edges = EdgeMatrix::filled(g, false);
     // A chain input -> a0.h0<v> -> m0 -> logits survives.
     let chain = [
         idx(&g, Source::Input, Dest::Head { layer: 0, head: 0, qkv: Qkv::V }),
@@ -54,7 +54,7 @@ fn prune_removes_dangling_edges_and_nodes_until_fixed_point() {
 #[test]
 fn pruning_cascades_through_several_rounds() {
     let g = small();
-    let mut edges = vec![false; g.n_fwd() * g.n_bwd()];
+    let mut edges = EdgeMatrix::filled(g, false);
     // input -> a0.h0<q> -> a1.h1<k> -> m1, but m1 reaches nothing: everything unwinds.
     for e in [
         idx(&g, Source::Input, Dest::Head { layer: 0, head: 0, qkv: Qkv::Q }),
@@ -64,14 +64,14 @@ fn pruning_cascades_through_several_rounds() {
         edges[e] = true;
     }
     let nodes = prune(&g, &mut edges);
-    assert!(edges.iter().all(|&e| !e), "nothing reaches the logits");
+    assert_eq!(edges.count_edges(), 0, "nothing reaches the logits");
     assert_eq!(nodes.iter().filter(|&&n| n).count(), 1, "only logits stays on");
 }
 
 #[test]
 fn top_n_signed_and_absolute_rank_differently() {
     let g = small();
-    let mut scores = vec![0.0f32; g.n_fwd() * g.n_bwd()];
+    let mut scores = EdgeMatrix::filled(g, 0.0f32);
     let good = idx(&g, Source::Input, Dest::Logits);
     let bad = idx(&g, Source::Mlp { layer: 1 }, Dest::Logits);
     scores[good] = 1.0;
@@ -88,7 +88,7 @@ fn top_n_signed_and_absolute_rank_differently() {
 #[test]
 fn all_edges_is_the_whole_graph() {
     let g = small();
-    let scores: Vec<f32> = (0..g.n_fwd() * g.n_bwd()).map(|i| (i % 7) as f32 - 3.0).collect();
+    let scores = EdgeMatrix::from_fn(g, |f, b| ((f * g.n_bwd() + b) % 7) as f32 - 3.0);
     for c in [top_n(&g, &scores, g.n_edges(), Selection::Signed), greedy(&g, &scores, g.n_edges(), Selection::Absolute)] {
         assert_eq!(c.edges_after_pruning, g.n_edges());
         assert_eq!(c.edges, g.real_edge_mask());
@@ -99,7 +99,7 @@ fn all_edges_is_the_whole_graph() {
 #[test]
 fn greedy_only_takes_edges_into_nodes_already_on() {
     let g = small();
-    let mut scores = vec![0.0f32; g.n_fwd() * g.n_bwd()];
+    let mut scores = EdgeMatrix::filled(g, 0.0f32);
     // The best edge overall feeds a1.h0, which nothing connects to the logits yet; greedy must start
     // from the logits' inputs.
     scores[idx(&g, Source::Input, Dest::Head { layer: 1, head: 0, qkv: Qkv::Q })] = 10.0;
@@ -111,4 +111,21 @@ fn greedy_only_takes_edges_into_nodes_already_on() {
     assert!(!c.edges[idx(&g, Source::Input, Dest::Logits)]);
     let t = top_n(&g, &scores, 1, Selection::Signed);
     assert_eq!(t.edges_after_pruning, 0, "top-1 picks the stranded edge, which pruning removes");
+}
+
+#[test]
+fn a_given_circuit_is_pruned_like_a_selected_one() {
+    let g = small();
+    let mut edges = EdgeMatrix::filled(g, false);
+    let chain = [idx(&g, Source::Input, Dest::Mlp { layer: 0 }), idx(&g, Source::Mlp { layer: 0 }, Dest::Logits)];
+    let stranded = idx(&g, Source::Head { layer: 1, head: 1 }, Dest::Mlp { layer: 1 });
+    for &e in chain.iter().chain([&stranded]) {
+        edges[e] = true;
+    }
+    let c = given(&g, &edges);
+    assert_eq!((c.nominal_edges, c.edges_after_pruning), (3, 2), "the stranded edge is pruned, the count before is kept");
+    assert!(chain.iter().all(|&e| c.edges[e]) && !c.edges[stranded]);
+    let mut again = edges.clone();
+    assert_eq!(prune(&g, &mut again), c.nodes);
+    assert_eq!(again, c.edges);
 }

@@ -4,9 +4,9 @@
 
 use attribution::random::random_scores;
 use evaluator::circuit::edge_budget;
-use evaluator::{EvalOptions, MIB_FRACTIONS, Selection, cpr, evaluate_circuits, faithfulness, top_n};
-use graph::{Graph, GraphShape};
-use patching::{Ablation, AblationKind, logit_differences};
+use evaluator::{Candidates, CurveKind, EvalOptions, EvalPlan, EvalResult, MIB_FRACTIONS, Selection, cpr, evaluate_candidates, faithfulness, top_n};
+use graph::{EdgeMatrix, Graph, GraphShape};
+use patching::{Ablation, AblationKind, Metric};
 use tasks::PreparedPair;
 use transformer::{Batch, CpuBackend, LoadedModel, LocalModel, Readout};
 
@@ -35,10 +35,27 @@ fn pairs() -> Vec<PreparedPair> {
 
 /// Mean m of `prompts` run plainly.
 fn mean_metric(model: &LoadedModel<B>, prompts: &[Vec<u32>], pairs: &[PreparedPair]) -> f64 {
-    let batch = Batch::new(prompts, &model.model.config, &Default::default()).unwrap();
-    let logits = model.model.forward(&batch, &Readout::LastToken).squeeze_dim(1);
+    let logits = last_logits(model, prompts);
     let answers: Vec<(u32, u32)> = pairs.iter().map(|p| (p.correct, p.incorrect)).collect();
-    logit_differences(logits, &answers, 1).iter().map(|&m| m as f64).sum::<f64>() / pairs.len() as f64
+    Metric::LogitDifference.values(logits.clone(), &answers, 1, &logits).iter().map(|&m| m as f64).sum::<f64>() / pairs.len() as f64
+}
+
+/// Last-token logits [prompts, vocab] of a plain run.
+fn last_logits(model: &LoadedModel<B>, prompts: &[Vec<u32>]) -> burn::tensor::Tensor<B, 2> {
+    let batch = Batch::new(prompts, &model.model.config, &Default::default()).unwrap();
+    model.model.forward(&batch, &Readout::LastToken).squeeze_dim(1)
+}
+
+/// `evaluate_circuits` under the logit difference, progress unheard.
+fn evaluate(
+    model: &LoadedModel<B>,
+    graph: &Graph,
+    pairs: &[PreparedPair],
+    circuits: &[&EdgeMatrix<bool>],
+    ablation: &Ablation<B>,
+    options: EvalOptions,
+) -> Result<EvalResult, evaluator::EvalError> {
+    evaluator::evaluate_circuits(&model.model, graph, pairs, circuits, ablation, Metric::LogitDifference, options, &mut |_, _| {})
 }
 
 #[test]
@@ -47,8 +64,8 @@ fn full_and_empty_circuits_bracket_the_curve() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let full = graph.real_edge_mask();
-    let empty = vec![false; full.len()];
-    let result = evaluate_circuits(&model.model, &graph, &pairs, &[&full, &empty], &Ablation::Counterfactual, EvalOptions::default()).unwrap();
+    let empty = EdgeMatrix::filled(graph, false);
+    let result = evaluate(&model, &graph, &pairs, &[&full, &empty], &Ablation::Counterfactual, EvalOptions::default()).unwrap();
     let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
     let counterfactual: Vec<Vec<u32>> = pairs.iter().map(|p| p.counterfactual.clone()).collect();
     assert!((result.m_full - mean_metric(&model, &clean, &pairs)).abs() < 1e-5);
@@ -67,11 +84,9 @@ fn batching_does_not_change_the_curve() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let scores = random_scores(&graph, 3);
-    let circuits: Vec<Vec<bool>> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed).edges).collect();
-    let refs: Vec<&[bool]> = circuits.iter().map(Vec::as_slice).collect();
-    let run = |batch_size, masks_per_pass| {
-        evaluate_circuits(&model.model, &graph, &pairs, &refs, &Ablation::Counterfactual, EvalOptions { batch_size, masks_per_pass }).unwrap()
-    };
+    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed).edges).collect();
+    let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
+    let run = |batch_size, masks_per_pass| evaluate(&model, &graph, &pairs, &refs, &Ablation::Counterfactual, EvalOptions { batch_size, masks_per_pass }).unwrap();
     let a = run(5, 11);
     let b = run(2, 3);
     for (x, y) in a.m_circuits.iter().zip(&b.m_circuits) {
@@ -95,7 +110,7 @@ fn circuits_can_be_judged_under_another_ablation() {
     let mut seen = Vec::new();
     for kind in [AblationKind::Counterfactual, AblationKind::Mean, AblationKind::MeanPositional, AblationKind::Zero] {
         let ablation = Ablation::fit(kind, &model.model, &reference, 4, &device).unwrap();
-        let r = evaluate_circuits(&model.model, &graph, &pairs, &[&half, &full], &ablation, EvalOptions::default()).unwrap();
+        let r = evaluate(&model, &graph, &pairs, &[&half, &full], &ablation, EvalOptions::default()).unwrap();
         assert!((r.m_circuits[1] - r.m_full).abs() < 1e-4, "{kind}: the full circuit is the model");
         seen.push(r.m_empty);
     }
@@ -109,11 +124,89 @@ fn bad_inputs_are_errors() {
     let graph = graph_of(&model);
     let full = graph.real_edge_mask();
     let mut pairs = pairs();
-    assert!(evaluate_circuits(&model.model, &graph, &[], &[&full], &Ablation::Counterfactual, EvalOptions::default()).is_err());
-    let short = vec![true; 3];
-    let err = evaluate_circuits(&model.model, &graph, &pairs, &[&short], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("cells"), "{err}");
+    assert!(evaluate(&model, &graph, &[], &[&full], &Ablation::Counterfactual, EvalOptions::default()).is_err());
+    let other = Graph::new(GraphShape { n_layers: 3, n_heads: 1 }).unwrap().real_edge_mask();
+    let err = evaluate(&model, &graph, &pairs, &[&other], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("a circuit is of a graph of"), "{err}");
+    let too_few = [full.clone()];
+    let plan = EvalPlan { fractions: &[0.5, 1.0], metric: Metric::LogitDifference, options: EvalOptions::default() };
+    let err = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&too_few), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("1 circuits were given for 2 budgets"), "{err}");
     pairs[1].counterfactual.pop();
-    let err = evaluate_circuits(&model.model, &graph, &pairs, &[&full], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
+    let err = evaluate(&model, &graph, &pairs, &[&full], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
     assert!(err.to_string().contains("pair 1"), "{err}");
+}
+
+/// KL(full ‖ patched) at the answer position: 0 for the full circuit, and for the empty circuit the
+/// divergence of the counterfactual run from the clean one, computed here by hand in f64.
+#[test]
+fn kl_of_the_full_circuit_is_zero_and_matches_a_direct_computation() {
+    let model = tiny();
+    let graph = graph_of(&model);
+    let pairs = pairs();
+    let full = graph.real_edge_mask();
+    let empty = EdgeMatrix::filled(graph, false);
+    let r = evaluator::evaluate_circuits(&model.model, &graph, &pairs, &[&full, &empty], &Ablation::Counterfactual, Metric::Kl, EvalOptions::default(), &mut |_, _| {})
+        .unwrap();
+    assert!(r.m_full.abs() < 1e-7, "KL of the model with itself: {}", r.m_full);
+    assert!(r.m_circuits[0].abs() < 1e-5, "KL of the full circuit: {}", r.m_circuits[0]);
+    let rows = |prompts: Vec<Vec<u32>>| -> Vec<Vec<f64>> {
+        let logits: Vec<f32> = last_logits(&model, &prompts).into_data().to_vec().unwrap();
+        logits
+            .chunks(logits.len() / prompts.len())
+            .map(|row| {
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+                let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+                row.iter().map(|&x| x as f64 - max - z.ln()).collect()
+            })
+            .collect()
+    };
+    let clean = rows(pairs.iter().map(|p| p.clean.clone()).collect());
+    let corrupt = rows(pairs.iter().map(|p| p.counterfactual.clone()).collect());
+    let want: f64 = clean.iter().zip(&corrupt).map(|(p, q)| p.iter().zip(q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>()).sum::<f64>() / pairs.len() as f64;
+    assert!(want > 1e-3, "the pairs differ");
+    assert!((r.m_empty - want).abs() < 1e-5 * want.max(1.0), "m(∅) {} vs direct {want}", r.m_empty);
+    assert!((r.m_circuits[1] - want).abs() < 1e-4, "the patched empty circuit is the counterfactual run: {} vs {want}", r.m_circuits[1]);
+    assert!(faithfulness(r.m_circuits[0], r.m_full, r.m_empty).is_ok_and(|f| (f - 1.0).abs() < 1e-3));
+}
+
+/// The pipeline from scores: top-n circuits at each budget, signed then absolute, as
+/// `evaluate_circuits` measures them; CPR and CMD from the two curves.
+#[test]
+fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
+    let model = tiny();
+    let graph = graph_of(&model);
+    let pairs = pairs();
+    let scores = random_scores(&graph, 4);
+    let fractions = [0.01, 0.1, 0.5, 1.0];
+    let plan = EvalPlan { fractions: &fractions, metric: Metric::LogitDifference, options: EvalOptions { batch_size: 2, masks_per_pass: 1 } };
+    let mut reports = Vec::new();
+    let result =
+        evaluate_candidates(&model.model, &graph, &pairs, Candidates::Scores(&scores.values), &Ablation::Counterfactual, plan, &mut |d, t| reports.push((d, t))).unwrap();
+    assert_eq!(reports, vec![(1, 3), (2, 3), (3, 3)], "one report per batch of 2 pairs");
+    let kinds: Vec<CurveKind> = result.curve.iter().map(|p| p.kind).collect();
+    assert_eq!(kinds, [[CurveKind::Signed; 4], [CurveKind::Absolute; 4]].concat());
+    let circuits: Vec<EdgeMatrix<bool>> = [Selection::Signed, Selection::Absolute]
+        .iter()
+        .flat_map(|&s| fractions.iter().map(move |&x| (s, x)))
+        .map(|(s, x)| top_n(&graph, &scores.values, edge_budget(&graph, x), s).edges)
+        .collect();
+    let direct = evaluate(&model, &graph, &pairs, &circuits.iter().collect::<Vec<_>>(), &Ablation::Counterfactual, plan.options).unwrap();
+    for (p, m) in result.curve.iter().zip(&direct.m_circuits) {
+        assert_eq!(p.m_circuit, *m);
+    }
+    let f = |kind| -> Vec<f64> { result.curve.iter().filter(|p| p.kind == kind).map(|p| p.faithfulness).collect() };
+    assert_eq!(result.cpr, cpr(&fractions, &f(CurveKind::Signed)));
+    assert_eq!(result.cmd, evaluator::cmd(&fractions, &f(CurveKind::Absolute)));
+
+    // The same circuits handed over as a method's own: evaluated as given, one curve for both areas.
+    let signed: Vec<EdgeMatrix<bool>> = circuits[..4].to_vec();
+    let given = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&signed), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap();
+    assert!(given.curve.iter().all(|p| p.kind == CurveKind::Given));
+    for (g, s) in given.curve.iter().zip(&result.curve[..4]) {
+        assert_eq!((g.pruned_edges, g.m_circuit), (s.pruned_edges, s.m_circuit));
+        assert!(g.nominal_edges >= g.pruned_edges);
+    }
+    assert_eq!(given.cpr, result.cpr);
+    assert_eq!(given.cmd, evaluator::cmd(&fractions, &f(CurveKind::Signed)));
 }

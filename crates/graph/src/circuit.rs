@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::graph::{Graph, GraphError};
+use crate::matrix::EdgeMatrix;
 use crate::names::EdgeName;
 
 /// Why a circuit could not be read, written or changed; each message names the offending item.
@@ -74,10 +75,10 @@ pub enum CircuitError {
 pub struct Circuit {
     graph: Graph,
     d_model: usize,
-    /// Dense `[n_fwd, n_bwd]`; `None` off the real edges.
-    scores: Vec<Option<f32>>,
-    /// Dense `[n_fwd, n_bwd]`; `true` only on real edges in the circuit.
-    edges_in_graph: Vec<bool>,
+    /// `None` off the real edges.
+    scores: EdgeMatrix<Option<f32>>,
+    /// `true` only on real edges in the circuit.
+    edges_in_graph: EdgeMatrix<bool>,
     /// By node index (forward indices, then `logits`).
     nodes_in_graph: Vec<bool>,
 }
@@ -85,8 +86,13 @@ pub struct Circuit {
 impl Circuit {
     /// An empty circuit (no scores, nothing in the graph), to be filled by a method or a selection.
     pub fn new(graph: Graph, d_model: usize) -> Self {
-        let dense = graph.n_fwd() * graph.n_bwd();
-        Self { graph, d_model, scores: vec![None; dense], edges_in_graph: vec![false; dense], nodes_in_graph: vec![false; graph.n_nodes()] }
+        Self {
+            graph,
+            d_model,
+            scores: EdgeMatrix::filled(graph, None),
+            edges_in_graph: EdgeMatrix::filled(graph, false),
+            nodes_in_graph: vec![false; graph.n_nodes()],
+        }
     }
 
     /// The graph the circuit lives on, for indices and names.
@@ -101,7 +107,7 @@ impl Circuit {
 
     /// The score of edge `(fwd, bwd)`; `None` when unscored or not a real edge.
     pub fn score(&self, fwd: usize, bwd: usize) -> Option<f32> {
-        self.dense(fwd, bwd).and_then(|i| self.scores[i])
+        self.scores.get(fwd, bwd).copied().flatten()
     }
 
     /// Sets (or clears) the score of a real edge, refusing non-finite scores that JSON cannot carry.
@@ -110,19 +116,19 @@ impl Circuit {
         if let Some(value) = score.filter(|s| !s.is_finite()) {
             return Err(CircuitError::BadScore { edge: EdgeName(src, dst).to_string(), value: value.to_string() });
         }
-        self.scores[fwd * self.graph.n_bwd() + bwd] = score;
+        self.scores[(fwd, bwd)] = score;
         Ok(())
     }
 
     /// Whether edge `(fwd, bwd)` is in the circuit; `false` for cells that are not real edges.
     pub fn edge_in_graph(&self, fwd: usize, bwd: usize) -> bool {
-        self.dense(fwd, bwd).is_some_and(|i| self.edges_in_graph[i])
+        self.edges_in_graph.get(fwd, bwd).copied().unwrap_or(false)
     }
 
     /// Puts a real edge in the circuit or takes it out.
     pub fn set_edge_in_graph(&mut self, fwd: usize, bwd: usize, in_graph: bool) -> Result<(), CircuitError> {
         self.graph.edge_ends(fwd, bwd)?;
-        self.edges_in_graph[fwd * self.graph.n_bwd() + bwd] = in_graph;
+        self.edges_in_graph[(fwd, bwd)] = in_graph;
         Ok(())
     }
 
@@ -139,8 +145,8 @@ impl Circuit {
         Ok(())
     }
 
-    /// Edge membership as a dense row-major `[n_fwd, n_bwd]` mask: the keep-mask of a patched run.
-    pub fn edge_mask(&self) -> &[bool] {
+    /// Edge membership as a dense mask: the keep-mask of a patched run.
+    pub fn edge_mask(&self) -> &EdgeMatrix<bool> {
         &self.edges_in_graph
     }
 
@@ -184,24 +190,18 @@ impl Circuit {
             return Err(CircuitError::Missing { kind: "nodes", count: graph.n_nodes() - raw.nodes.len(), first: graph.node_of(first).to_string() });
         }
 
-        let n_bwd = graph.n_bwd();
-        let mut edge_seen = vec![false; circuit.scores.len()];
+        let mut edge_seen = EdgeMatrix::filled(graph, false);
         for (name, edge) in &raw.edges {
-            let (fwd, bwd) = graph.parse_edge_name(name).map_err(CircuitError::UnknownEdge)?;
-            let i = fwd * n_bwd + bwd;
-            circuit.scores[i] = edge.score.as_ref().map(|score| score.to_f32(name)).transpose()?;
-            circuit.edges_in_graph[i] = edge.in_graph;
-            edge_seen[i] = true;
+            let cell = graph.parse_edge_name(name).map_err(CircuitError::UnknownEdge)?;
+            circuit.scores[cell] = edge.score.as_ref().map(|score| score.to_f32(name)).transpose()?;
+            circuit.edges_in_graph[cell] = edge.in_graph;
+            edge_seen[cell] = true;
         }
         // Canonical names are unique per edge, so distinct keys are distinct edges.
-        if let Some((fwd, bwd)) = graph.edges().find(|&(fwd, bwd)| !edge_seen[fwd * n_bwd + bwd]) {
+        if let Some((fwd, bwd)) = graph.edges().find(|&cell| !edge_seen[cell]) {
             return Err(CircuitError::Missing { kind: "edges", count: graph.n_edges() - raw.edges.len(), first: graph.edge_name(fwd, bwd)? });
         }
         Ok(circuit)
-    }
-
-    fn dense(&self, fwd: usize, bwd: usize) -> Option<usize> {
-        (fwd < self.graph.n_fwd() && bwd < self.graph.n_bwd()).then(|| fwd * self.graph.n_bwd() + bwd)
     }
 }
 
@@ -317,8 +317,7 @@ impl Serialize for JsonView<'_> {
         });
         let edges = Entries(|| {
             graph.edges().map(|(fwd, bwd)| {
-                let i = fwd * graph.n_bwd() + bwd;
-                let entry = EdgeOut { score: circuit.scores[i], in_graph: circuit.edges_in_graph[i] };
+                let entry = EdgeOut { score: circuit.scores[(fwd, bwd)], in_graph: circuit.edges_in_graph[(fwd, bwd)] };
                 (Name(EdgeName(graph.source_of(fwd), graph.dest_of(bwd))), entry)
             })
         });

@@ -2,6 +2,7 @@ use std::ops::Range;
 
 use thiserror::Error;
 
+use crate::matrix::EdgeMatrix;
 use crate::names::EdgeName;
 
 /// Layer and query-head counts: all the graph depends on, so one value sizes every index and name.
@@ -130,6 +131,14 @@ pub enum GraphError {
         index: usize,
         /// Length of the axis.
         len: usize,
+    },
+    /// A dense matrix given with the wrong number of cells for the graph.
+    #[error("an edge matrix of this graph has {expected} cells ([n_fwd, n_bwd]), not {found}")]
+    MatrixSize {
+        /// Cells given.
+        found: usize,
+        /// n_fwd × n_bwd.
+        expected: usize,
     },
     /// The dense `[n_fwd, n_bwd]` layout would not fit in `usize`.
     #[error("a graph of {n_layers} layers and {n_heads} heads is too large to index")]
@@ -304,10 +313,10 @@ impl Graph {
         into_layers.chain((0..self.n_fwd).map(move |fwd| (fwd, logits)))
     }
 
-    /// Dense row-major `[n_fwd, n_bwd]` mask of the real edges, to restrict dense score matrices.
-    pub fn real_edge_mask(&self) -> Vec<bool> {
+    /// The mask of the real edges (true on every edge): the full circuit's keep-mask.
+    pub fn real_edge_mask(&self) -> EdgeMatrix<bool> {
         let prevs: Vec<usize> = (0..self.n_bwd).map(|bwd| self.prev_of(self.dest_of(bwd))).collect();
-        (0..self.n_fwd).flat_map(|fwd| prevs.iter().map(move |&prev| fwd < prev)).collect()
+        EdgeMatrix::from_fn(*self, |fwd, bwd| fwd < prevs[bwd])
     }
 
     /// The spec name of a real edge (`a9.h9->a11.h10<q>`), as used for circuit-file keys.

@@ -4,7 +4,9 @@
 
 mod circuit;
 mod graph;
+mod matrix;
 mod names;
 
 pub use circuit::{Circuit, CircuitError};
+pub use matrix::EdgeMatrix;
 pub use graph::{Dest, Graph, GraphError, GraphShape, LayerIndices, Node, Qkv, Source};

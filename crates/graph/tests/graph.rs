@@ -148,16 +148,18 @@ fn real_edge_mask_matches_edges_and_prev() {
     for s in [shape(12, 12), shape(30, 9)] {
         let g = Graph::new(s).unwrap();
         let mask = g.real_edge_mask();
-        assert_eq!(mask.len(), g.n_fwd() * g.n_bwd());
-        assert_eq!(mask.iter().filter(|&&real| real).count(), g.n_edges());
+        assert_eq!(mask.as_slice().len(), g.n_fwd() * g.n_bwd());
+        assert_eq!(mask.as_slice().iter().filter(|&&real| real).count(), g.n_edges());
+        assert_eq!(mask.count_edges(), g.n_edges());
         for (fwd, bwd) in g.edges() {
-            assert!(mask[fwd * g.n_bwd() + bwd]);
+            assert!(mask[(fwd, bwd)]);
         }
         // Each column is exactly the first prev(dest) rows.
         for bwd in 0..g.n_bwd() {
             let prev = g.prev(g.dest_at(bwd).unwrap()).unwrap();
             for fwd in 0..g.n_fwd() {
-                assert_eq!(mask[fwd * g.n_bwd() + bwd], fwd < prev, "({fwd}, {bwd})");
+                assert_eq!(mask[(fwd, bwd)], fwd < prev, "({fwd}, {bwd})");
+                assert_eq!(mask.as_slice()[fwd * g.n_bwd() + bwd], fwd < prev, "row-major layout at ({fwd}, {bwd})");
                 assert_eq!(g.is_edge(fwd, bwd), fwd < prev);
             }
         }
@@ -306,4 +308,29 @@ fn oversized_shapes_are_refused() {
     let err = Graph::new(shape(usize::MAX, 2)).unwrap_err();
     assert_eq!(err, GraphError::TooLarge { n_layers: usize::MAX, n_heads: 2 });
     assert!(Graph::new(shape(1 << 20, 1 << 20)).is_err());
+}
+
+#[test]
+fn edge_matrix_checks_its_size_and_cells() {
+    let g = Graph::new(shape(2, 3)).unwrap();
+    let err = graph::EdgeMatrix::from_vec(g, vec![0.0f32; 5]).unwrap_err();
+    assert_eq!(err, graph::GraphError::MatrixSize { found: 5, expected: g.n_fwd() * g.n_bwd() });
+    let m = graph::EdgeMatrix::from_fn(g, |f, b| (f * 1000 + b) as f32);
+    assert_eq!(m[(3, 7)], 3007.0);
+    assert_eq!(m.row(3)[7], 3007.0);
+    assert_eq!(m.get(g.n_fwd(), 0), None);
+    assert_eq!(m.get(0, g.n_bwd()), None);
+    let order: Vec<(usize, usize)> = m.edge_values().map(|(e, _)| e).collect();
+    assert_eq!(order, g.edges().collect::<Vec<_>>());
+    assert!(m.edge_values().all(|((f, b), &v)| v == (f * 1000 + b) as f32));
+    let on = graph::EdgeMatrix::filled(g, false).with_edges(true);
+    assert_eq!(on, g.real_edge_mask());
+}
+
+#[test]
+#[should_panic(expected = "outside the")]
+fn edge_matrix_index_outside_the_layout_panics() {
+    let g = Graph::new(shape(2, 3)).unwrap();
+    let m = graph::EdgeMatrix::filled(g, 0u8);
+    let _ = m[(0, g.n_bwd())];
 }

@@ -49,12 +49,24 @@ impl std::fmt::Display for AblationKind {
 /// Why an ablation cannot be built or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum AblationError {
+    /// A name outside those [`AblationKind`] parses.
     #[error("unknown ablation `{0}` (expected counterfactual, mean, mean-positional or zero)")]
     UnknownKind(String),
     #[error("{kind} ablation needs a non-empty reference set")]
-    EmptyReference { kind: AblationKind },
+    /// A mean ablation was asked to fit on no prompts.
+    EmptyReference {
+        /// The ablation that needed the reference.
+        kind: AblationKind,
+    },
+    /// A prompt is longer than every reference prompt, so its last positions have no mean.
     #[error("position {position} is beyond every prompt of the mean-positional reference set (longest: {longest} tokens)")]
-    PositionBeyondReference { position: usize, longest: usize },
+    PositionBeyondReference {
+        /// The first position without a mean (0-based).
+        position: usize,
+        /// Tokens in the longest reference prompt.
+        longest: usize,
+    },
+    /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
@@ -62,11 +74,13 @@ pub enum AblationError {
 /// A fitted ablation: what each source node's output becomes when an edge out of it is ablated.
 #[derive(Debug, Clone)]
 pub enum Ablation<B: Backend> {
+    /// The counterfactual prompt's outputs, recorded afresh for each batch.
     Counterfactual,
     /// [n_fwd, d_model]
     Mean(Tensor<B, 2>),
     /// [n_fwd, positions, d_model]
     MeanPositional(Tensor<B, 3>),
+    /// Zeros, needing no run.
     Zero,
 }
 

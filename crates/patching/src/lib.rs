@@ -6,6 +6,7 @@
 //! exact patching (one ablated edge per replica), gradient attribution (the mask's gradient at 1 is
 //! every edge's score at once; [`MaskGradientHooks`] computes it without forming the zero patch
 //! term) and, later, learned soft masks.
+#![warn(missing_docs)]
 
 pub mod ablation;
 pub mod activations;
@@ -16,5 +17,5 @@ pub mod patch;
 pub use ablation::{Ablation, AblationError, AblationKind};
 pub use activations::{NodeRecorder, record_nodes};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
-pub use metric::logit_differences;
-pub use patch::{EdgeMasks, PatchHooks, patched_logit_differences};
+pub use metric::{Metric, UnknownMetric};
+pub use patch::{EdgeMasks, PatchHooks, patched_logits};

@@ -18,7 +18,7 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use graph::Graph;
+use graph::{EdgeMatrix, Graph};
 use transformer::products::rows_times_transposed;
 use transformer::{AttentionInput, GradientRules, Hooks, Transformer};
 
@@ -126,14 +126,14 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
         DestinationGradients { graph, delta, blocks }
     }
 
-    /// ∂L/∂keep of this pass alone, row-major [n_fwd × n_bwd] (0 off the graph's edges): as
+    /// ∂L/∂keep of this pass alone (0 off the graph's edges): as
     /// `destination_gradients(..).keep_gradient()`, but each block of destinations is contracted
     /// as soon as its gradients are complete, so only one block's gradients are ever held (EAP
     /// and GIM, whose single pass would otherwise hold every destination's: ~0.5 GB for SmolLM2 on
     /// 16 pairs, paid again in fresh pages).
-    pub fn keep_gradient(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules) -> Vec<f32> {
+    pub fn keep_gradient(self, grads: &B::Gradients, model: &Transformer<Inner<B>>, rules: &GradientRules) -> EdgeMatrix<f32> {
         let graph = self.graph;
-        let mut out = vec![0.0f32; graph.n_fwd() * graph.n_bwd()];
+        let mut out = EdgeMatrix::filled(graph, 0.0f32);
         let mut bwd_start = 0;
         self.gradient_blocks(grads, model, rules, 1.0, |delta, block| bwd_start = block.contract(&graph, delta, bwd_start, &mut out));
         debug_assert_eq!(bwd_start, graph.n_bwd());
@@ -223,9 +223,9 @@ struct GradientBlock<B: Backend> {
 impl<B: Backend> DestinationGradients<B> {
     /// ∂L/∂keep summed over the passes, row-major [n_fwd × n_bwd] (0 off the graph's edges):
     /// −Σ δ_u · g_v, one product per block over the sources upstream of its last layer.
-    pub fn keep_gradient(&self) -> Vec<f32> {
+    pub fn keep_gradient(&self) -> EdgeMatrix<f32> {
         let graph = self.graph;
-        let mut out = vec![0.0f32; graph.n_fwd() * graph.n_bwd()];
+        let mut out = EdgeMatrix::filled(graph, 0.0f32);
         let mut bwd_start = 0;
         for block in &self.blocks {
             bwd_start = block.contract(&graph, &self.delta, bwd_start, &mut out);
@@ -236,18 +236,17 @@ impl<B: Backend> DestinationGradients<B> {
 }
 
 impl<B: Backend> GradientBlock<B> {
-    /// Writes −Σ δ_u · g_v into `out` (row-major [n_fwd × n_bwd]) for the block's destinations,
+    /// Writes −Σ δ_u · g_v into `out` for the block's destinations,
     /// which start at backward index `bwd_start`, over the sources upstream of them; returns the
     /// backward index after the block.
-    fn contract(&self, graph: &Graph, delta: &Tensor<B, 2>, bwd_start: usize, out: &mut [f32]) -> usize {
-        let n_bwd = graph.n_bwd();
+    fn contract(&self, graph: &Graph, delta: &Tensor<B, 2>, bwd_start: usize, out: &mut EdgeMatrix<f32>) -> usize {
         let n_dst = self.rows.dims()[0];
         let values = rows_times_transposed(delta, self.upstream, &self.rows);
         for u in 0..self.upstream {
             for j in 0..n_dst {
                 let v = bwd_start + j;
                 if graph.is_edge(u, v) {
-                    out[u * n_bwd + v] = -values[u * n_dst + j];
+                    out[(u, v)] = -values[u * n_dst + j];
                 }
             }
         }

@@ -1,15 +1,120 @@
-//! The task metric of MIB: m = logit(correct) − logit(incorrect) at the last real token.
+//! Task metrics read at each pair's answer position (the last real token of the clean prompt), as a
+//! type chosen by name: MIB's logit difference, ACDC's / Edge Pruning's / UGS's KL divergence from
+//! the full model, the probability difference and the answer's negative log-probability.
+//!
+//! Every metric has a value (what tables report, in its natural units) and a loss (what methods
+//! minimise and what edge scores are a change in): the value when lower is better, its negation
+//! when higher is better. Faithfulness (m(C) − m(∅)) / (m(N) − m(∅)) reads values and is the same
+//! whichever orientation the metric has.
 
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-/// m for every row of last-token logits [rows, vocab], where rows are `replicas` copies of the
-/// pairs whose (correct, incorrect) tokens are `answers`; read on the device, only 2 values per row
-/// come back.
-pub fn logit_differences<B: Backend>(logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize) -> Vec<f32> {
-    let rows = answers.len() * replicas;
-    let idx: Vec<i64> = (0..replicas).flat_map(|_| answers.iter().flat_map(|&(c, i)| [c as i64, i as i64])).collect();
-    let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [rows, 2]), &logits.device());
-    let picked: Vec<f32> = logits.gather(1, idx).into_data().to_vec().expect("logits are f32");
-    picked.chunks(2).map(|p| p[0] - p[1]).collect()
+/// A task metric, per pair, at the answer position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// m = logit(correct) − logit(incorrect): MIB's metric, the default everywhere.
+    LogitDifference,
+    /// KL(full model ‖ this run) over the vocabulary: 0 for the full model, higher is worse.
+    Kl,
+    /// p(correct) − p(incorrect) under the softmax over the vocabulary.
+    ProbabilityDifference,
+    /// −log p(correct): the answer's negative log-probability, lower is better.
+    AnswerNll,
+}
+
+/// A metric name that is not one of [`Metric::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll)")]
+pub struct UnknownMetric(pub String);
+
+impl Metric {
+    /// Every metric, in the order of [`Metric::NAMES`].
+    pub const ALL: [Metric; 4] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll];
+    /// The names configs and flags accept.
+    pub const NAMES: [&'static str; 4] = ["logit-diff", "kl", "prob-diff", "nll"];
+
+    /// The metric's name in configs, flags and tables.
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|&m| m == self).expect("ALL lists every metric")]
+    }
+
+    /// Whether a larger value means the model does the task better (logit and probability
+    /// differences); KL and the negative log-probability are better when smaller.
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Metric::LogitDifference | Metric::ProbabilityDifference)
+    }
+
+    /// The metric of every row of last-token logits [rows, vocab], differentiable: rows are
+    /// `replicas` copies of the pairs (replica-major) whose (correct, incorrect) tokens are
+    /// `answers`; `full` [pairs, vocab] are the full model's logits on the same clean prompts,
+    /// which KL compares against (the other metrics do not read them).
+    pub fn per_row<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize, full: &Tensor<B, 2>) -> Tensor<B, 1> {
+        let rows = answers.len() * replicas;
+        let [found, vocab] = logits.dims();
+        assert_eq!(found, rows, "one logit row per pair and replica");
+        let device = logits.device();
+        let picked = |values: Tensor<B, 2>| -> [Tensor<B, 1>; 2] {
+            let idx: Vec<i64> = (0..replicas).flat_map(|_| answers.iter().flat_map(|&(c, i)| [c as i64, i as i64])).collect();
+            let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(idx, [rows, 2]), &device);
+            let pair = values.gather(1, idx);
+            [pair.clone().slice([0..rows, 0..1]).reshape([rows]), pair.slice([0..rows, 1..2]).reshape([rows])]
+        };
+        match self {
+            Metric::LogitDifference => {
+                let [correct, incorrect] = picked(logits);
+                correct - incorrect
+            }
+            Metric::ProbabilityDifference => {
+                let [correct, incorrect] = picked(log_softmax(logits, 1).exp());
+                correct - incorrect
+            }
+            Metric::AnswerNll => {
+                let [correct, _] = picked(log_softmax(logits, 1));
+                correct.neg()
+            }
+            Metric::Kl => {
+                let pairs = answers.len();
+                let reference = log_softmax(full.clone(), 1);
+                let reference = reference.unsqueeze_dim::<3>(0).expand([replicas, pairs, vocab]).reshape([rows, vocab]);
+                let divergence = reference.clone().exp() * (reference - log_softmax(logits, 1));
+                divergence.sum_dim(1).reshape([rows])
+            }
+        }
+    }
+
+    /// [`Metric::per_row`] read back to the host.
+    pub fn values<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize, full: &Tensor<B, 2>) -> Vec<f32> {
+        self.per_row(logits, answers, replicas, full).into_data().to_vec().expect("metric values are f32")
+    }
+
+    /// The loss summed over the rows (one replica): the value where lower is better, its negation
+    /// otherwise; differentiable, so gradient methods take −∂loss/∂keep as an edge's score.
+    pub fn loss<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], full: &Tensor<B, 2>) -> Tensor<B, 1> {
+        let values = self.per_row(logits, answers, 1, full);
+        if self.higher_is_better() { values.neg().sum() } else { values.sum() }
+    }
+
+    /// A loss from a value: what an edge score is a change in.
+    pub fn loss_of(self, value: f64) -> f64 {
+        if self.higher_is_better() { -value } else { value }
+    }
+}
+
+impl FromStr for Metric {
+    type Err = UnknownMetric;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::NAMES.iter().position(|&n| n == s).map(|i| Self::ALL[i]).ok_or_else(|| UnknownMetric(s.into()))
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -4,12 +4,11 @@ use burn::tensor::backend::Backend;
 use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
-use graph::Graph;
+use graph::{EdgeMatrix, Graph};
 use transformer::products::selected_rows_product;
 use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
 
 use crate::activations::heads_source_major;
-use crate::metric::logit_differences;
 
 /// Keep-weights of every edge, one dense [n_fwd, n_bwd] matrix per replica of the batch: 1 keeps
 /// the edge (it carries the actual activation), 0 ablates it, values between interpolate. A tensor
@@ -20,19 +19,20 @@ pub struct EdgeMasks<B: Backend> {
     pub keep: Tensor<B, 3>,
     /// The same masks on the host when they are hard (0/1): lets the engine touch only the sources
     /// that matter. None for soft masks, which take the dense path.
-    hard: Option<Vec<Vec<bool>>>,
+    hard: Option<Vec<EdgeMatrix<bool>>>,
 }
 
 impl<B: Backend> EdgeMasks<B> {
-    /// Hard masks from row-major [n_fwd × n_bwd] booleans (true = keep), one slice per replica.
-    pub fn from_bools(graph: &Graph, masks: &[&[bool]], device: &B::Device) -> Self {
+    /// Hard masks (true = keep), one per replica, each of `graph`'s layout.
+    pub fn from_bools(graph: &Graph, masks: &[&EdgeMatrix<bool>], device: &B::Device) -> Self {
         let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
         let mut data = Vec::with_capacity(masks.len() * n_fwd * n_bwd);
         for mask in masks {
-            assert_eq!(mask.len(), n_fwd * n_bwd, "an edge mask has one entry per [n_fwd × n_bwd] cell");
-            data.extend(mask.iter().map(|&k| if k { 1.0f32 } else { 0.0 }));
+            assert_eq!(mask.graph(), *graph, "an edge mask is of the patched graph");
+            data.extend(mask.as_slice().iter().map(|&k| if k { 1.0f32 } else { 0.0 }));
         }
-        Self { keep: Tensor::from_data(TensorData::new(data, [masks.len(), n_fwd, n_bwd]), device), hard: Some(masks.iter().map(|m| m.to_vec()).collect()) }
+        let hard = masks.iter().map(|&m| m.clone()).collect();
+        Self { keep: Tensor::from_data(TensorData::new(data, [masks.len(), n_fwd, n_bwd]), device), hard: Some(hard) }
     }
 
     /// Soft or learned masks given directly as a [replicas, n_fwd, n_bwd] tensor.
@@ -75,7 +75,7 @@ pub struct PatchHooks<B: Backend> {
     /// Ablated node outputs [n_fwd, pairs, pos, d_model] (the counterfactual run's, means, or zeros).
     ablated: Tensor<B, 4>,
     keep: Tensor<B, 3>,
-    hard: Option<Vec<Vec<bool>>>,
+    hard: Option<Vec<EdgeMatrix<bool>>>,
     replicas: usize,
     /// (ablated − actual) of every source, [replicas, n_fwd, pairs·pos·d], filled as sources are
     /// produced (written in place: the engine holds the only reference between groups).
@@ -90,8 +90,7 @@ pub struct PatchHooks<B: Backend> {
 impl<B: Backend> PatchHooks<B> {
     /// Prepares the engine; `ablated` is [n_fwd, pairs, pos, d_model]; δ follows the actual run.
     pub fn new(graph: Graph, masks: &EdgeMasks<B>, ablated: Tensor<B, 4>) -> Self {
-        let n_bwd = graph.n_bwd();
-        let all_kept = masks.hard.as_ref().is_some_and(|h| h.iter().all(|m| graph.edges().all(|(f, b)| m[f * n_bwd + b])));
+        let all_kept = masks.hard.as_ref().is_some_and(|h| h.iter().all(|m| m.edge_values().all(|(_, &keep)| keep)));
         Self {
             graph,
             ablated,
@@ -155,10 +154,9 @@ impl<B: Backend> PatchHooks<B> {
             let rows: Vec<usize> = (0..group.upstream).collect();
             return Term::PerDestination(selected_rows_product(ablate.swap_dims(1, 2), self.deltas(), &rows));
         };
-        let n_bwd = self.graph.n_bwd();
         let is_edge = |u: usize, v: usize| self.graph.is_edge(u, v);
         let touched = |want_kept: bool| -> Vec<usize> {
-            (0..group.upstream).filter(|&u| hard.iter().any(|m| group.dst.clone().any(|v| is_edge(u, v) && m[u * n_bwd + v] == want_kept))).collect()
+            (0..group.upstream).filter(|&u| hard.iter().any(|m| group.dst.clone().any(|v| is_edge(u, v) && m[(u, v)] == want_kept))).collect()
         };
         let (ablated_rows, kept_rows) = (touched(false), touched(true));
         let direct = ablated_rows.len() <= kept_rows.len();
@@ -171,7 +169,7 @@ impl<B: Backend> PatchHooks<B> {
         let mut w = Vec::with_capacity(self.replicas * group.dst.len() * rows.len());
         for m in hard {
             for v in group.dst.clone() {
-                w.extend(rows.iter().map(|&u| if m[u * n_bwd + v] != direct { 1.0f32 } else { 0.0 }));
+                w.extend(rows.iter().map(|&u| if m[(u, v)] != direct { 1.0f32 } else { 0.0 }));
             }
         }
         let device = self.keep.device();
@@ -244,19 +242,18 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
 }
 
 /// One patched pass: the `clean` prompts repeated once per mask (rows mask-major), each copy with
-/// its mask applied against `ablated` [n_fwd, pairs, pos, d_model]; returns m per row.
-pub fn patched_logit_differences<B: Backend>(
+/// its mask applied against `ablated` [n_fwd, pairs, pos, d_model]; returns the last-token logits
+/// [masks × pairs, vocab], for a [`crate::Metric`] to read.
+pub fn patched_logits<B: Backend>(
     model: &Transformer<B>,
     graph: &Graph,
     clean: &[Vec<u32>],
-    answers: &[(u32, u32)],
     ablated: Tensor<B, 4>,
-    masks: &[&[bool]],
-) -> Result<Vec<f32>, BatchError> {
+    masks: &[&EdgeMatrix<bool>],
+) -> Result<Tensor<B, 2>, BatchError> {
     let device = model.token_embedding.device();
     let rows: Vec<Vec<u32>> = masks.iter().flat_map(|_| clean.iter().cloned()).collect();
     let batch = Batch::new(&rows, &model.config, &device)?;
     let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
-    let logits = model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1);
-    Ok(logit_differences(logits, answers, masks.len()))
+    Ok(model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1))
 }

@@ -3,7 +3,7 @@
 //! ablating only the edges into one destination changes only what that destination reads.
 
 use burn::tensor::Tensor;
-use graph::{Graph, GraphShape};
+use graph::{EdgeMatrix, Graph, GraphShape};
 use patching::{Ablation, AblationKind, EdgeMasks, PatchHooks, record_nodes};
 use transformer::{Batch, CpuBackend, Hooks, LoadedModel, LocalModel, Readout};
 
@@ -48,7 +48,7 @@ fn ioi_pairs(model: &LoadedModel<B>) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
 }
 
 /// Last-token logits of `clean` patched with one mask per replica, [replicas × pairs, vocab].
-fn patched(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u32>], masks: &[&[bool]], kind: AblationKind) -> Vec<f32> {
+fn patched(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u32>], masks: &[&EdgeMatrix<bool>], kind: AblationKind) -> Vec<f32> {
     let device = Default::default();
     let cfg = &model.model.config;
     let graph = graph_of(model);
@@ -69,7 +69,7 @@ fn plain(model: &LoadedModel<B>, seqs: &[Vec<u32>]) -> Vec<f32> {
 fn check_identities(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u32>]) {
     let graph = graph_of(model);
     let keep_all = graph.real_edge_mask();
-    let ablate_all = vec![false; keep_all.len()];
+    let ablate_all = EdgeMatrix::filled(graph, false);
     let want_clean = plain(model, clean);
     let want_corrupt = plain(model, corrupt);
 
@@ -85,7 +85,7 @@ fn check_identities(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u
     let mut logits_only = keep_all.clone();
     let logits_col = graph.n_bwd() - 1;
     for f in 0..graph.n_fwd() {
-        logits_only[f * graph.n_bwd() + logits_col] = false;
+        logits_only[(f, logits_col)] = false;
     }
     let got = patched(model, clean, corrupt, &[&logits_only], AblationKind::Counterfactual);
     let diff = max_abs_diff(&got, &want_corrupt);
@@ -144,7 +144,7 @@ fn mean_and_zero_ablation_of_every_edge_equals_replacing_every_node() {
     let device = Default::default();
     let clean = vec![vec![5, 17, 42, 8, 3], vec![9, 9, 4, 60, 2], vec![1, 2, 3, 4, 5]];
     let graph = graph_of(&model);
-    let none = vec![false; graph.n_fwd() * graph.n_bwd()];
+    let none = EdgeMatrix::filled(graph, false);
     for kind in [AblationKind::Mean, AblationKind::MeanPositional, AblationKind::Zero] {
         let got = patched(&model, &clean, &clean, &[&none], kind);
         let ablation = Ablation::fit(kind, &model.model, &clean, 2, &device).unwrap();
@@ -200,9 +200,12 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     let cfg = &model.model.config;
     let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();
     // Masks keeping few, about half, and most edges, so both sparse forms and every term kind run.
-    let masks: Vec<Vec<bool>> =
-        [7usize, 2, 1].iter().map(|&every| (0..graph.n_fwd() * graph.n_bwd()).map(|i| i % every == 0 || (every == 1 && i % 13 != 0)).collect()).collect();
-    let refs: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
+    let n_bwd = graph.n_bwd();
+    let masks: Vec<EdgeMatrix<bool>> = [7usize, 2, 1]
+        .iter()
+        .map(|&every| EdgeMatrix::from_fn(graph, |f, b| (f * n_bwd + b) % every == 0 || (every == 1 && (f * n_bwd + b) % 13 != 0)))
+        .collect();
+    let refs: Vec<&EdgeMatrix<bool>> = masks.iter().collect();
     let rows: Vec<Vec<u32>> = refs.iter().flat_map(|_| clean.iter().cloned()).collect();
     let batch = Batch::new(&rows, cfg, &device).unwrap();
     let hard = EdgeMasks::from_bools(&graph, &refs, &device);
