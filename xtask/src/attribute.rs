@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use attribution::{Discovery, Method, MethodOutput, fit_ablation, run_method};
-use burn::module::AutodiffModule;
 use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use graph::{Graph, GraphShape};

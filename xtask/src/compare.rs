@@ -174,8 +174,8 @@ fn run_circuitbench<B: Backend>(
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let start = Instant::now();
     let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
-    let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1 };
-    let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, Metric::LogitDifference, options, &mut |_, _| {})?;
+    let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1, metric: Metric::LogitDifference };
+    let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, options, &mut |_, _| {})?;
     let seconds = start.elapsed().as_secs_f64();
     let means: Vec<f64> = [result.m_full, result.m_empty].into_iter().chain(result.m_circuits).collect();
     stages.push(("evaluation".into(), StageResult { seconds, scores: None, m: Some(means), flops: None }));

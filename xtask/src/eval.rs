@@ -106,9 +106,11 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
         AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
     };
     let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch)?;
-    let plan = EvalPlan { fractions: &fractions, metric: args.metric, options: EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass } };
+    let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass, metric: args.metric };
+    let plan = EvalPlan { fractions: &fractions, options };
     let prep_time = started.elapsed();
-    let evaluate = |candidates: Candidates<'_>, plan: EvalPlan<'_>| evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {});
+    let evaluate =
+        |candidates: Candidates<'_>, plan: EvalPlan<'_>| evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {});
 
     let (result, own) = match &args.circuit {
         Some(path) => {
@@ -128,7 +130,12 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
             (result, own)
         }
         None => {
-            ensure!(args.circuits.len() == fractions.len(), "--circuits: {} files for {} budgets (one file per budget of --fractions)", args.circuits.len(), fractions.len());
+            ensure!(
+                args.circuits.len() == fractions.len(),
+                "--circuits: {} files for {} budgets (one file per budget of --fractions)",
+                args.circuits.len(),
+                fractions.len()
+            );
             let circuits: Vec<EdgeMatrix<bool>> = args.circuits.iter().map(|p| Ok(read_circuit(p, graph)?.edge_mask().clone())).collect::<Result<_>>()?;
             (evaluate(Candidates::Circuits(&circuits), plan)?, None)
         }

@@ -161,8 +161,8 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 /// Spearman correlation of its scores with exact patching on a seeded sample of edges.
 pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()> {
     use attribution::{Discovery, METHOD_NAMES, Method, fit_ablation, run_method};
-    use burn::module::AutodiffModule;
     use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
     use rand::{SeedableRng, seq::index::sample};
 
     let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;

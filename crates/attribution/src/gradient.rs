@@ -125,7 +125,11 @@ fn gradient_pass<B: AutodiffBackend>(
 
 /// Scores every edge with `method` on the discovery pairs, batch by batch; Δ_u is ablated_u −
 /// clean_u under the discovery's ablation.
-pub fn gradient_scores<B: AutodiffBackend>(discovery: &Discovery<B>, method: GradientMethod, progress: &mut dyn FnMut(Progress)) -> Result<EdgeScores, GradientError> {
+pub fn gradient_scores<B: AutodiffBackend>(
+    discovery: &Discovery<B>,
+    method: GradientMethod,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<EdgeScores, GradientError> {
     let Discovery { model, graph, pairs, ablation, metric, batch_size, .. } = *discovery;
     if pairs.is_empty() {
         return Err(GradientError::NoPairs);

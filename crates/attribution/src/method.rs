@@ -36,8 +36,21 @@ pub enum Method {
 }
 
 /// The names `Method::parse` accepts.
-pub const METHOD_NAMES: [&str; 13] =
-    ["random", "exact", "eap", "eap-ig-inputs", "eap-ig-activations", "clean-corrupted", "ifr", "gim", "grad", "grad-freeze", "grad-tsg", "grad-norm", "grad-freeze-norm"];
+pub const METHOD_NAMES: [&str; 13] = [
+    "random",
+    "exact",
+    "eap",
+    "eap-ig-inputs",
+    "eap-ig-activations",
+    "clean-corrupted",
+    "ifr",
+    "gim",
+    "grad",
+    "grad-freeze",
+    "grad-tsg",
+    "grad-norm",
+    "grad-freeze-norm",
+];
 
 /// Why a method cannot run.
 #[derive(Debug, thiserror::Error)]

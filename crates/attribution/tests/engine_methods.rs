@@ -30,7 +30,13 @@ fn pairs() -> Vec<PreparedPair> {
 }
 
 /// Exact scores of `edges` (all when None) under the logit difference.
-fn exact(model: &LoadedModel<B>, graph: &Graph, pairs: &[PreparedPair], edges: Option<&[(usize, usize)]>, options: ExactOptions) -> Result<EdgeScores, ExactError> {
+fn exact(
+    model: &LoadedModel<B>,
+    graph: &Graph,
+    pairs: &[PreparedPair],
+    edges: Option<&[(usize, usize)]>,
+    options: ExactOptions,
+) -> Result<EdgeScores, ExactError> {
     exact_scores(&model.model, graph, pairs, edges, &Ablation::Counterfactual, Metric::LogitDifference, options, &mut |_| {})
 }
 
@@ -109,9 +115,7 @@ fn exact_scores_the_whole_tiny_graph_independent_of_batching() {
     let model = tiny();
     let graph = graph_of(&model);
     let pairs = pairs();
-    let run = |batch_size, edges_per_pass| {
-        exact(&model, &graph, &pairs, None, ExactOptions { batch_size, edges_per_pass }).unwrap()
-    };
+    let run = |batch_size, edges_per_pass| exact(&model, &graph, &pairs, None, ExactOptions { batch_size, edges_per_pass }).unwrap();
     let a = run(3, 37);
     let b = run(2, 8);
     let diff = a.values.as_slice().iter().zip(b.values.as_slice()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);

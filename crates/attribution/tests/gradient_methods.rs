@@ -124,7 +124,7 @@ fn evaluator_free_total_effect(model: &Transformer<B>, graph: &Graph, pairs: &[P
     let ablated = record_nodes(model, &Batch::new(&cf, &model.config, &device).unwrap()).1;
     let keep = graph.real_edge_mask();
     let logits = patching::patched_logits(model, graph, &clean, ablated, &[&keep, mask]).unwrap();
-    let full = logits.clone().slice([0..pairs.len()]);
+    let full = logits.clone().narrow(0, 0, pairs.len());
     let m = Metric::LogitDifference.values(logits, &answers, 2, &full);
     let n = pairs.len();
     (0..n).map(|i| (m[i] - m[n + i]) as f64).sum::<f64>() / n as f64

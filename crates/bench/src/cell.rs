@@ -227,7 +227,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let discovery_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let plan = EvalPlan { fractions: &config.fractions, metric: config.evaluation_metric, options: EvalOptions { batch_size: batch, masks_per_pass: 1 } };
+    let plan = EvalPlan { fractions: &config.fractions, options: EvalOptions { batch_size: batch, masks_per_pass: 1, metric: config.evaluation_metric } };
     let evaluated = evaluate_candidates(&inner, graph, &evaluation, candidates, &ablation, plan, &mut |done, total| {
         progress(BatchProgress { done: discovery_batches + done, total: discovery_batches + total })
     })

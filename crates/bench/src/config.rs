@@ -244,7 +244,8 @@ impl Config {
             }
             let mut metrics = std::collections::BTreeMap::new();
             for (i, method) in group.methods.iter().enumerate() {
-                let parsed = attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
+                let parsed =
+                    attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
                 metrics.insert(method.clone(), metric.unwrap_or_else(|| parsed.default_metric()));
                 if method == "exact" {
                     return Err(invalid(
@@ -304,6 +305,16 @@ impl Config {
                 ));
             }
         };
-        Ok(Config { name: raw.name, seed: raw.seed, ablation, ig_steps: raw.ig_steps, batch_size: raw.batch_size, fractions, evaluation_metric, datasets, cells })
+        Ok(Config {
+            name: raw.name,
+            seed: raw.seed,
+            ablation,
+            ig_steps: raw.ig_steps,
+            batch_size: raw.batch_size,
+            fractions,
+            evaluation_metric,
+            datasets,
+            cells,
+        })
     }
 }

@@ -89,7 +89,7 @@ fn bench_discovers_and_evaluates_as_attribute_and_eval_do() {
     let read = EdgeScores::from_circuit(&graph::Circuit::from_json_str(&file, model.graph).unwrap()).unwrap();
     let inner = model.model.valid();
     let ablation = fit_ablation(AblationKind::Mean, &inner, &discovery, 4).unwrap();
-    let plan = EvalPlan { fractions: &config.fractions, metric: Metric::LogitDifference, options: EvalOptions { batch_size: 4, masks_per_pass: 1 } };
+    let plan = EvalPlan { fractions: &config.fractions, options: EvalOptions { batch_size: 4, masks_per_pass: 1, metric: Metric::LogitDifference } };
     let evaluation = pairs(&model, Split::Validation, 8);
     let eval = evaluate_candidates(&inner, &model.graph, &evaluation, Candidates::Scores(&read.values), &ablation, plan, &mut |_, _| {}).unwrap();
     assert_eq!(eval.curve.len(), result.curve.len());
@@ -103,7 +103,9 @@ fn bench_discovers_and_evaluates_as_attribute_and_eval_do() {
 #[test]
 fn metrics_are_chosen_per_method_and_per_evaluation() {
     let config = Config::parse(
-        &(CONFIG.replace("methods = [\"eap\"]", "methods = [\"eap\", \"gim\"]").replace("batch_size = 4", "batch_size = 4\nmetric = \"kl\"\nevaluation_metric = \"prob-diff\"")
+        &(CONFIG
+            .replace("methods = [\"eap\"]", "methods = [\"eap\", \"gim\"]")
+            .replace("batch_size = 4", "batch_size = 4\nmetric = \"kl\"\nevaluation_metric = \"prob-diff\"")
             + "[group.metric_overrides]\ngim = \"nll\"\n"),
         "seams.toml",
     )

@@ -17,11 +17,13 @@ pub struct EvalOptions {
     /// Masks run side by side in one patched pass (rows = masks × pairs). One is fastest on a
     /// CPU: the engine's buffers stay contiguous and no work is shared across masks anyway.
     pub masks_per_pass: usize,
+    /// The metric measured (MIB's logit difference by default).
+    pub metric: Metric,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { batch_size: 16, masks_per_pass: 1 }
+        Self { batch_size: 16, masks_per_pass: 1, metric: Metric::LogitDifference }
     }
 }
 
@@ -93,15 +95,14 @@ fn replica_sums(m: &[f32], pairs: usize) -> Vec<f64> {
     m.chunks(pairs).map(|row| row.iter().map(|&x| x as f64).sum()).collect()
 }
 
-/// Evaluates `circuits` (keep masks) on `pairs` under `ablation` with `metric`, along with the
-/// full model and the empty circuit; `progress` hears after every batch (done, total).
+/// Evaluates `circuits` (keep masks) on `pairs` under `ablation` with the options' metric, along
+/// with the full model and the empty circuit; `progress` hears after every batch (done, total).
 pub fn evaluate_circuits<B: Backend>(
     model: &Transformer<B>,
     graph: &Graph,
     pairs: &[PreparedPair],
     circuits: &[&EdgeMatrix<bool>],
     ablation: &Ablation<B>,
-    metric: Metric,
     options: EvalOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EvalResult, EvalError> {
@@ -117,6 +118,7 @@ pub fn evaluate_circuits<B: Backend>(
         return Err(EvalError::GraphMismatch { found: bad.graph().shape(), expected: graph.shape() });
     }
     let device = model.token_embedding.device();
+    let metric = options.metric;
     let empty = EdgeMatrix::filled(*graph, false);
     // m(∅) comes from the ablation's own run when it gives the every-edge-ablated logits
     // (counterfactual ablation: the counterfactual run); otherwise the empty circuit is patched

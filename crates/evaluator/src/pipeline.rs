@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, Metric};
+use patching::Ablation;
 use tasks::PreparedPair;
 use transformer::Transformer;
 
@@ -94,9 +94,7 @@ pub struct Evaluation {
 pub struct EvalPlan<'a> {
     /// The budgets, as fractions of all edges (increasing).
     pub fractions: &'a [f64],
-    /// The metric faithfulness is computed from (MIB's: the logit difference).
-    pub metric: Metric,
-    /// Batch sizes.
+    /// Batch sizes and the metric faithfulness is computed from (MIB's: the logit difference).
     pub options: EvalOptions,
 }
 
@@ -133,7 +131,7 @@ pub fn evaluate_candidates<B: Backend>(
 ) -> Result<Evaluation, EvalError> {
     let circuits = circuits_at_budgets(graph, candidates, plan.fractions)?;
     let masks: Vec<&EdgeMatrix<bool>> = circuits.iter().map(|(_, _, c)| &c.edges).collect();
-    let result = evaluate_circuits(model, graph, pairs, &masks, ablation, plan.metric, plan.options, progress)?;
+    let result = evaluate_circuits(model, graph, pairs, &masks, ablation, plan.options, progress)?;
     let mut curve = Vec::with_capacity(circuits.len());
     for ((kind, fraction, circuit), &m_circuit) in circuits.iter().zip(&result.m_circuits) {
         curve.push(CurvePoint {

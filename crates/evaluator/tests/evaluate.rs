@@ -55,7 +55,7 @@ fn evaluate(
     ablation: &Ablation<B>,
     options: EvalOptions,
 ) -> Result<EvalResult, evaluator::EvalError> {
-    evaluator::evaluate_circuits(&model.model, graph, pairs, circuits, ablation, Metric::LogitDifference, options, &mut |_, _| {})
+    evaluator::evaluate_circuits(&model.model, graph, pairs, circuits, ablation, options, &mut |_, _| {})
 }
 
 #[test]
@@ -84,9 +84,12 @@ fn batching_does_not_change_the_curve() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let scores = random_scores(&graph, 3);
-    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed).edges).collect();
+    let circuits: Vec<EdgeMatrix<bool>> =
+        MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed).edges).collect();
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
-    let run = |batch_size, masks_per_pass| evaluate(&model, &graph, &pairs, &refs, &Ablation::Counterfactual, EvalOptions { batch_size, masks_per_pass }).unwrap();
+    let run = |batch_size, masks_per_pass| {
+        evaluate(&model, &graph, &pairs, &refs, &Ablation::Counterfactual, EvalOptions { batch_size, masks_per_pass, ..EvalOptions::default() }).unwrap()
+    };
     let a = run(5, 11);
     let b = run(2, 3);
     for (x, y) in a.m_circuits.iter().zip(&b.m_circuits) {
@@ -129,7 +132,7 @@ fn bad_inputs_are_errors() {
     let err = evaluate(&model, &graph, &pairs, &[&other], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
     assert!(err.to_string().contains("a circuit is of a graph of"), "{err}");
     let too_few = [full.clone()];
-    let plan = EvalPlan { fractions: &[0.5, 1.0], metric: Metric::LogitDifference, options: EvalOptions::default() };
+    let plan = EvalPlan { fractions: &[0.5, 1.0], options: EvalOptions::default() };
     let err = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&too_few), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("1 circuits were given for 2 budgets"), "{err}");
     pairs[1].counterfactual.pop();
@@ -146,8 +149,16 @@ fn kl_of_the_full_circuit_is_zero_and_matches_a_direct_computation() {
     let pairs = pairs();
     let full = graph.real_edge_mask();
     let empty = EdgeMatrix::filled(graph, false);
-    let r = evaluator::evaluate_circuits(&model.model, &graph, &pairs, &[&full, &empty], &Ablation::Counterfactual, Metric::Kl, EvalOptions::default(), &mut |_, _| {})
-        .unwrap();
+    let r = evaluator::evaluate_circuits(
+        &model.model,
+        &graph,
+        &pairs,
+        &[&full, &empty],
+        &Ablation::Counterfactual,
+        EvalOptions { metric: Metric::Kl, ..EvalOptions::default() },
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert!(r.m_full.abs() < 1e-7, "KL of the model with itself: {}", r.m_full);
     assert!(r.m_circuits[0].abs() < 1e-5, "KL of the full circuit: {}", r.m_circuits[0]);
     let rows = |prompts: Vec<Vec<u32>>| -> Vec<Vec<f64>> {
@@ -163,7 +174,8 @@ fn kl_of_the_full_circuit_is_zero_and_matches_a_direct_computation() {
     };
     let clean = rows(pairs.iter().map(|p| p.clean.clone()).collect());
     let corrupt = rows(pairs.iter().map(|p| p.counterfactual.clone()).collect());
-    let want: f64 = clean.iter().zip(&corrupt).map(|(p, q)| p.iter().zip(q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>()).sum::<f64>() / pairs.len() as f64;
+    let want: f64 =
+        clean.iter().zip(&corrupt).map(|(p, q)| p.iter().zip(q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>()).sum::<f64>() / pairs.len() as f64;
     assert!(want > 1e-3, "the pairs differ");
     assert!((r.m_empty - want).abs() < 1e-5 * want.max(1.0), "m(∅) {} vs direct {want}", r.m_empty);
     assert!((r.m_circuits[1] - want).abs() < 1e-4, "the patched empty circuit is the counterfactual run: {} vs {want}", r.m_circuits[1]);
@@ -179,10 +191,12 @@ fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
     let pairs = pairs();
     let scores = random_scores(&graph, 4);
     let fractions = [0.01, 0.1, 0.5, 1.0];
-    let plan = EvalPlan { fractions: &fractions, metric: Metric::LogitDifference, options: EvalOptions { batch_size: 2, masks_per_pass: 1 } };
+    let plan = EvalPlan { fractions: &fractions, options: EvalOptions { batch_size: 2, ..EvalOptions::default() } };
     let mut reports = Vec::new();
-    let result =
-        evaluate_candidates(&model.model, &graph, &pairs, Candidates::Scores(&scores.values), &Ablation::Counterfactual, plan, &mut |d, t| reports.push((d, t))).unwrap();
+    let result = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Scores(&scores.values), &Ablation::Counterfactual, plan, &mut |d, t| {
+        reports.push((d, t))
+    })
+    .unwrap();
     assert_eq!(reports, vec![(1, 3), (2, 3), (3, 3)], "one report per batch of 2 pairs");
     let kinds: Vec<CurveKind> = result.curve.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [[CurveKind::Signed; 4], [CurveKind::Absolute; 4]].concat());

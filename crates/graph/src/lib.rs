@@ -8,5 +8,5 @@ mod matrix;
 mod names;
 
 pub use circuit::{Circuit, CircuitError};
-pub use matrix::EdgeMatrix;
 pub use graph::{Dest, Graph, GraphError, GraphShape, LayerIndices, Node, Qkv, Source};
+pub use matrix::EdgeMatrix;

@@ -63,6 +63,16 @@ enum Term<B: Backend> {
     PerDestination(Tensor<B, 3>),
 }
 
+/// What an attention layer's q, k and v inputs add to the residual they read.
+enum QkvTerms<B: Backend> {
+    /// Nothing: every edge into the layer's heads is kept.
+    Nothing,
+    /// One term [rows, pos, d] for every head and slot.
+    Shared(Tensor<B, 3>),
+    /// A term per slot (q, k, v), each head-major [heads, rows, pos, d].
+    PerHead([Tensor<B, 4>; 3]),
+}
+
 /// Hooks that run a batch of `pairs` rows repeated once per mask replica (rows replica-major) with
 /// every destination reading `resid + Σ_u (1 − keep[u,v]) (ablated_u − actual_u)`.
 ///
@@ -178,6 +188,26 @@ impl<B: Backend> PatchHooks<B> {
         Term::PerDestination(if direct { weighted } else { sum().unsqueeze_dim::<3>(1) - weighted })
     }
 
+    /// What layer `layer`'s q, k and v inputs add to the residual [rows, pos, d] they read.
+    fn attention_terms(&self, layer: usize, rows: usize, t: usize, d: usize) -> QkvTerms<B> {
+        let indices = self.graph.layer(layer).expect("the model and the graph have the same layers");
+        let group = Group { upstream: indices.heads_fwd.start, dst: indices.q_bwd.start..indices.v_bwd.end };
+        let h = self.graph.shape().n_heads;
+        let pairs = rows / self.replicas;
+        let term = match self.term(&group) {
+            Term::Nothing => return QkvTerms::Nothing,
+            Term::Shared(sum) => return QkvTerms::Shared(sum.reshape([rows, t, d])),
+            Term::PerDestination(term) => term,
+        };
+        let term: Tensor<B, 6> = term.reshape([self.replicas, 3, h, pairs, t, d]);
+        // Head-major [h, rows, pos, d] (rows replica-major): with one replica, a slice as it lies.
+        let slot = |s: usize| -> Tensor<B, 4> {
+            let part: Tensor<B, 5> = term.clone().slice([0..self.replicas, s..s + 1, 0..h, 0..pairs, 0..t, 0..d]).squeeze_dim(1);
+            part.swap_dims(0, 1).reshape([h, rows, t, d])
+        };
+        QkvTerms::PerHead([slot(0), slot(1), slot(2)])
+    }
+
     /// Adds a single-destination group's term to a residual [rows, pos, d].
     fn patch_residual(&mut self, group: Group, resid: Tensor<B, 3>) -> Tensor<B, 3> {
         let dims = resid.dims();
@@ -200,24 +230,26 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 
     fn attention_input(&mut self, layer: usize, resid: Tensor<B, 3>) -> AttentionInput<B> {
-        let indices = self.graph.layer(layer).expect("the model and the graph have the same layers");
-        let group = Group { upstream: indices.heads_fwd.start, dst: indices.q_bwd.start..indices.v_bwd.end };
-        let h = self.graph.shape().n_heads;
         let [rows, t, d] = resid.dims();
-        let pairs = rows / self.replicas;
-        let term = match self.term(&group) {
-            Term::Nothing => return AttentionInput::Shared(resid),
-            Term::Shared(sum) => return AttentionInput::Shared(resid + sum.reshape([rows, t, d])),
-            Term::PerDestination(term) => term,
-        };
-        let term: Tensor<B, 6> = term.reshape([self.replicas, 3, h, pairs, t, d]);
-        // Head-major [h, rows, pos, d] (rows replica-major): with one replica, a slice as it lies.
-        let slot = |s: usize| -> Tensor<B, 4> {
-            let part: Tensor<B, 5> = term.clone().slice([0..self.replicas, s..s + 1, 0..h, 0..pairs, 0..t, 0..d]).squeeze_dim(1);
-            let per_head = part.swap_dims(0, 1).reshape([h, rows, t, d]);
-            per_head + resid.clone().unsqueeze_dim::<4>(0)
-        };
-        AttentionInput::PerHead { q: slot(0), k: slot(1), v: slot(2) }
+        match self.attention_terms(layer, rows, t, d) {
+            QkvTerms::Nothing => AttentionInput::Shared(resid),
+            QkvTerms::Shared(sum) => AttentionInput::Shared(resid + sum),
+            QkvTerms::PerHead(terms) => {
+                let [q, k, v] = terms.map(|term| term + resid.clone().unsqueeze_dim::<4>(0));
+                AttentionInput::PerHead { q, k, v }
+            }
+        }
+    }
+
+    /// Behind a hook that already split attention's input per head (a composition): the same
+    /// terms, added to the copies it hands over.
+    fn per_head_attention_input(&mut self, layer: usize, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> [Tensor<B, 4>; 3] {
+        let [_, rows, t, d] = q.dims();
+        match self.attention_terms(layer, rows, t, d) {
+            QkvTerms::Nothing => [q, k, v],
+            QkvTerms::Shared(sum) => [q, k, v].map(|x| x + sum.clone().unsqueeze_dim::<4>(0)),
+            QkvTerms::PerHead([tq, tk, tv]) => [q + tq, k + tk, v + tv],
+        }
     }
 
     fn head_outputs(&mut self, _layer: usize, heads: Tensor<B, 4>) -> Tensor<B, 4> {

@@ -203,7 +203,7 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     let n_bwd = graph.n_bwd();
     let masks: Vec<EdgeMatrix<bool>> = [7usize, 2, 1]
         .iter()
-        .map(|&every| EdgeMatrix::from_fn(graph, |f, b| (f * n_bwd + b) % every == 0 || (every == 1 && (f * n_bwd + b) % 13 != 0)))
+        .map(|&every| EdgeMatrix::from_fn(graph, |f, b| (f * n_bwd + b).is_multiple_of(every) || (every == 1 && !(f * n_bwd + b).is_multiple_of(13))))
         .collect();
     let refs: Vec<&EdgeMatrix<bool>> = masks.iter().collect();
     let rows: Vec<Vec<u32>> = refs.iter().flat_map(|_| clean.iter().cloned()).collect();
@@ -216,4 +216,45 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     };
     let diff = max_abs_diff(&run(&hard), &run(&soft));
     assert!(diff < 1e-4, "sparse and dense patching differ by {diff}");
+}
+
+/// Hook composition: a recorder beside the patcher, in either order, leaves the patched run as it
+/// is; placed after the patcher it records the patched run's node outputs and what attention read.
+#[test]
+fn a_recorder_beside_the_patcher_sees_the_patched_run() {
+    let model = tiny();
+    let device = Default::default();
+    let graph = graph_of(&model);
+    let cfg = &model.model.config;
+    let clean = vec![vec![5, 17, 42, 8, 3], vec![9, 9, 4, 60, 2]];
+    let corrupt = vec![vec![5, 30, 42, 8, 3], vec![9, 11, 4, 61, 2]];
+    let batch = Batch::new(&clean, cfg, &device).unwrap();
+    let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();
+    let n_bwd = graph.n_bwd();
+    let mask = EdgeMatrix::from_fn(graph, |f, b| (f * n_bwd + b) % 3 != 0);
+    let masks = EdgeMasks::from_bools(&graph, &[&mask], &device);
+    let patcher = || PatchHooks::new(graph, &masks, ablated.clone());
+    let alone = values(model.model.forward_with(&batch, &Readout::LastToken, &mut patcher()));
+    let clean_nodes = values(record_nodes(&model.model, &batch).1);
+
+    let (mut first, mut recorder) = (patcher(), patching::NodeRecorder::default());
+    let logits = values(model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut first, &mut recorder)));
+    assert_eq!(logits, alone, "a recorder after the patcher changes nothing");
+    let recorded = values(recorder.into_nodes());
+    let d = recorded.len() / (graph.n_fwd() * clean.len() * clean[0].len());
+    let input = clean.len() * clean[0].len() * d;
+    assert_eq!(recorded[..input], clean_nodes[..input], "the token embedding is never patched");
+    assert!(max_abs_diff(&recorded, &clean_nodes) > 1e-3, "the recorder sees the patched run's node outputs");
+
+    let (mut trace, mut second) = (transformer::Trace::new(cfg.n_heads), patcher());
+    let logits = values(model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut trace, &mut second)));
+    let diff = max_abs_diff(&logits, &alone);
+    assert!(diff < 1e-5, "the patcher behind a hook that splits attention per head still patches ({diff})");
+    let (mut third, mut after) = (patcher(), transformer::Trace::new(cfg.n_heads));
+    let _ = model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut third, &mut after));
+    let read = |t: &transformer::Trace<B>| match &t.attention_inputs[1] {
+        transformer::AttentionInput::PerHead { q, .. } => values(q.clone()),
+        transformer::AttentionInput::Shared(resid) => values(resid.clone()),
+    };
+    assert!(max_abs_diff(&read(&trace), &read(&after)) > 1e-3, "before the patcher a trace sees the unpatched input, after it the patched one");
 }

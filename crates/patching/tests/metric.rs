@@ -15,7 +15,7 @@ const ANSWERS: [(u32, u32); ROWS] = [(1, 4), (6, 0), (2, 3)];
 
 /// Seeded, varied logits [ROWS, VOCAB].
 fn logits(seed: u32) -> Vec<f32> {
-    (0..ROWS * VOCAB).map(|i| ((i as u32 * 2_654_435_761u32 ^ seed.wrapping_mul(40_503)) % 1000) as f32 / 250.0 - 2.0).collect()
+    (0..ROWS * VOCAB).map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) % 1000) as f32 / 250.0 - 2.0).collect()
 }
 
 fn tensor<Bk: burn::tensor::backend::Backend>(values: &[f32]) -> Tensor<Bk, 2> {

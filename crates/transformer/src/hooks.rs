@@ -180,11 +180,10 @@ impl<B: Backend, H: Hooks<B> + ?Sized> Hooks<B> for &mut H {
 /// What attention reads: the first hook's [`Hooks::attention_input`] runs on the residual; if it
 /// returns [`AttentionInput::Shared`] the second's `attention_input` runs on that residual and
 /// decides, and if it returns [`AttentionInput::PerHead`] the second is shown the copies through
-/// [`Hooks::per_head_attention_input`] (a pass-through unless it overrides it, as [`Trace`]
-/// does). A per-head input stays per head through both hooks' `per_head_attention_input`. So a
-/// recorder beside a patcher that may split per head goes second: `(patcher, trace)` records what
-/// attention actually read, while a patcher placed after [`Trace`] (which always splits) would
-/// have to override `per_head_attention_input` to patch at all.
+/// [`Hooks::per_head_attention_input`] (a pass-through unless it overrides it, as [`Trace`] and
+/// the patching engine do). A per-head input stays per head through both hooks'
+/// `per_head_attention_input`. So either order patches; a recorder placed second,
+/// `(patcher, trace)`, records what attention actually read, placed first what it would have read.
 impl<B: Backend, First: Hooks<B>, Second: Hooks<B>> Hooks<B> for (First, Second) {
     fn wants_head_outputs(&self) -> bool {
         self.0.wants_head_outputs() || self.1.wants_head_outputs()
