@@ -10,7 +10,7 @@ use anyhow::{Context, Result, ensure};
 use attribution::{EdgeScores, fit_ablation};
 use burn::tensor::backend::Backend;
 use clap::Args;
-use evaluator::{Candidates, CurveKind, EvalOptions, EvalPlan, Evaluation, MIB_FRACTIONS, evaluate_candidates};
+use evaluator::{Candidates, CurveKind, Curves, EvalOptions, EvalPlan, MIB_FRACTIONS, evaluate_candidates};
 use graph::{Circuit, EdgeMatrix, Graph, GraphShape};
 use patching::{AblationKind, Metric};
 use tasks::{PrepareOptions, Split, TaskKind};
@@ -140,9 +140,9 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
             (evaluate(Candidates::Circuits(&circuits), plan)?, None)
         }
     };
-    print_evaluation(args, pairs.len(), &result);
+    print_evaluation(args, pairs.len(), &result.curves);
     if let Some((edges, own)) = own {
-        println!("the file's own circuit ({edges} edges, {} after pruning): f {:.4}", own.curve[0].pruned_edges, own.curve[0].faithfulness);
+        println!("the file's own circuit ({edges} edges, {} after pruning): f {:.4}", own.curves.curve[0].pruned_edges, own.curves.curve[0].faithfulness);
     }
     println!(
         "time: {:.1} s loading and preparing, {:.1} s plain forward, {:.1} s patched forward; {} passes",
@@ -155,7 +155,7 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
 }
 
 /// The curves side by side, one row per budget, then the summaries.
-fn print_evaluation(args: &EvalArgs, pairs: usize, result: &Evaluation) {
+fn print_evaluation(args: &EvalArgs, pairs: usize, result: &Curves) {
     println!("ablation {}  metric {}  pairs {}  m(N) {:.4}  m(∅) {:.4}", args.ablation, args.metric, pairs, result.m_full, result.m_empty);
     let curve = |kind: CurveKind| -> Vec<&evaluator::CurvePoint> { result.curve.iter().filter(|p| p.kind == kind).collect() };
     let (signed, absolute, given) = (curve(CurveKind::Signed), curve(CurveKind::Absolute), curve(CurveKind::Given));

@@ -6,7 +6,7 @@ use std::time::Instant;
 use attribution::{Discovery, Method, MethodError, MethodOutput, ScoresError, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use evaluator::{Candidates, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
+use evaluator::{Candidates, Curves, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
 use graph::Graph;
 use patching::AblationError;
 use serde::{Deserialize, Serialize};
@@ -19,23 +19,6 @@ use crate::memory;
 
 /// Circuits drawn as node-link diagrams keep this many top edges (by signed score).
 pub const DIAGRAM_EDGES: usize = 40;
-
-/// One point of a faithfulness curve, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CurvePoint {
-    /// `signed` or `absolute` (top-n from scores), or `given` (the method's own circuits).
-    pub selection: String,
-    /// The budget as a fraction of all edges.
-    pub fraction: f64,
-    /// Edges before pruning.
-    pub nominal_edges: usize,
-    /// Edges after pruning.
-    pub pruned_edges: usize,
-    /// The evaluation metric's mean with only this circuit kept.
-    pub m_circuit: f64,
-    /// (m(C) − m(∅)) / (m(N) − m(∅)).
-    pub faithfulness: f64,
-}
 
 /// Everything a finished cell measured; stored as JSON per cell so runs resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,20 +51,9 @@ pub struct CellResult {
     pub evaluation_examples: usize,
     /// Evaluation examples dropped in preparation.
     pub evaluation_dropped: usize,
-    /// The evaluation metric's mean on the full model.
-    pub m_full: f64,
-    /// The evaluation metric's mean with every edge ablated.
-    pub m_empty: f64,
-    /// Every evaluated circuit.
-    pub curve: Vec<CurvePoint>,
-    /// Area under the signed (or given) faithfulness curve.
-    pub cpr: f64,
-    /// Area under |1 − f| of the absolute (or given) curve.
-    pub cmd: f64,
-    /// Mean faithfulness of the signed (or given) curve.
-    pub mean_f_signed: f64,
-    /// Mean faithfulness of the absolute (or given) curve.
-    pub mean_f_absolute: f64,
+    /// The faithfulness curves (under the evaluation metric) and their summaries, CPR and CMD.
+    #[serde(flatten)]
+    pub curves: Curves,
     /// Wall time of discovery.
     pub discovery_seconds: f64,
     /// Wall time of evaluation.
@@ -242,18 +214,6 @@ pub fn run_cell<B: AutodiffBackend>(
         }
         None => Vec::new(),
     };
-    let curve = evaluated
-        .curve
-        .iter()
-        .map(|p| CurvePoint {
-            selection: p.kind.name().into(),
-            fraction: p.fraction,
-            nominal_edges: p.nominal_edges,
-            pruned_edges: p.pruned_edges,
-            m_circuit: p.m_circuit,
-            faithfulness: p.faithfulness,
-        })
-        .collect();
     let passes = output.passes();
     Ok(CellResult {
         model: cell.model.clone(),
@@ -268,13 +228,7 @@ pub fn run_cell<B: AutodiffBackend>(
         discovery_dropped,
         evaluation_examples: evaluation.len(),
         evaluation_dropped,
-        m_full: evaluated.m_full,
-        m_empty: evaluated.m_empty,
-        cpr: evaluated.cpr,
-        cmd: evaluated.cmd,
-        mean_f_signed: evaluated.mean_f_signed,
-        mean_f_absolute: evaluated.mean_f_absolute,
-        curve,
+        curves: evaluated.curves,
         discovery_seconds,
         evaluation_seconds,
         forward_passes: passes.forward + evaluated.passes,

@@ -117,12 +117,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The text is not TOML of the config's shape (an unknown key included).
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Syntax {
         /// The config file, or whatever origin the text was parsed under.
         path: String,
-        /// The TOML parser's message.
-        message: String,
+        /// The TOML parser's error.
+        source: toml::de::Error,
     },
     /// A well-formed key has a value the sweep cannot use.
     #[error("{path}: `{key}`: {message}")]
@@ -203,7 +203,7 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax { path: origin.into(), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Syntax { path: origin.into(), source })?;
         let invalid = |key: String, message: String| ConfigError::Invalid { path: origin.into(), key, message };
         if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(invalid("name".into(), format!("{:?} must be non-empty letters, digits, `-` or `_` (it names the results directory)", raw.name)));

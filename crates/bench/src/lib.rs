@@ -12,7 +12,7 @@ pub mod regress;
 pub mod report;
 pub mod sweep;
 
-pub use cell::{BatchProgress, CellError, CellResult, CurvePoint, SweepModel, run_cell};
+pub use cell::{BatchProgress, CellError, CellResult, SweepModel, run_cell};
 pub use config::{Cell, Config, ConfigError, Datasets};
 pub use sweep::{Event, SweepPaths, run_sweep};
 

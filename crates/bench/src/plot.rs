@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use evaluator::CurveKind;
+
 use crate::BenchError;
 use crate::cell::CellResult;
 use crate::sweep::{slug, write_atomic};
@@ -20,7 +22,7 @@ fn escape(text: &str) -> String {
 /// absolute (CMD's), one colour per method.
 pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
     let (w, h, left, right, top, bottom) = (760.0, 440.0, 60.0, 190.0, 40.0, 50.0);
-    let points = cells.iter().flat_map(|c| c.curve.iter());
+    let points = cells.iter().flat_map(|c| c.curves.curve.iter());
     let (mut fmin, mut fmax) = (0.0f64, 1.0f64);
     let (mut xmin, mut xmax) = (f64::INFINITY, f64::NEG_INFINITY);
     for p in points {
@@ -68,9 +70,9 @@ pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
     );
     for (i, cell) in cells.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        for (selection, dash) in [("signed", ""), ("given", ""), ("absolute", r#" stroke-dasharray="6,4""#)] {
+        for (kind, dash) in [(CurveKind::Signed, ""), (CurveKind::Given, ""), (CurveKind::Absolute, r#" stroke-dasharray="6,4""#)] {
             let path: Vec<String> =
-                cell.curve.iter().filter(|p| p.selection == selection).map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness))).collect();
+                cell.curves.curve.iter().filter(|p| p.kind == kind).map(|p| format!("{:.1},{:.1}", x(p.fraction), y(p.faithfulness))).collect();
             let _ = writeln!(svg, r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#, path.join(" "));
         }
         let ly = top + 10.0 + 18.0 * i as f64;

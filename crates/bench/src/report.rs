@@ -58,11 +58,11 @@ pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
     cells
         .iter()
         .flat_map(|c| {
-            c.curve.iter().map(move |p| {
+            c.curves.curve.iter().map(move |p| {
                 row(json!({
-                    "model": c.model, "task": c.task, "method": c.method, "selection": p.selection, "ablation": c.ablation,
+                    "model": c.model, "task": c.task, "method": c.method, "selection": p.kind.name(), "ablation": c.ablation,
                     "fraction": p.fraction, "nominal_edges": p.nominal_edges, "pruned_edges": p.pruned_edges,
-                    "faithfulness": r6(p.faithfulness), "m_circuit": r6(p.m_circuit), "m_full": r6(c.m_full), "m_empty": r6(c.m_empty),
+                    "faithfulness": r6(p.faithfulness), "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty),
                 }))
             })
         })
@@ -77,7 +77,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
             row(json!({
                 "model": c.model, "task": c.task, "method": c.method,
                 "output": c.output, "metric": c.metric, "evaluation_metric": c.evaluation_metric,
-                "cpr": r6(c.cpr), "cmd": r6(c.cmd), "mean_f_signed": r6(c.mean_f_signed), "mean_f_absolute": r6(c.mean_f_absolute),
+                "cpr": r6(c.curves.cpr), "cmd": r6(c.curves.cmd), "mean_f_signed": r6(c.curves.mean_f_signed), "mean_f_absolute": r6(c.curves.mean_f_absolute),
                 "discovery_seconds": (c.discovery_seconds * 10.0).round() / 10.0, "evaluation_seconds": (c.evaluation_seconds * 10.0).round() / 10.0,
                 "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,
                 "peak_memory_mib": c.peak_memory_mib.map(|m| m.round()),
@@ -120,7 +120,7 @@ pub fn pivot(cells: &[CellResult], metric: fn(&CellResult) -> f64) -> (Vec<Strin
 pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     tables::write_csv(&dir.join("curves.csv"), &CURVE_COLUMNS, &curve_rows(cells))?;
     tables::write_csv(&dir.join("summary.csv"), &SUMMARY_COLUMNS, &summary_rows(cells))?;
-    for (name, metric) in [("cpr.csv", (|c: &CellResult| c.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.cmd)] {
+    for (name, metric) in [("cpr.csv", (|c: &CellResult| c.curves.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.curves.cmd)] {
         let (columns, rows) = pivot(cells, metric);
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         tables::write_csv(&dir.join(name), &columns, &rows)?;

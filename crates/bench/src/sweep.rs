@@ -204,7 +204,12 @@ pub fn run_sweep<B: AutodiffBackend>(
         let result = run_cell(config, cell, model, &paths.tasks, definitions[index].clone(), backend == "cuda", &mut |p| events(Event::Batch(p)))?;
         let json = serde_json::to_string_pretty(&result).expect("cell results serialise");
         write_atomic(&cell_path(&dir, cell), json.as_bytes())?;
-        events(Event::Finished { key: cell.key(), cpr: result.cpr, cmd: result.cmd, seconds: result.discovery_seconds + result.evaluation_seconds });
+        events(Event::Finished {
+            key: cell.key(),
+            cpr: result.curves.cpr,
+            cmd: result.curves.cmd,
+            seconds: result.discovery_seconds + result.evaluation_seconds,
+        });
         finished[index] = Some(result);
         write_reports(&dir, &finished, &manifest)?;
     }

@@ -92,12 +92,13 @@ fn bench_discovers_and_evaluates_as_attribute_and_eval_do() {
     let plan = EvalPlan { fractions: &config.fractions, options: EvalOptions { batch_size: 4, masks_per_pass: 1, metric: Metric::LogitDifference } };
     let evaluation = pairs(&model, Split::Validation, 8);
     let eval = evaluate_candidates(&inner, &model.graph, &evaluation, Candidates::Scores(&read.values), &ablation, plan, &mut |_, _| {}).unwrap();
-    assert_eq!(eval.curve.len(), result.curve.len());
-    for (e, b) in eval.curve.iter().zip(&result.curve) {
-        assert_eq!((e.kind.name(), e.fraction, e.nominal_edges, e.pruned_edges), (b.selection.as_str(), b.fraction, b.nominal_edges, b.pruned_edges));
-        assert!((e.faithfulness - b.faithfulness).abs() < 1e-9, "{} {}: eval {} vs bench {}", b.selection, b.fraction, e.faithfulness, b.faithfulness);
+    let (eval, bench) = (&eval.curves, &result.curves);
+    assert_eq!(eval.curve.len(), bench.curve.len());
+    for (e, b) in eval.curve.iter().zip(&bench.curve) {
+        assert_eq!((e.kind, e.fraction, e.nominal_edges, e.pruned_edges), (b.kind, b.fraction, b.nominal_edges, b.pruned_edges));
+        assert!((e.faithfulness - b.faithfulness).abs() < 1e-9, "{} {}: eval {} vs bench {}", b.kind.name(), b.fraction, e.faithfulness, b.faithfulness);
     }
-    assert!((eval.cpr - result.cpr).abs() < 1e-9 && (eval.cmd - result.cmd).abs() < 1e-9);
+    assert!((eval.cpr - bench.cpr).abs() < 1e-9 && (eval.cmd - bench.cmd).abs() < 1e-9);
 }
 
 #[test]
@@ -115,7 +116,7 @@ fn metrics_are_chosen_per_method_and_per_evaluation() {
     let model = SweepModel::new(transformer::load_model::<B>("task:ioi", &Default::default()).unwrap()).unwrap();
     let gim = run_cell(&config, &config.cells[1], &model, &tasks_dir(), "test".into(), false, &mut |_| {}).unwrap();
     assert_eq!((gim.metric.as_str(), gim.evaluation_metric.as_str()), ("nll", "prob-diff"));
-    assert!(gim.m_full > 0.0 && gim.m_full <= 1.0, "a probability difference: {}", gim.m_full);
+    assert!(gim.curves.m_full > 0.0 && gim.curves.m_full <= 1.0, "a probability difference: {}", gim.curves.m_full);
     let row = &bench::report::summary_rows(std::slice::from_ref(&gim))[0];
     assert_eq!((row["output"].as_str(), row["metric"].as_str(), row["evaluation_metric"].as_str()), (Some("scores"), Some("nll"), Some("prob-diff")));
 }

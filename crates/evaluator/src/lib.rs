@@ -11,4 +11,4 @@ pub mod pipeline;
 pub use circuit::{BuiltCircuit, MIB_FRACTIONS, Selection, given, greedy, prune, top_n};
 pub use evaluate::{EvalError, EvalOptions, EvalResult, evaluate_circuits};
 pub use metrics::{FaithfulnessUndefined, cmd, cpr, faithfulness};
-pub use pipeline::{Candidates, CurveKind, CurvePoint, EvalPlan, Evaluation, evaluate_candidates};
+pub use pipeline::{Candidates, CurveKind, CurvePoint, Curves, EvalPlan, Evaluation, evaluate_candidates};

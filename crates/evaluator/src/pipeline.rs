@@ -7,6 +7,7 @@ use std::time::Duration;
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
 use patching::Ablation;
+use serde::{Deserialize, Serialize};
 use tasks::PreparedPair;
 use transformer::Transformer;
 
@@ -26,7 +27,8 @@ pub enum Candidates<'a> {
 }
 
 /// How a curve's circuits were chosen: a column of curves.csv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CurveKind {
     /// Top-n by signed score.
     Signed,
@@ -47,10 +49,11 @@ impl CurveKind {
     }
 }
 
-/// One evaluated circuit of a curve.
-#[derive(Debug, Clone, PartialEq)]
+/// One evaluated circuit of a curve (stored in bench's cell files; `kind` as `selection`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     /// Which curve it belongs to.
+    #[serde(rename = "selection")]
     pub kind: CurveKind,
     /// The budget as a fraction of all edges.
     pub fraction: f64,
@@ -67,6 +70,20 @@ pub struct CurvePoint {
 /// Everything one evaluation measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
+    /// The curves and their summaries.
+    pub curves: Curves,
+    /// Forward passes run.
+    pub passes: usize,
+    /// Time in unpatched forward passes.
+    pub plain_forward: Duration,
+    /// Time in patched forward passes.
+    pub patched_forward: Duration,
+}
+
+/// The faithfulness curves of what a method found, and their summaries: the numbers a benchmark
+/// reports (bench stores them in each cell file as they are).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
     /// The metric's mean on the full model, m(N).
     pub m_full: f64,
     /// The metric's mean with every edge ablated, m(∅).
@@ -81,12 +98,6 @@ pub struct Evaluation {
     pub mean_f_signed: f64,
     /// Mean f of the absolute (or given) curve.
     pub mean_f_absolute: f64,
-    /// Forward passes run.
-    pub passes: usize,
-    /// Time in unpatched forward passes.
-    pub plain_forward: Duration,
-    /// Time in patched forward passes.
-    pub patched_forward: Duration,
 }
 
 /// The settings an evaluation is run under.
@@ -149,7 +160,7 @@ pub fn evaluate_candidates<B: Backend>(
         Candidates::Circuits(_) => (f_of(CurveKind::Given), f_of(CurveKind::Given)),
     };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    Ok(Evaluation {
+    let curves = Curves {
         m_full: result.m_full,
         m_empty: result.m_empty,
         cpr: cpr(plan.fractions, &f_signed),
@@ -157,8 +168,6 @@ pub fn evaluate_candidates<B: Backend>(
         mean_f_signed: mean(&f_signed),
         mean_f_absolute: mean(&f_absolute),
         curve,
-        passes: result.passes,
-        plain_forward: result.plain_forward,
-        patched_forward: result.patched_forward,
-    })
+    };
+    Ok(Evaluation { curves, passes: result.passes, plain_forward: result.plain_forward, patched_forward: result.patched_forward })
 }

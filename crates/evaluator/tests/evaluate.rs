@@ -196,7 +196,8 @@ fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
     let result = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Scores(&scores.values), &Ablation::Counterfactual, plan, &mut |d, t| {
         reports.push((d, t))
     })
-    .unwrap();
+    .unwrap()
+    .curves;
     assert_eq!(reports, vec![(1, 3), (2, 3), (3, 3)], "one report per batch of 2 pairs");
     let kinds: Vec<CurveKind> = result.curve.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [[CurveKind::Signed; 4], [CurveKind::Absolute; 4]].concat());
@@ -215,7 +216,8 @@ fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
 
     // The same circuits handed over as a method's own: evaluated as given, one curve for both areas.
     let signed: Vec<EdgeMatrix<bool>> = circuits[..4].to_vec();
-    let given = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&signed), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap();
+    let given =
+        evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&signed), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap().curves;
     assert!(given.curve.iter().all(|p| p.kind == CurveKind::Given));
     for (g, s) in given.curve.iter().zip(&result.curve[..4]) {
         assert_eq!((g.pruned_edges, g.m_circuit), (s.pruned_edges, s.m_circuit));

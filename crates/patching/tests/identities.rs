@@ -231,7 +231,7 @@ fn a_recorder_beside_the_patcher_sees_the_patched_run() {
     let batch = Batch::new(&clean, cfg, &device).unwrap();
     let ablated = Ablation::<B>::Counterfactual.ablated_nodes(&model.model, &Batch::new(&corrupt, cfg, &device).unwrap()).unwrap();
     let n_bwd = graph.n_bwd();
-    let mask = EdgeMatrix::from_fn(graph, |f, b| (f * n_bwd + b) % 3 != 0);
+    let mask = EdgeMatrix::from_fn(graph, |f, b| !(f * n_bwd + b).is_multiple_of(3));
     let masks = EdgeMasks::from_bools(&graph, &[&mask], &device);
     let patcher = || PatchHooks::new(graph, &masks, ablated.clone());
     let alone = values(model.model.forward_with(&batch, &Readout::LastToken, &mut patcher()));
