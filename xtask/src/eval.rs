@@ -50,6 +50,10 @@ pub struct EvalArgs {
     /// Examples read from the start of each split (0: all).
     #[arg(long, default_value_t = 100)]
     examples: usize,
+    /// Examples of the reference split the means are fitted on (default: `--examples`): the
+    /// discovery pairs, as the bench fits them.
+    #[arg(long)]
+    reference_examples: Option<usize>,
     /// Pairs per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -84,10 +88,10 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     ensure!(fractions.windows(2).all(|w| w[0] < w[1]), "--fractions: budgets must increase");
 
     let dir = args.dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir);
-    let prepare = |split: Split| -> Result<Vec<tasks::PreparedPair>> {
+    let prepare = |split: Split, n: usize| -> Result<Vec<tasks::PreparedPair>> {
         let mut examples = tasks::load_split(&dir, args.task, split)?;
-        if args.examples > 0 {
-            examples.truncate(args.examples);
+        if n > 0 {
+            examples.truncate(n);
         }
         let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &PrepareOptions::default())?;
         let dropped: Vec<String> = prepared.dropped.iter().map(|(r, n)| format!("{} {n}", r.name())).collect();
@@ -100,9 +104,9 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
         );
         Ok(prepared.pairs)
     };
-    let pairs = prepare(args.split)?;
+    let pairs = prepare(args.split, args.examples)?;
     let reference = match args.ablation {
-        AblationKind::Mean | AblationKind::MeanPositional => prepare(args.reference_split)?,
+        AblationKind::Mean | AblationKind::MeanPositional => prepare(args.reference_split, args.reference_examples.unwrap_or(args.examples))?,
         AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
     };
     let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch)?;

@@ -1,0 +1,54 @@
+//! `xtask attribute` then `xtask eval` give the bench's numbers for the same cell: one discovery
+//! path (all discovery pairs, the ablation fitted once on them) and one evaluation pipeline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bench::{Config, SweepModel, run_cell};
+use burn::backend::Autodiff;
+
+fn xtask(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).args(args).env_remove("RUST_BACKTRACE").output().expect("xtask runs");
+    assert!(out.status.success(), "xtask {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("circuitbench-pipeline-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn attribute_and_eval_reproduce_a_bench_cell_under_mean_ablation() {
+    let config = Config::parse(
+        "name = \"cli\"\nablation = \"mean\"\nbatch_size = 4\nfractions = [0.01, 0.1, 0.5, 1.0]\n\n[[group]]\nmodel = \"task:ioi\"\ntasks = [\"ioi\"]\nmethods = [\"eap\"]\ndiscovery_examples = 12\nevaluation_examples = 8\n",
+        "cli.toml",
+    )
+    .unwrap();
+    let model = SweepModel::new(transformer::load_model::<Autodiff<transformer::CpuBackend>>("task:ioi", &Default::default()).unwrap()).unwrap();
+    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tasks");
+    let cell = run_cell(&config, &config.cells[0], &model, &tasks, "cli".into(), false, &mut |_| {}).unwrap();
+
+    let scores = scratch("eap.json");
+    let common = ["--model", "task:ioi", "--task", "ioi", "--ablation", "mean", "--batch", "4"];
+    xtask(&[&["attribute", "--method", "eap", "--examples", "12", "--out", scores.to_str().unwrap()], &common[..]].concat());
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
+    for (edge, score) in &cell.top_edges {
+        let written = file["edges"][edge]["score"].as_f64().unwrap();
+        assert!((written - *score as f64).abs() <= 1e-6 * (*score as f64).abs().max(1e-3), "{edge}: bench {score}, attribute {written}");
+    }
+
+    let printed = xtask(
+        &[&["eval", "--circuit", scores.to_str().unwrap(), "--examples", "8", "--reference-examples", "12", "--fractions", "0.01,0.1,0.5,1"], &common[..]]
+            .concat(),
+    );
+    let summary = printed.lines().find(|l| l.starts_with("CPR ")).unwrap_or_else(|| panic!("no CPR line in:\n{printed}"));
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let (cpr, cmd): (f64, f64) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+    assert!(
+        (cpr - cell.curves.cpr).abs() < 1e-4 && (cmd - cell.curves.cmd).abs() < 1e-4,
+        "eval: {summary}; bench: CPR {} CMD {}",
+        cell.curves.cpr,
+        cell.curves.cmd
+    );
+    let _ = std::fs::remove_file(scores);
+}
