@@ -73,10 +73,7 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
     let cfg = &loaded.model.config;
     let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
     let dir = args.dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir);
-    let mut examples = tasks::load_split(&dir, args.task, args.split)?;
-    if args.examples > 0 {
-        examples.truncate(args.examples);
-    }
+    let examples = crate::tasks_cmd::first_examples(&dir, args.task, args.split, args.examples)?;
     let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &PrepareOptions::default())?;
     let started = Instant::now();
     let mut method = Method::parse(&args.method, args.ig_steps, args.seed)?;
@@ -94,14 +91,15 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
         ablation: &ablation,
         metric: args.metric.unwrap_or_else(|| method.default_metric()),
         batch_size: args.batch,
-        edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+        edges_per_pass: attribution::exact::EDGES_PER_PASS,
         fractions: &evaluator::MIB_FRACTIONS,
     };
     let bar = crate::progress::bar(0, &args.method, "batches");
     let output = run_method(&method, &discovery, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
-    })?;
+    })
+    .with_context(|| format!("{} on model `{}`, {} {} (pairs counted among those kept)", args.method, args.model, args.task.name(), args.split.name()))?;
     bar.finish_and_clear();
     let passes = output.passes();
     let written = match &output {

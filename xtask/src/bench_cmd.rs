@@ -53,10 +53,14 @@ pub fn run<B: Backend>(device: &B::Device, args: &BenchArgs) -> Result<()> {
             batches.set_length(p.total as u64);
             batches.set_position(p.done as u64);
         }
-        Event::Finished { key, cpr, cmd, seconds } => {
+        Event::Finished { key, cpr, cmd, seconds, short } => {
             batches.finish_and_clear();
             line(&cells, format!("    {key}: CPR {cpr:.3}, CMD {cmd:.3} ({seconds:.1} s)"));
+            for split in short {
+                line(&cells, format!("    {key}: {split}"));
+            }
         }
+        Event::Recomputing { key, reason } => line(&cells, format!("    {key}: stored result unusable, recomputing ({reason})")),
     })?;
     cells.finish_and_clear();
     println!("reports in {}: curves.csv, summary.csv, cpr.csv, cmd.csv, manifest.json, plots/", dir.display());

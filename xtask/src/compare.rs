@@ -158,7 +158,7 @@ fn run_circuitbench<B: Backend>(
             ablation: &ablation,
             metric: method.default_metric(),
             batch_size: pairs.len(),
-            edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+            edges_per_pass: attribution::exact::EDGES_PER_PASS,
             fractions: &MIB_FRACTIONS,
         };
         let scores = crate::scores_of(name, run_method(&method, &discovery, &mut |_| {})?)?;

@@ -89,10 +89,7 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
 
     let dir = args.dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir);
     let prepare = |split: Split, n: usize| -> Result<Vec<tasks::PreparedPair>> {
-        let mut examples = tasks::load_split(&dir, args.task, split)?;
-        if n > 0 {
-            examples.truncate(n);
-        }
+        let examples = crate::tasks_cmd::first_examples(&dir, args.task, split, n)?;
         let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &PrepareOptions::default())?;
         let dropped: Vec<String> = prepared.dropped.iter().map(|(r, n)| format!("{} {n}", r.name())).collect();
         println!(
@@ -113,8 +110,11 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass, metric: args.metric };
     let plan = EvalPlan { fractions: &fractions, options };
     let prep_time = started.elapsed();
-    let evaluate =
-        |candidates: Candidates<'_>, plan: EvalPlan<'_>| evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {});
+    // An error's pair index counts the pairs kept of the split, in file order.
+    let evaluate = |candidates: Candidates<'_>, plan: EvalPlan<'_>| {
+        evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {})
+            .with_context(|| format!("evaluating model `{}` on {} {} (pairs counted among those kept)", args.model, args.task.name(), args.split.name()))
+    };
 
     let (result, own) = match &args.circuit {
         Some(path) => {

@@ -168,6 +168,8 @@ fn logits<B: Backend>(device: &B::Device, model: &str, prompt: &str, top: usize)
     anyhow::ensure!(!ids.is_empty(), "the prompt tokenizes to no tokens");
     let batch = Batch::new(std::slice::from_ref(&ids), &loaded.model.config, device)?;
     let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    // NaN would print as null and rank arbitrarily: fail instead, naming the model and the prompt.
+    transformer::ensure_finite(&logits, || format!("model `{model}`, prompt {prompt:?}: last-position logits"))?;
     let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     ranked.truncate(top);
@@ -196,4 +198,39 @@ fn print_graph(model: &str) -> Result<()> {
     println!("destinations  {}", graph.n_bwd());
     println!("edges         {}", graph.n_edges());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    use transformer::CpuBackend;
+    use transformer::layers::Norm;
+
+    /// `t` with every element `value`.
+    fn filled(t: &Param<Tensor<CpuBackend, 1>>, value: f32) -> Param<Tensor<CpuBackend, 1>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(vec![value; t.dims()[0]], t.dims()), &Default::default()))
+    }
+
+    #[test]
+    fn logits_that_overflow_fail_naming_the_model_and_prompt() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/transformer/tests/fixtures/gpt2-tiny");
+        let device = Default::default();
+        super::logits::<CpuBackend>(&device, fixture.to_str().unwrap(), "Mary went", 3).expect("the fixture's logits are finite");
+
+        // Finite weights (so the checkpoint loads) whose final norm scales the residual past f32's
+        // range: the unembedding sums infinities of both signs.
+        let mut model = transformer::LocalModel::Dir(fixture.clone()).load::<CpuBackend>(&device).unwrap().model;
+        let Norm::Layer(ln) = &mut model.final_norm else { panic!("GPT-2 has LayerNorm") };
+        (ln.weight, ln.bias) = (filled(&ln.weight, 3e38), filled(&ln.bias, 3e38));
+        let dir = std::env::temp_dir().join(format!("circuitbench-xtask-overflow-{}", std::process::id()));
+        transformer::checkpoint::save_hf_dir(&model, &dir).unwrap();
+        std::fs::copy(fixture.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        let result = super::logits::<CpuBackend>(&device, dir.to_str().unwrap(), "Mary went", 3);
+        let _ = std::fs::remove_dir_all(&dir);
+        let message = format!("{:#}", result.expect_err("non-finite logits must fail"));
+        for part in [dir.to_str().unwrap(), "prompt \"Mary went\"", "not finite"] {
+            assert!(message.contains(part), "{message:?} lacks {part:?}");
+        }
+    }
 }

@@ -168,8 +168,7 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
     let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
     let cfg = loaded.model.config.clone();
     let graph = graph::Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
-    let mut examples = tasks::load_split(&crate::tasks_cmd::default_dir(), args.task, tasks::Split::Train)?;
-    examples.truncate(args.examples);
+    let examples = crate::tasks_cmd::first_examples(&crate::tasks_cmd::default_dir(), args.task, tasks::Split::Train, args.examples)?;
     let pairs = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
     let all: Vec<(usize, usize)> = graph.edges().collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -183,7 +182,7 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
             ablation: &ablation,
             metric: method.default_metric(),
             batch_size: args.batch,
-            edges_per_pass: 16,
+            edges_per_pass: attribution::exact::EDGES_PER_PASS,
             fractions: &evaluator::MIB_FRACTIONS,
         };
         crate::scores_of(name, run_method(method, &discovery, &mut |_| {})?)

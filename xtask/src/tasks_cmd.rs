@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Args, Subcommand};
 use tasks::{BosPolicy, CounterfactualKind, PrepareOptions, Prepared, Split, TaskKind};
@@ -54,6 +54,10 @@ pub struct CheckArgs {
     /// Counterfactual prompts: `default` (s2_io_flip for IOI) or `abc` (IOI only).
     #[arg(long, default_value = "default")]
     counterfactual: CounterfactualKind,
+    /// Keep pairs whose prompts contain the tokenizer's unknown token (a word outside a word-level
+    /// vocabulary) instead of dropping them as `unknown-prompt-token`; answers with one are always dropped.
+    #[arg(long)]
+    keep_unknown_prompt_tokens: bool,
     /// Pairs per forward batch (each batch runs clean and counterfactual prompts together).
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -85,6 +89,19 @@ pub fn run(command: TasksCommand) -> Result<()> {
 /// The committed datasets directory, `<workspace>/tasks`.
 pub fn default_dir() -> PathBuf {
     crate::workspace().join("tasks")
+}
+
+/// The first `n` examples of one split of `task` in `dir` (all of them when `n` is 0), saying so
+/// on stderr when the split holds fewer than asked for.
+pub fn first_examples(dir: &std::path::Path, task: TaskKind, split: Split, n: usize) -> Result<Vec<tasks::Example>> {
+    let mut examples = tasks::load_split(dir, task, split)?;
+    if n > examples.len() {
+        eprintln!("{}/{}: {n} examples asked for, the split holds {}", task.name(), split.name(), examples.len());
+    }
+    if n > 0 {
+        examples.truncate(n);
+    }
+    Ok(examples)
 }
 
 fn generate(args: &GenerateArgs) -> Result<()> {
@@ -129,6 +146,8 @@ fn check_model<B: Backend>(device: &B::Device, args: &CheckArgs, model: &str, ta
         },
         counterfactual: args.counterfactual,
         drop_context_mismatch: false,
+        keep_unknown_prompt_tokens: args.keep_unknown_prompt_tokens,
+        keep_duplicate_pairs: false,
     };
     let bos = match options.bos {
         BosPolicy::Never => "none".to_string(),
@@ -146,16 +165,20 @@ fn check_model<B: Backend>(device: &B::Device, args: &CheckArgs, model: &str, ta
     let mut notes = Vec::new();
     for &task in tasks {
         for split in args.split.map_or(Split::ALL.to_vec(), |s| vec![s]) {
-            let mut examples = tasks::load_split(&dir, task, split)?;
-            if args.examples > 0 {
-                examples.truncate(args.examples);
-            }
+            let examples = first_examples(&dir, task, split, args.examples)?;
             let prepared = tasks::prepare(&examples, &loaded.tokenizer, &loaded.model.config, &options)?;
             if prepared.context_mismatches > 0 {
                 notes.push(format!(
                     "{task}/{split}: {} kept pairs have an answer that tokenizes differently after its prompt \
                      than alone (scored as tokenized alone, as MIB does)",
                     prepared.context_mismatches
+                ));
+            }
+            if prepared.unknown_prompt_tokens > 0 {
+                notes.push(format!(
+                    "{task}/{split}: {} kept pairs have the tokenizer's unknown token in a prompt (kept by \
+                     --keep-unknown-prompt-tokens)",
+                    prepared.unknown_prompt_tokens
                 ));
             }
             if prepared.prefixed > 0 {
@@ -165,7 +188,7 @@ fn check_model<B: Backend>(device: &B::Device, args: &CheckArgs, model: &str, ta
                     prepared.prefixed
                 ));
             }
-            let row = match measure(&loaded.model, &prepared, args.batch, device)? {
+            let row = match measure(&loaded.model, &prepared, args.batch, device).with_context(|| format!("model {model}, {task}/{split}"))? {
                 None => format!("| {task} | {split} | 0 | {} | – | – | – | – | no pairs kept |", prepared.dropped),
                 Some(m) => {
                     let gap = m.mean_clean - m.mean_counterfactual;
@@ -218,18 +241,24 @@ fn verdict(m: &Measured) -> String {
     verdict
 }
 
-/// Clean accuracy and mean logit differences over the prepared pairs (`None` when there are none).
+/// Clean accuracy and mean logit differences over the prepared pairs (`None` when there are none);
+/// logits that are not finite are an error naming the pair, never a NaN in the table.
 fn measure<B: Backend>(model: &Transformer<B>, prepared: &Prepared, batch: usize, device: &B::Device) -> Result<Option<Measured>> {
     if prepared.pairs.is_empty() {
         return Ok(None);
     }
     let (mut correct, mut sum_clean, mut sum_cf) = (0usize, 0f64, 0f64);
-    for chunk in prepared.pairs.chunks(batch) {
+    let pairs_per_batch = batch;
+    for (index, chunk) in prepared.pairs.chunks(pairs_per_batch).enumerate() {
         // Clean prompts in the first rows, counterfactual prompts after them.
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).chain(chunk.iter().map(|p| p.counterfactual.clone())).collect();
         let batch = Batch::new(&sequences, &model.config, device)?;
         let logits: Vec<f32> = model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
         let vocab = model.config.vocab_size;
+        for (row, values) in logits.chunks(vocab).enumerate() {
+            let (pair, prompt) = (index * pairs_per_batch + row % chunk.len(), if row < chunk.len() { "clean" } else { "counterfactual" });
+            transformer::ensure_finite(values, || format!("pair {pair} (of the kept pairs), {prompt} prompt: last-position logits"))?;
+        }
         let m = |row: usize, pair: &tasks::PreparedPair| -> f64 {
             f64::from(logits[row * vocab + pair.correct as usize]) - f64::from(logits[row * vocab + pair.incorrect as usize])
         };

@@ -4,7 +4,7 @@
 
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, Metric, patched_logits};
+use patching::{Ablation, AblationError, Metric, NonFiniteMetric, patched_logits};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 
@@ -20,9 +20,12 @@ pub struct ExactOptions {
     pub edges_per_pass: usize,
 }
 
+/// Edges ablated side by side in one pass unless a caller says otherwise.
+pub const EDGES_PER_PASS: usize = 16;
+
 impl Default for ExactOptions {
     fn default() -> Self {
-        Self { batch_size: 8, edges_per_pass: 16 }
+        Self { batch_size: 8, edges_per_pass: EDGES_PER_PASS }
     }
 }
 
@@ -39,6 +42,20 @@ pub enum ExactError {
         fwd: usize,
         /// Its backward (destination slot) index.
         bwd: usize,
+    },
+    /// A metric value that is NaN or infinite: the model's logits on that pair are not finite.
+    #[error(
+        "exact patching, {run}, pair {pair}: {metric} is {value}: the model's logits are not finite numbers (NaN or infinity in its weights or activations)"
+    )]
+    NonFinite {
+        /// The clean run, or the patched run of the edge named.
+        run: String,
+        /// The pair's index among those given.
+        pair: usize,
+        /// The metric read.
+        metric: Metric,
+        /// The value found.
+        value: f32,
     },
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
@@ -84,7 +101,10 @@ pub fn exact_scores<B: Backend>(
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
         let full = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
-        let clean_loss: Vec<f64> = metric.values(full.clone(), &answers, 1, &full).iter().map(|&v| metric.loss_of(v as f64)).collect();
+        let first_pair = done * batch_size;
+        let non_finite = |run: String, e: NonFiniteMetric| ExactError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
+        let clean_values = metric.finite_values(full.clone(), &answers, 1, &full).map_err(|e| non_finite("the clean run".into(), e))?;
+        let clean_loss: Vec<f64> = clean_values.iter().map(|&v| metric.loss_of(v as f64)).collect();
         let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
         passes.forward += 1 + ablation.forward_passes();
 
@@ -99,7 +119,10 @@ pub fn exact_scores<B: Backend>(
                 .collect();
             let mask_refs: Vec<&EdgeMatrix<bool>> = masks.iter().collect();
             let logits = patched_logits(model, graph, &clean, ablated.clone(), &mask_refs)?;
-            let patched = metric.values(logits, &answers, masks.len(), &full);
+            let patched = metric.finite_values(logits, &answers, masks.len(), &full).map_err(|e| {
+                let (f, b) = group[e.row / answers.len()];
+                non_finite(format!("the run ablating edge {}", graph.edge_name(f, b).unwrap_or_else(|_| format!("({f}, {b})"))), e)
+            })?;
             passes.forward += 1;
             for (e, row) in patched.chunks(chunk.len()).enumerate() {
                 let change: f64 = row.iter().zip(&clean_loss).map(|(&p, c)| metric.loss_of(p as f64) - c).sum();

@@ -58,6 +58,20 @@ pub enum GradientError {
     /// Clean-corrupted asked for under an ablation without a corrupted run.
     #[error("clean-corrupted needs counterfactual ablation: there is no corrupted run to take gradients on under {0}")]
     NeedsCounterfactual(patching::AblationKind),
+    /// A gradient that is NaN or infinite: the model's forward or backward pass on a batch is not finite.
+    #[error(
+        "pairs {first_pair}..{end_pair}: the loss gradient at edge {edge} is {value}: the model's forward or backward pass on these prompts is not finite (NaN or infinity in its weights or activations)"
+    )]
+    NonFinite {
+        /// The batch's first pair, by index among those given.
+        first_pair: usize,
+        /// One past its last pair.
+        end_pair: usize,
+        /// The first edge whose gradient is not finite.
+        edge: String,
+        /// The gradient found.
+        value: f32,
+    },
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
@@ -208,6 +222,10 @@ pub fn gradient_scores<B: AutodiffBackend>(
                 summed.expect("steps > 0 passes ran").keep_gradient()
             }
         };
+        if let Some(((f, b), &value)) = keep_gradient.edge_values().find(|(_, v)| !v.is_finite()) {
+            let edge = graph.edge_name(f, b).unwrap_or_else(|_| format!("({f}, {b})"));
+            return Err(GradientError::NonFinite { first_pair: done * batch_size, end_pair: done * batch_size + chunk.len(), edge, value });
+        }
         for (score, g) in scores.as_mut_slice().iter_mut().zip(keep_gradient.as_slice()) {
             *score -= *g as f64;
         }
@@ -215,4 +233,116 @@ pub fn gradient_scores<B: AutodiffBackend>(
     }
     let n = pairs.len() as f64;
     Ok(EdgeScores { values: scores.map(|&s| (s / n) as f32), passes })
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Autodiff;
+    use burn::module::Param;
+    use burn::tensor::TensorData;
+    use burn::tensor::backend::Backend;
+    use graph::GraphShape;
+    use tasks::PreparedPair;
+    use transformer::{CpuBackend, LocalModel};
+
+    use super::*;
+    use crate::exact::{ExactError, ExactOptions, exact_scores};
+
+    type AD = Autodiff<CpuBackend>;
+
+    /// The tiny Llama fixture with token `token`'s embedding row NaN: every prompt holding it gives
+    /// NaN logits, every other prompt finite ones.
+    fn tiny_with_nan_token<X: Backend>(token: usize) -> Transformer<X> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../transformer/tests/fixtures/llama-tiny");
+        let mut model = LocalModel::Dir(dir).load::<X>(&Default::default()).unwrap().model;
+        let [vocab, d] = model.token_embedding.dims();
+        let mut rows: Vec<f32> = model.token_embedding.val().into_data().convert::<f32>().to_vec().unwrap();
+        rows[token * d..(token + 1) * d].fill(f32::NAN);
+        model.token_embedding = Param::from_tensor(Tensor::from_data(TensorData::new(rows, [vocab, d]), &Default::default()));
+        model
+    }
+
+    /// Four pairs; token 1 is only in pair 2's clean prompt, token 61 only in pair 1's counterfactual.
+    fn pairs() -> Vec<PreparedPair> {
+        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20 };
+        vec![pair(vec![5, 17, 42], vec![5, 30, 42]), pair(vec![9, 4, 60], vec![9, 4, 61]), pair(vec![1, 2, 3], vec![4, 2, 3]), pair(vec![8, 8], vec![8, 9])]
+    }
+
+    fn eap(model: &Transformer<AD>) -> Result<EdgeScores, GradientError> {
+        let c = &model.config;
+        let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
+        let pairs = pairs();
+        let discovery = Discovery {
+            model,
+            graph: &graph,
+            pairs: &pairs,
+            ablation: &Ablation::Counterfactual,
+            metric: Metric::LogitDifference,
+            batch_size: 2,
+            edges_per_pass: 16,
+            fractions: &[],
+        };
+        gradient_scores(&discovery, GradientMethod::Eap(GradientRules::IDENTITY), &mut |_| {})
+    }
+
+    fn exact(model: &Transformer<CpuBackend>) -> Result<EdgeScores, ExactError> {
+        let c = &model.config;
+        let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
+        let options = ExactOptions { batch_size: 2, edges_per_pass: 16 };
+        exact_scores(model, &graph, &pairs(), None, &Ablation::Counterfactual, Metric::LogitDifference, options, &mut |_| {})
+    }
+
+    #[test]
+    fn nan_gradients_fail_naming_the_batch() {
+        // Token 95 is in no prompt: the scores are finite.
+        eap(&tiny_with_nan_token(95)).unwrap().validate().unwrap();
+        for token in [1, 61] {
+            let err = eap(&tiny_with_nan_token(token)).unwrap_err();
+            let want = if token == 1 { (2, 4) } else { (0, 2) };
+            assert!(
+                matches!(&err, GradientError::NonFinite { first_pair, end_pair, value, .. } if (*first_pair, *end_pair) == want && !value.is_finite()),
+                "token {token}: {err:?}"
+            );
+            assert!(err.to_string().contains(&format!("pairs {}..{}", want.0, want.1)), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_method_fails_on_nan_activations() {
+        let model = tiny_with_nan_token::<AD>(1);
+        let c = &model.config;
+        let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
+        let pairs = pairs();
+        let discovery = Discovery {
+            model: &model,
+            graph: &graph,
+            pairs: &pairs,
+            ablation: &Ablation::Counterfactual,
+            metric: Metric::LogitDifference,
+            batch_size: 2,
+            edges_per_pass: 16,
+            fractions: &[],
+        };
+        for name in crate::METHOD_NAMES {
+            let method = crate::Method::parse(name, 2, 0).unwrap();
+            let result = crate::run_method(&method, &discovery, &mut |_| {});
+            if name == "random" {
+                assert!(result.is_ok(), "random reads no model");
+                continue;
+            }
+            let err = result.err().unwrap_or_else(|| panic!("{name} returned scores from NaN activations"));
+            assert!(err.to_string().contains("not finite"), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn nan_logits_fail_exact_patching_naming_the_run_and_the_pair() {
+        exact(&tiny_with_nan_token(95)).unwrap().validate().unwrap();
+        let err = exact(&tiny_with_nan_token(1)).unwrap_err();
+        assert!(matches!(&err, ExactError::NonFinite { run, pair: 2, .. } if run == "the clean run"), "{err:?}");
+        assert!(err.to_string().contains("pair 2"), "{err}");
+        // Only pair 1's counterfactual is NaN: the clean run is finite, every patched run of pair 1 is not.
+        let err = exact(&tiny_with_nan_token(61)).unwrap_err();
+        assert!(matches!(&err, ExactError::NonFinite { run, pair: 1, .. } if run.starts_with("the run ablating edge ")), "{err:?}");
+    }
 }

@@ -70,6 +70,9 @@ pub enum MethodError {
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] transformer::BatchError),
+    /// The method's scores hold NaN or infinity (a check every method's scores pass before they are returned).
+    #[error("{0}: the model's forward or backward passes on the discovery pairs are not finite (NaN or infinity in its weights or activations)")]
+    NonFiniteScores(crate::scores::ScoresError),
 }
 
 impl Method {
@@ -198,5 +201,6 @@ pub fn run_method<B: AutodiffBackend>(method: &Method, discovery: &Discovery<B>,
         Method::Gradient(g) => gradient_scores(discovery, *g, progress)?,
         Method::Ifr => ifr_scores(&discovery.model.valid(), discovery.graph, discovery.pairs, discovery.batch_size, progress)?,
     };
+    scores.validate().map_err(MethodError::NonFiniteScores)?;
     Ok(MethodOutput::Scores(scores))
 }

@@ -43,6 +43,14 @@ pub struct CellResult {
     /// Hash of the cell's definition and the config's shared settings: a stored result is reused
     /// only when it matches.
     pub definition: String,
+    /// Discovery examples the config asked for; more than `discovery_examples +
+    /// discovery_dropped` when the train split is shorter (0 in cell files older than the field).
+    #[serde(default)]
+    pub discovery_requested: usize,
+    /// Evaluation examples the config asked for; more than `evaluation_examples +
+    /// evaluation_dropped` when the validation split is shorter (0 in older cell files).
+    #[serde(default)]
+    pub evaluation_requested: usize,
     /// Discovery pairs used.
     pub discovery_examples: usize,
     /// Discovery examples dropped in preparation.
@@ -70,6 +78,37 @@ pub struct CellResult {
     /// The top edges by signed score, (name, score), for the circuit diagram (none when the
     /// method gave circuits without scores).
     pub top_edges: Vec<(String, f32)>,
+}
+
+/// A split that held fewer examples than a cell asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortSplit {
+    /// The split read.
+    pub split: Split,
+    /// Examples the config asked for.
+    pub requested: usize,
+    /// Examples the split had (pairs used plus those dropped in preparation).
+    pub available: usize,
+}
+
+impl std::fmt::Display for ShortSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the {} split has {} of the {} examples asked for", self.split, self.available, self.requested)
+    }
+}
+
+impl CellResult {
+    /// The splits that were shorter than the config asked (empty when every split had enough).
+    pub fn short_splits(&self) -> Vec<ShortSplit> {
+        [
+            (Split::Train, self.discovery_requested, self.discovery_examples + self.discovery_dropped),
+            (Split::Validation, self.evaluation_requested, self.evaluation_examples + self.evaluation_dropped),
+        ]
+        .into_iter()
+        .filter(|&(_, requested, available)| available < requested)
+        .map(|(split, requested, available)| ShortSplit { split, requested, available })
+        .collect()
+    }
 }
 
 /// Why one cell failed.
@@ -179,7 +218,7 @@ pub fn run_cell<B: AutodiffBackend>(
         ablation: &ablation,
         metric: cell.metric,
         batch_size: batch,
-        edges_per_pass: attribution::exact::ExactOptions::default().edges_per_pass,
+        edges_per_pass: attribution::exact::EDGES_PER_PASS,
         fractions: &config.fractions,
     };
     let evaluation_batches = evaluation.len().div_ceil(batch);
@@ -224,6 +263,8 @@ pub fn run_cell<B: AutodiffBackend>(
         evaluation_metric: config.evaluation_metric.name().into(),
         output: output.kind().into(),
         definition,
+        discovery_requested: cell.discovery_examples,
+        evaluation_requested: cell.evaluation_examples,
         discovery_examples: discovery.len(),
         discovery_dropped,
         evaluation_examples: evaluation.len(),

@@ -7,6 +7,14 @@ use patching::{AblationKind, Metric};
 use serde::Deserialize;
 use tasks::TaskKind;
 
+/// The most examples a cell may ask of a split (discovery or evaluation), so that a mistyped
+/// count is an error naming its key rather than an allocation that cannot succeed.
+pub const MAX_EXAMPLES: usize = 1_000_000;
+/// The largest `batch_size` a config may give.
+pub const MAX_BATCH_SIZE: usize = 65_536;
+/// The largest `ig_steps` a config may give.
+pub const MAX_IG_STEPS: usize = 10_000;
+
 /// A validated sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -209,24 +217,26 @@ impl Config {
             return Err(invalid("name".into(), format!("{:?} must be non-empty letters, digits, `-` or `_` (it names the results directory)", raw.name)));
         }
         let ablation: AblationKind = raw.ablation.parse().map_err(|e| invalid("ablation".into(), format!("{e}")))?;
-        if raw.ig_steps == 0 {
-            return Err(invalid("ig_steps".into(), "must be at least 1".into()));
-        }
-        if raw.batch_size == 0 {
-            return Err(invalid("batch_size".into(), "must be at least 1".into()));
-        }
+        let bounded = |key: String, n: usize, max: usize| {
+            if n == 0 || n > max { Err(invalid(key, format!("{n} is not in 1..={max}"))) } else { Ok(()) }
+        };
+        bounded("ig_steps".into(), raw.ig_steps, MAX_IG_STEPS)?;
+        bounded("batch_size".into(), raw.batch_size, MAX_BATCH_SIZE)?;
         let parse_metric = |key: String, name: &str| name.parse::<Metric>().map_err(|e| invalid(key, e.to_string()));
         let metric = raw.metric.as_deref().map(|name| parse_metric("metric".into(), name)).transpose()?;
         let evaluation_metric = parse_metric("evaluation_metric".into(), &raw.evaluation_metric)?;
         let fractions = raw.fractions.unwrap_or_else(|| evaluator::MIB_FRACTIONS.to_vec());
-        if fractions.is_empty() {
-            return Err(invalid("fractions".into(), "needs at least one budget".into()));
+        // CPR and CMD are trapezoid areas over the budgets: one budget has no area.
+        if fractions.len() < 2 {
+            return Err(invalid("fractions".into(), format!("{} budget(s) given: CPR and CMD need at least two fractions", fractions.len())));
         }
         if let Some((i, f)) = fractions.iter().enumerate().find(|(_, f)| !(**f > 0.0 && **f <= 1.0)) {
             return Err(invalid(format!("fractions[{i}]"), format!("{f} is not in (0, 1]")));
         }
-        if fractions.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(invalid("fractions".into(), "budgets must increase".into()));
+        if let Some(i) = fractions.windows(2).position(|w| w[0] >= w[1]) {
+            let (a, b) = (fractions[i], fractions[i + 1]);
+            let what = if a == b { "is repeated" } else { "is smaller than the one before" };
+            return Err(invalid(format!("fractions[{}]", i + 1), format!("{b} {what} ({a}): fractions must strictly increase")));
         }
         if raw.groups.is_empty() {
             return Err(invalid("group".into(), "a config needs at least one [[group]]".into()));
@@ -238,9 +248,7 @@ impl Config {
                 return Err(invalid(key("model"), "must name a model".into()));
             }
             for (field, n) in [("discovery_examples", group.discovery_examples), ("evaluation_examples", group.evaluation_examples)] {
-                if n == 0 {
-                    return Err(invalid(key(field), "must be at least 1".into()));
-                }
+                bounded(key(field), n, MAX_EXAMPLES)?;
             }
             let mut metrics = std::collections::BTreeMap::new();
             for (i, method) in group.methods.iter().enumerate() {
@@ -258,9 +266,7 @@ impl Config {
                 if !group.methods.contains(method) {
                     return Err(invalid(format!("{}.{method}", key("discovery_overrides")), "is not one of the group's methods".into()));
                 }
-                if n == 0 {
-                    return Err(invalid(format!("{}.{method}", key("discovery_overrides")), "must be at least 1".into()));
-                }
+                bounded(format!("{}.{method}", key("discovery_overrides")), n, MAX_EXAMPLES)?;
             }
             for (method, name) in &group.metric_overrides {
                 let field = format!("{}.{method}", key("metric_overrides"));

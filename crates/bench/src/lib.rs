@@ -6,13 +6,14 @@
 
 pub mod cell;
 pub mod config;
+pub mod lock;
 pub mod memory;
 pub mod plot;
 pub mod regress;
 pub mod report;
 pub mod sweep;
 
-pub use cell::{BatchProgress, CellError, CellResult, SweepModel, run_cell};
+pub use cell::{BatchProgress, CellError, CellResult, ShortSplit, SweepModel, run_cell};
 pub use config::{Cell, Config, ConfigError, Datasets};
 pub use sweep::{Event, SweepPaths, run_sweep};
 
@@ -51,12 +52,39 @@ pub enum BenchError {
         /// The error.
         source: std::io::Error,
     },
-    /// A stored cell or report is not the JSON it should be.
-    #[error("{}: {source}", path.display())]
-    Json {
-        /// The file.
+    /// A regression tolerance that is not a finite number ≥ 0 (NaN would pass anything, a
+    /// negative one fail identical runs).
+    #[error("regression tolerance {tolerance} is not a finite number >= 0")]
+    Tolerance {
+        /// The tolerance given.
+        tolerance: f64,
+    },
+    /// A report table holds two rows under one key with different numbers.
+    #[error("{}: two rows for {key} differ in `{metric}`", path.display())]
+    DuplicateRow {
+        /// The table.
         path: std::path::PathBuf,
-        /// The error.
-        source: serde_json::Error,
+        /// The repeated key (`model|task|method`, with selection and fraction for curves).
+        key: String,
+        /// The first column whose numbers differ.
+        metric: String,
+    },
+    /// Two cells of a config would be stored in one file.
+    #[error("cells {first} and {second} would both be stored as cells/{file}")]
+    CellFileCollision {
+        /// The first cell's key.
+        first: String,
+        /// The second cell's key.
+        second: String,
+        /// The file name they share.
+        file: String,
+    },
+    /// Another sweep holds the run directory's lock.
+    #[error("{}: the run directory is locked by {holder} (another sweep on it is running; remove the file if that process is gone)", path.display())]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// What the lock file says: `host pid`.
+        holder: String,
     },
 }

@@ -1,5 +1,7 @@
 //! Comparing a run with a baseline run: every summary metric and curve point of every cell, within
-//! an absolute tolerance; cells missing on either side count as moved.
+//! an absolute tolerance; cells missing on either side count as moved, so does a NaN on either side,
+//! and a comparison of no numbers at all fails. A tolerance that is not a finite number ≥ 0 and a
+//! table with two different rows under one key are errors.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +22,8 @@ pub struct Moved {
     pub baseline: Option<f64>,
     /// The run's value; None where the run lacks the row or the number.
     pub run: Option<f64>,
+    /// Why it counts as moved: beyond the tolerance, missing, NaN, or nothing compared.
+    pub reason: String,
 }
 
 /// The outcome of a comparison.
@@ -47,38 +51,68 @@ fn number(row: &Row, key: &str) -> Option<f64> {
 }
 
 /// Rows of a table keyed by the given columns.
-fn keyed(rows: Vec<Row>, keys: &[&str]) -> BTreeMap<String, Row> {
-    rows.into_iter().map(|r| (keys.iter().map(|k| text(&r, k)).collect::<Vec<_>>().join("|"), r)).collect()
+/// Rows of a table keyed by the given columns; a key repeated with other numbers is an error
+/// naming the file and the key (a repeat with the same numbers is the same row).
+fn keyed(path: &Path, rows: Vec<Row>, keys: &[&str], metrics: &[&str]) -> Result<BTreeMap<String, Row>, BenchError> {
+    let mut out: BTreeMap<String, Row> = BTreeMap::new();
+    for r in rows {
+        let key = keys.iter().map(|k| text(&r, k)).collect::<Vec<_>>().join("|");
+        if let Some(first) = out.get(&key) {
+            // NaN is not equal to itself, so numbers are compared by their bits.
+            let same = |m: &&str| number(first, m).map(f64::to_bits) == number(&r, m).map(f64::to_bits);
+            if let Some(metric) = metrics.iter().find(|m| !same(m)) {
+                return Err(BenchError::DuplicateRow { path: path.into(), key, metric: metric.to_string() });
+            }
+            continue;
+        }
+        out.insert(key, r);
+    }
+    Ok(out)
+}
+
+/// Whether one metric of a key counts as moved, and why. `before` / `after` are None where the
+/// row is missing; a row's number is None where the cell is empty — the tables write a NaN as an
+/// empty cell — so an empty or NaN number counts as NaN.
+fn moved_reason(before: Option<Option<f64>>, after: Option<Option<f64>>, tolerance: f64) -> Option<&'static str> {
+    let nan = |v: Option<f64>| v.is_none_or(f64::is_nan);
+    match (before, after) {
+        (Some(_), None) => Some("missing in the run"),
+        (None, Some(_)) => Some("missing in the baseline"),
+        (None, None) => None,
+        (Some(x), Some(y)) if nan(x) || nan(y) => Some("NaN"),
+        (Some(x), Some(y)) => (x.zip(y).is_some_and(|(x, y)| (x - y).abs() > tolerance)).then_some("beyond the tolerance"),
+    }
 }
 
 fn compare_tables(baseline: &Path, run: &Path, keys: &[&str], metrics: &[&str], tolerance: f64, out: &mut Comparison) -> Result<(), BenchError> {
-    let (base, new) = (keyed(tables::read_csv(baseline)?, keys), keyed(tables::read_csv(run)?, keys));
+    let base = keyed(baseline, tables::read_csv(baseline)?, keys, metrics)?;
+    let new = keyed(run, tables::read_csv(run)?, keys, metrics)?;
     for (key, b) in &base {
         for &metric in metrics {
             let before = number(b, metric);
-            let after = new.get(key).and_then(|r| number(r, metric));
+            let after = new.get(key).map(|r| number(r, metric));
             out.compared += 1;
-            let moved = match (before, after) {
-                (Some(x), Some(y)) => (x - y).is_nan() || (x - y).abs() > tolerance,
-                (None, None) => false,
-                _ => true,
-            };
-            if moved {
-                out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: before, run: after });
+            if let Some(reason) = moved_reason(Some(before), after, tolerance) {
+                out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: before, run: after.flatten(), reason: reason.into() });
             }
         }
     }
     for (key, r) in new.iter().filter(|(k, _)| !base.contains_key(*k)) {
         for &metric in metrics {
-            out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: None, run: number(r, metric) });
+            let reason = moved_reason(None, Some(number(r, metric)), tolerance).unwrap_or_default();
+            out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: None, run: number(r, metric), reason: reason.into() });
         }
     }
     Ok(())
 }
 
 /// Compares `run` with `baseline` (two run directories): summary metrics and faithfulness at every
-/// curve point must agree within `tolerance`.
+/// curve point must agree within `tolerance` (a finite number ≥ 0). A NaN on either side counts as
+/// moved; when no number at all was compared, the comparison fails with one entry saying so.
 pub fn compare(baseline: &Path, run: &Path, tolerance: f64) -> Result<Comparison, BenchError> {
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        return Err(BenchError::Tolerance { tolerance });
+    }
     let mut out = Comparison { compared: 0, moved: Vec::new() };
     compare_tables(&baseline.join("summary.csv"), &run.join("summary.csv"), &["model", "task", "method"], &METRICS, tolerance, &mut out)?;
     compare_tables(
@@ -89,21 +123,38 @@ pub fn compare(baseline: &Path, run: &Path, tolerance: f64) -> Result<Comparison
         tolerance,
         &mut out,
     )?;
+    if out.compared == 0 {
+        out.moved.push(Moved {
+            what: format!("{} vs {}", baseline.display(), run.display()),
+            metric: "*".into(),
+            baseline: None,
+            run: None,
+            reason: "no numbers compared (empty tables)".into(),
+        });
+    }
     Ok(out)
+}
+
+impl Comparison {
+    /// Whether the run agrees with the baseline: something was compared and nothing moved.
+    pub fn passed(&self) -> bool {
+        self.compared > 0 && self.moved.is_empty()
+    }
 }
 
 /// The comparison as a readable table.
 pub fn render(comparison: &Comparison, tolerance: f64) -> String {
     let show = |v: Option<f64>| v.map_or("missing".to_string(), |x| format!("{x:.4}"));
-    let mut lines = vec![format!("{} numbers compared, {} moved by more than {tolerance}", comparison.compared, comparison.moved.len())];
+    let mut lines =
+        vec![format!("{} numbers compared, {} moved by more than {tolerance}, missing, NaN or failed", comparison.compared, comparison.moved.len())];
     if !comparison.moved.is_empty() {
-        lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}", "cell", "metric", "baseline", "run", "change"));
+        lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}  reason", "cell", "metric", "baseline", "run", "change"));
         for m in &comparison.moved {
             let change = match (m.baseline, m.run) {
                 (Some(a), Some(b)) => format!("{:+.4}", b - a),
                 _ => "–".into(),
             };
-            lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}", m.what, m.metric, show(m.baseline), show(m.run), change));
+            lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}  {}", m.what, m.metric, show(m.baseline), show(m.run), change, m.reason));
         }
     }
     lines.join("\n")

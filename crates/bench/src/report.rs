@@ -15,7 +15,7 @@ pub const CURVE_COLUMNS: [&str; 12] =
     ["model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty"];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 20] = [
+pub const SUMMARY_COLUMNS: [&str; 22] = [
     "model",
     "task",
     "method",
@@ -36,6 +36,8 @@ pub const SUMMARY_COLUMNS: [&str; 20] = [
     "discovery_dropped",
     "evaluation_examples",
     "evaluation_dropped",
+    "discovery_requested",
+    "evaluation_requested",
 ];
 
 /// Summary columns that measure the machine rather than the method: they differ between runs.
@@ -84,6 +86,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
                 "peak_gpu_memory_mib": c.peak_gpu_memory_mib.map(|m| m.round()),
                 "discovery_examples": c.discovery_examples, "discovery_dropped": c.discovery_dropped,
                 "evaluation_examples": c.evaluation_examples, "evaluation_dropped": c.evaluation_dropped,
+                "discovery_requested": c.discovery_requested, "evaluation_requested": c.evaluation_requested,
             }))
         })
         .collect()

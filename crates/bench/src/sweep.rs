@@ -40,6 +40,17 @@ pub enum Event {
         cmd: f64,
         /// Discovery plus evaluation time, in seconds.
         seconds: f64,
+        /// The splits that held fewer examples than the config asked for.
+        short: Vec<crate::cell::ShortSplit>,
+    },
+    /// The running cell had a stored file that could not be used (truncated, corrupt, another
+    /// cell's or another definition's): it is computed again and the file replaced. Sent right
+    /// after the cell's `Event::Cell`.
+    Recomputing {
+        /// The cell's `model|task|method`.
+        key: String,
+        /// Why the stored file was not used, naming it.
+        reason: String,
     },
 }
 
@@ -82,23 +93,93 @@ fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, Strin
     sha256_hex(text.as_bytes())[..16].to_string()
 }
 
+/// The file name a cell's result is stored under, in `cells/`: the key's slug (readable) and the
+/// first 12 hex digits of the SHA-256 of the exact key, so keys that slug alike (`task:ioi` and a
+/// directory `task_ioi`) get files of their own.
+pub fn cell_file_name(key: &str) -> String {
+    format!("{}.{}.json", slug(key), &sha256_hex(key.as_bytes())[..12])
+}
+
 /// The file a cell's result is stored in.
 fn cell_path(dir: &Path, cell: &Cell) -> PathBuf {
+    dir.join("cells").join(cell_file_name(&cell.key()))
+}
+
+/// The file name cells had before names carried a hash of the key (read when the new one is absent).
+fn legacy_cell_path(dir: &Path, cell: &Cell) -> PathBuf {
     dir.join("cells").join(format!("{}.json", slug(&cell.key())))
 }
 
-/// A stored result that still matches the cell's definition.
-fn stored(path: &Path, definition: &str) -> Result<Option<CellResult>, BenchError> {
-    if !path.is_file() {
-        return Ok(None);
+/// `name(key)` for every key, or an error naming two keys whose names would be one file (compared
+/// without case, for case-insensitive file systems).
+fn unique_file_names(keys: &[String], name: impl Fn(&str) -> String) -> Result<Vec<String>, BenchError> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut names = Vec::with_capacity(keys.len());
+    for key in keys {
+        let file = name(key);
+        if let Some(first) = seen.insert(file.to_lowercase(), key) {
+            return Err(BenchError::CellFileCollision { first: first.into(), second: key.clone(), file });
+        }
+        names.push(file);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.into(), source })?;
-    let result: CellResult = serde_json::from_str(&text).map_err(|source| BenchError::Json { path: path.into(), source })?;
-    Ok((result.definition == definition).then_some(result))
+    Ok(names)
 }
 
-/// Hashes of a model's files by file name (weights, config, tokenizer).
-fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
+/// What the cells directory holds for a cell.
+enum Stored {
+    /// Nothing: the cell runs.
+    Missing,
+    /// A result of the cell's definition: it is reused.
+    Reusable(Box<CellResult>),
+    /// A file that cannot be used, and why: the cell runs again and the sweep says so.
+    Unusable(String),
+}
+
+/// A stored result that still matches the cell's definition. A file that cannot be read or parsed
+/// (a run killed mid-write on a file system without atomic renames, a disk error, an edit) or
+/// that holds another definition is recomputed, never an error.
+fn stored(dir: &Path, cell: &Cell, definition: &str) -> Stored {
+    let mut path = cell_path(dir, cell);
+    let legacy = !path.is_file();
+    if legacy {
+        path = legacy_cell_path(dir, cell);
+        if !path.is_file() {
+            return Stored::Missing;
+        }
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => return Stored::Unusable(format!("{}: {e}", path.display())),
+    };
+    let mut result: CellResult = match serde_json::from_str(&text) {
+        Ok(result) => result,
+        Err(e) => return Stored::Unusable(format!("{} is not a cell result: {e}", path.display())),
+    };
+    if (result.model.as_str(), result.task.as_str(), result.method.as_str()) != (cell.model.as_str(), cell.task.name(), cell.method.as_str()) {
+        // A legacy name may hold another key that slugs alike: not this cell's file.
+        if legacy {
+            return Stored::Missing;
+        }
+        return Stored::Unusable(format!("{} holds cell {}|{}|{}", path.display(), result.model, result.task, result.method));
+    }
+    if result.definition != definition {
+        return Stored::Unusable(format!("{} was computed under another definition (config, model files or datasets changed)", path.display()));
+    }
+    // Cell files older than the requested counts asked for what the definition (which hashes
+    // the cell's counts) still says.
+    if result.discovery_requested == 0 {
+        result.discovery_requested = cell.discovery_examples;
+    }
+    if result.evaluation_requested == 0 {
+        result.evaluation_requested = cell.evaluation_examples;
+    }
+    Stored::Reusable(Box::new(result))
+}
+
+/// SHA-256 of each file a model argument reads, by file name (weights, config, tokenizer): a
+/// directory's safetensors and JSON files, a GGUF file itself (known or given by path), a random
+/// shape's tokenizer. The manifest records them and every cell's definition hashes them.
+pub fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> {
     let files: Vec<PathBuf> = match ModelSpec::parse(spec)?.materialise()? {
         LocalModel::Gguf(path) => vec![path],
         LocalModel::Dir(dir) => {
@@ -128,22 +209,30 @@ fn git_revision() -> String {
     }
 }
 
+/// The splits a sweep reads: discovery pairs from train, evaluation pairs from validation.
+const SPLITS_READ: [Split; 2] = [Split::Train, Split::Validation];
+
 /// `manifest.json`: what the run's numbers depend on.
 fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMap<String, BTreeMap<String, String>>) -> Result<serde_json::Value, BenchError> {
     let config_text = std::fs::read(&paths.config).map_err(|source| BenchError::Io { path: paths.config.clone(), source })?;
     let mut datasets = BTreeMap::new();
     for task in config.cells.iter().map(|c| c.task).collect::<std::collections::BTreeSet<_>>() {
         let mut splits = BTreeMap::new();
-        // MIB's test splits are not all public; the sweep reads only train and validation anyway.
-        let splits_used: &[Split] = match config.datasets {
-            crate::config::Datasets::Committed | crate::config::Datasets::Generated { .. } => &Split::ALL,
-            crate::config::Datasets::Mib => &[Split::Train, Split::Validation],
-        };
-        for &split in splits_used {
-            // The examples as loaded, so committed files and hub datasets are hashed alike.
+        // The splits the run reads, as loaded, so committed files and hub datasets are hashed
+        // alike (and a malformed one stops the run here, naming the file and line).
+        for split in SPLITS_READ {
             let examples = config.datasets.load(task, split, &paths.tasks)?;
             let text = serde_json::to_string(&examples).expect("examples serialise");
             splits.insert(split.name().to_string(), sha256_hex(text.as_bytes()));
+        }
+        // Any other committed split file by its bytes: it is never parsed, so it cannot fail the run.
+        if config.datasets == crate::config::Datasets::Committed {
+            for split in Split::ALL.into_iter().filter(|s| !SPLITS_READ.contains(s)) {
+                let path = tasks::split_path(&paths.tasks, task, split);
+                if path.is_file() {
+                    splits.insert(format!("{}_file", split.name()), transformer::fetch::file_sha256(&path)?);
+                }
+            }
         }
         datasets.insert(task.name().to_string(), splits);
     }
@@ -156,6 +245,7 @@ fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMa
         "git_revision": git_revision(),
         "models": models,
         "datasets": datasets,
+        "datasets_hashed": "train and validation (the splits the run reads): SHA-256 of the examples as loaded; `<split>_file`: SHA-256 of a committed split file the run does not read, by its bytes",
     }))
 }
 
@@ -178,8 +268,10 @@ pub fn run_sweep<B: AutodiffBackend>(
     events: &mut dyn FnMut(Event),
 ) -> Result<PathBuf, BenchError> {
     let dir = paths.results.join(&config.name);
+    unique_file_names(&config.cells.iter().map(Cell::key).collect::<Vec<_>>(), cell_file_name)?;
     let cells_dir = dir.join("cells");
     std::fs::create_dir_all(&cells_dir).map_err(|source| BenchError::Io { path: cells_dir.clone(), source })?;
+    let _lock = crate::lock::RunLock::acquire(&dir)?;
     let mut models = BTreeMap::new();
     for cell in &config.cells {
         if !models.contains_key(&cell.model) {
@@ -188,13 +280,26 @@ pub fn run_sweep<B: AutodiffBackend>(
     }
     let manifest = manifest(config, paths, backend, &models)?;
     let definitions: Vec<String> = config.cells.iter().map(|c| definition(config, c, &models[&c.model])).collect();
-    let mut finished: Vec<Option<CellResult>> = config.cells.iter().zip(&definitions).map(|(c, d)| stored(&cell_path(&dir, c), d)).collect::<Result<_, _>>()?;
+    let mut finished: Vec<Option<CellResult>> = Vec::with_capacity(config.cells.len());
+    let mut unusable: Vec<Option<String>> = Vec::with_capacity(config.cells.len());
+    for (cell, definition) in config.cells.iter().zip(&definitions) {
+        let (result, reason) = match stored(&dir, cell, definition) {
+            Stored::Missing => (None, None),
+            Stored::Reusable(result) => (Some(*result), None),
+            Stored::Unusable(reason) => (None, Some(reason)),
+        };
+        finished.push(result);
+        unusable.push(reason);
+    }
     let mut loaded: Option<(String, SweepModel<B>)> = None;
     let total = config.cells.len();
     for (index, cell) in config.cells.iter().enumerate() {
         events(Event::Cell { index, total, key: cell.key(), skipped: finished[index].is_some() });
         if finished[index].is_some() {
             continue;
+        }
+        if let Some(reason) = unusable[index].take() {
+            events(Event::Recomputing { key: cell.key(), reason });
         }
         if loaded.as_ref().is_none_or(|(name, _)| *name != cell.model) {
             drop(loaded.take()); // free the previous model first
@@ -209,10 +314,30 @@ pub fn run_sweep<B: AutodiffBackend>(
             cpr: result.curves.cpr,
             cmd: result.curves.cmd,
             seconds: result.discovery_seconds + result.evaluation_seconds,
+            short: result.short_splits(),
         });
         finished[index] = Some(result);
         write_reports(&dir, &finished, &manifest)?;
     }
     write_reports(&dir, &finished, &manifest)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colliding_file_names_are_an_error_naming_both_keys() {
+        let keys = ["task:ioi|ioi|eap".to_string(), "task_ioi|ioi|eap".to_string()];
+        // Slugs alone collide: the check names both keys and the file.
+        let err = unique_file_names(&keys, |k| format!("{}.json", slug(k))).unwrap_err().to_string();
+        assert!(err.contains("task:ioi|ioi|eap") && err.contains("task_ioi|ioi|eap") && err.contains("task_ioi_ioi_eap.json"), "{err}");
+        // So do names differing only in case.
+        let err = unique_file_names(&["A|ioi|eap".to_string(), "a|ioi|eap".to_string()], |k| format!("{}.json", slug(k))).unwrap_err().to_string();
+        assert!(err.contains("A|ioi|eap") && err.contains("a|ioi|eap"), "{err}");
+        // Names with the key's hash do not.
+        let names = unique_file_names(&keys, cell_file_name).unwrap();
+        assert_ne!(names[0], names[1]);
+    }
 }

@@ -82,7 +82,11 @@ fn sweeps_write_reports_resume_and_reproduce() {
     assert_eq!(["curves.csv", "summary.csv", "cpr.csv", "cmd.csv"].map(|f| read(&dir.join(f))), tables);
 
     // A cell lost (a run killed before it finished) is recomputed with the same numbers.
-    let eap = std::fs::read_dir(dir.join("cells")).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with("_eap.json")).unwrap();
+    let eap = std::fs::read_dir(dir.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy() == bench::sweep::cell_file_name("task:arithmetic-addition|arithmetic-addition|eap"))
+        .unwrap();
     std::fs::remove_file(&eap).unwrap();
     let (_, recomputed) = sweep(&root);
     assert_eq!(recomputed, ["task:arithmetic-addition|arithmetic-addition|eap"]);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, Metric, patched_logits};
+use patching::{Ablation, AblationError, Metric, NonFiniteMetric, patched_logits};
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Readout, Transformer};
 
@@ -79,6 +79,18 @@ pub enum EvalError {
         /// Budgets asked for.
         expected: usize,
     },
+    /// A metric value that is NaN or infinite: the model's logits on that pair are not finite.
+    #[error("{run}, pair {pair}: {metric} is {value}: the model's logits are not finite numbers (NaN or infinity in its weights or activations)")]
+    NonFinite {
+        /// Which run: the full model's, the every-edge-ablated one, or a circuit's patched run.
+        run: String,
+        /// The pair's index among those given.
+        pair: usize,
+        /// The metric read.
+        metric: Metric,
+        /// The value found.
+        value: f32,
+    },
     /// m(N) and m(∅) too close for faithfulness to mean anything.
     #[error(transparent)]
     Faithfulness(#[from] crate::FaithfulnessUndefined),
@@ -133,16 +145,21 @@ pub fn evaluate_circuits<B: Backend>(
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
+        // A non-finite value names the run and the pair's index among all pairs.
+        let first_pair = done * batch_size;
+        let non_finite = |run: String| move |e: NonFiniteMetric| EvalError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
 
         let t = Instant::now();
         let clean_batch = Batch::new(&clean, &model.config, &device)?;
         let full = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
-        full_sum += replica_sums(&metric.values(full.clone(), &answers, 1, &full), answers.len())[0];
+        let m_full = metric.finite_values(full.clone(), &answers, 1, &full).map_err(non_finite("the full model's run".into()))?;
+        full_sum += replica_sums(&m_full, answers.len())[0];
         let (ablated, empty_logits) = ablation.ablated_run(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
         // The masks to patch, and how many of them (0 or 1) come before the circuits: the empty one.
         let (masks, before_circuits): (Vec<&EdgeMatrix<bool>>, usize) = match empty_logits {
             Some(logits) => {
-                empty_sum += replica_sums(&metric.values(logits, &answers, 1, &full), answers.len())[0];
+                let m_empty = metric.finite_values(logits, &answers, 1, &full).map_err(non_finite("the every-edge-ablated run".into()))?;
+                empty_sum += replica_sums(&m_empty, answers.len())[0];
                 (circuits.to_vec(), 0)
             }
             None => (std::iter::once(&empty).chain(circuits.iter().copied()).collect(), 1),
@@ -154,7 +171,13 @@ pub fn evaluate_circuits<B: Backend>(
         for group in masks.chunks(options.masks_per_pass.max(1)) {
             let t = Instant::now();
             let logits = patched_logits(model, graph, &clean, ablated.clone(), group)?;
-            let m = metric.values(logits, &answers, group.len(), &full);
+            let m = metric.finite_values(logits, &answers, group.len(), &full).map_err(|e| {
+                let run = match (patched + e.row / answers.len()).checked_sub(before_circuits) {
+                    Some(circuit) => format!("circuit {circuit}'s patched run"),
+                    None => "the empty circuit's patched run".into(),
+                };
+                non_finite(run)(e)
+            })?;
             for (r, s) in replica_sums(&m, answers.len()).into_iter().enumerate() {
                 match (patched + r).checked_sub(before_circuits) {
                     Some(circuit) => sums[circuit] += s,
@@ -177,4 +200,66 @@ pub fn evaluate_circuits<B: Backend>(
         other: start.elapsed().saturating_sub(plain_forward + patched_forward),
         passes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
+    use transformer::{CpuBackend, LocalModel};
+
+    use super::*;
+
+    type B = CpuBackend;
+
+    /// The tiny Llama fixture with token `token`'s embedding row NaN: every prompt holding it gives
+    /// NaN logits, every other prompt finite ones.
+    fn tiny_with_nan_token(token: usize) -> Transformer<B> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../transformer/tests/fixtures/llama-tiny");
+        let mut model = LocalModel::Dir(dir).load::<B>(&Default::default()).unwrap().model;
+        let [vocab, d] = model.token_embedding.dims();
+        let mut rows: Vec<f32> = model.token_embedding.val().into_data().to_vec().unwrap();
+        rows[token * d..(token + 1) * d].fill(f32::NAN);
+        model.token_embedding = Param::from_tensor(Tensor::from_data(TensorData::new(rows, [vocab, d]), &Default::default()));
+        model
+    }
+
+    fn pairs() -> Vec<PreparedPair> {
+        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20 };
+        vec![pair(vec![5, 17, 42], vec![5, 30, 42]), pair(vec![9, 4, 60], vec![9, 4, 61]), pair(vec![1, 2, 3], vec![4, 2, 3]), pair(vec![8, 8], vec![8, 9])]
+    }
+
+    fn run(model: &Transformer<B>, ablation: &Ablation<B>) -> Result<EvalResult, EvalError> {
+        let c = &model.config;
+        let graph = Graph::new(graph::GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
+        let full = EdgeMatrix::filled(graph, true);
+        let options = EvalOptions { batch_size: 2, ..EvalOptions::default() };
+        evaluate_circuits(model, &graph, &pairs(), &[&full], ablation, options, &mut |_, _| {})
+    }
+
+    #[test]
+    fn nan_logits_fail_naming_the_run_and_the_pair() {
+        // Token 95, the last of the fixture's vocabulary, is in no prompt: every run is finite.
+        let model = tiny_with_nan_token(95);
+        let result = run(&model, &Ablation::Counterfactual).unwrap();
+        assert!(result.m_full.is_finite() && result.m_empty.is_finite() && result.m_circuits[0].is_finite(), "{result:?}");
+
+        // Token 1 is only in pair 2's clean prompt (second batch): the full model's run fails there.
+        let err = run(&tiny_with_nan_token(1), &Ablation::Counterfactual).unwrap_err();
+        assert!(matches!(&err, EvalError::NonFinite { run, pair: 2, value, .. } if run == "the full model's run" && value.is_nan()), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("pair 2") && message.contains("logit-diff is NaN") && message.contains("not finite"), "{message}");
+
+        // Token 61 is only in pair 1's counterfactual prompt: the clean runs are finite, the ablated one is not.
+        let err = run(&tiny_with_nan_token(61), &Ablation::Counterfactual).unwrap_err();
+        assert!(matches!(&err, EvalError::NonFinite { run, pair: 1, .. } if run == "the every-edge-ablated run"), "{err:?}");
+
+        // A mean ablation of NaN: the clean runs are finite, the empty circuit's patched run (the
+        // first patched, for an ablation without a run of its own) is not.
+        let model = tiny_with_nan_token(95);
+        let graph = Graph::new(graph::GraphShape { n_layers: model.config.n_layers, n_heads: model.config.n_heads }).unwrap();
+        let nan_means = Tensor::<B, 2>::full([graph.n_fwd(), model.config.d_model], f32::NAN, &Default::default());
+        let err = run(&model, &Ablation::Mean(nan_means)).unwrap_err();
+        assert!(matches!(&err, EvalError::NonFinite { run, pair: 0, .. } if run == "the empty circuit's patched run"), "{err:?}");
+    }
 }

@@ -17,5 +17,5 @@ pub mod patch;
 pub use ablation::{Ablation, AblationError, AblationKind};
 pub use activations::{NodeRecorder, record_nodes};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
-pub use metric::{Metric, UnknownMetric};
+pub use metric::{Metric, NonFiniteMetric, UnknownMetric};
 pub use patch::{EdgeMasks, PatchHooks, patched_logits};

@@ -32,6 +32,20 @@ pub enum Metric {
 #[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll)")]
 pub struct UnknownMetric(pub String);
 
+/// A metric value that is NaN or infinite because the logits it was read from are.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("{metric} is {value} on row {row} (pair {pair} of the batch): the model's logits are not finite numbers")]
+pub struct NonFiniteMetric {
+    /// The metric read.
+    pub metric: Metric,
+    /// The row of the logits (replica-major) where it first is not finite.
+    pub row: usize,
+    /// That row's pair within the batch (`row` modulo the batch's pairs).
+    pub pair: usize,
+    /// The value found: NaN, inf or -inf.
+    pub value: f32,
+}
+
 impl Metric {
     /// Every metric, in the order of [`Metric::NAMES`].
     pub const ALL: [Metric; 4] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll];
@@ -92,6 +106,22 @@ impl Metric {
         self.per_row(logits, answers, replicas, full).into_data().to_vec().expect("metric values are f32")
     }
 
+    /// [`Metric::values`], or the first row whose value is NaN or infinite: logits that are not
+    /// finite numbers must fail the run, never reach a table.
+    pub fn finite_values<B: Backend>(
+        self,
+        logits: Tensor<B, 2>,
+        answers: &[(u32, u32)],
+        replicas: usize,
+        full: &Tensor<B, 2>,
+    ) -> Result<Vec<f32>, NonFiniteMetric> {
+        let values = self.values(logits, answers, replicas, full);
+        match values.iter().position(|v| !v.is_finite()) {
+            Some(row) => Err(NonFiniteMetric { metric: self, row, pair: row % answers.len().max(1), value: values[row] }),
+            None => Ok(values),
+        }
+    }
+
     /// The loss summed over the rows (one replica): the value where lower is better, its negation
     /// otherwise; differentiable, so gradient methods take −∂loss/∂keep as an edge's score.
     pub fn loss<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], full: &Tensor<B, 2>) -> Tensor<B, 1> {
@@ -116,5 +146,30 @@ impl FromStr for Metric {
 impl fmt::Display for Metric {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Tensor, TensorData};
+    use transformer::CpuBackend;
+
+    use super::*;
+
+    #[test]
+    fn finite_values_name_the_first_non_finite_row_and_its_pair() {
+        let device = Default::default();
+        // Two replicas of two pairs, vocabulary 3; row 3 (replica 1, pair 1) has a NaN logit.
+        let rows = vec![1.0, 2.0, 0.0, 0.5, 0.0, 1.0, 3.0, 1.0, 0.0, f32::NAN, 0.0, 2.0];
+        let logits = Tensor::<CpuBackend, 2>::from_data(TensorData::new(rows, [4, 3]), &device);
+        let full = logits.clone().slice([0..2, 0..3]);
+        let answers = [(0, 1), (0, 2)];
+        for metric in Metric::ALL {
+            let err = metric.finite_values(logits.clone(), &answers, 2, &full).unwrap_err();
+            assert_eq!((err.metric, err.row, err.pair), (metric, 3, 1), "{metric}");
+            assert!(err.value.is_nan() && err.to_string().contains("not finite"), "{metric}: {err}");
+            let finite = metric.finite_values(logits.clone().slice([0..2, 0..3]), &answers, 1, &full).unwrap();
+            assert_eq!(finite, metric.values(logits.clone().slice([0..2, 0..3]), &answers, 1, &full), "{metric}");
+        }
     }
 }

@@ -100,10 +100,34 @@ fn frame_of(path: &Path, columns: &[&str], rows: &[Row]) -> Result<DataFrame, Ta
 /// beside `path`, then renamed, so a reader never sees half a table.
 pub fn write_csv(path: &Path, columns: &[&str], rows: &[Row]) -> Result<(), TableError> {
     let mut frame = frame_of(path, columns, rows)?;
-    let tmp = path.with_extension("csv.tmp");
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = temp_path(path, &host_name(), std::process::id(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let file = File::create(&tmp).map_err(|source| TableError::Io { path: tmp.clone(), source })?;
-    CsvWriter::new(file).finish(&mut frame).map_err(|e| polars_err(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|source| TableError::Io { path: path.into(), source })
+    let written = CsvWriter::new(file).finish(&mut frame).map_err(|e| polars_err(path, e));
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path).map_err(|source| TableError::Io { path: path.into(), source }));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// This machine's name for temporary files: `/etc/hostname`, else `$HOSTNAME`, else `localhost`,
+/// with anything but letters, digits, `-` and `.` as `_`.
+fn host_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into());
+    host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// The temporary file a write of `path` goes through, beside it: `.{name}.{host}.{pid}.{n}.tmp`,
+/// so writers in other processes, on other hosts or in other threads never share one.
+fn temp_path(path: &Path, host: &str, pid: u32, n: u64) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{host}.{pid}.{n}.tmp"))
 }
 
 /// Reads every row of a CSV file with a header, inferring column types.
@@ -283,6 +307,17 @@ fn values_series(name: &str, values: &[&Value]) -> Result<Series, ColumnError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn temporary_names_differ_by_pid_host_and_write() {
+        let path = Path::new("/r/run/summary.csv");
+        let a = temp_path(path, "h1", 10, 0);
+        assert_eq!(a, Path::new("/r/run/.summary.csv.h1.10.0.tmp"), "hidden, beside the file");
+        assert_ne!(a, temp_path(path, "h1", 11, 0));
+        assert_ne!(a, temp_path(path, "h2", 10, 0));
+        assert_ne!(a, temp_path(path, "h1", 10, 1));
+        assert!(!host_name().is_empty() && !host_name().contains('/'));
+    }
 
     fn rows(value: Value) -> Vec<Row> {
         value.as_array().unwrap().iter().map(|v| v.as_object().unwrap().clone()).collect()

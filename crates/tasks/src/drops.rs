@@ -23,10 +23,23 @@ pub enum DropReason {
     SameAnswer,
     /// Digit-split answers where one is a prefix of the other, so no token differs.
     AnswerIsPrefix,
+    /// A prompt (with BOS and any appended answer prefix) has more tokens than the model has
+    /// learned positions, so it cannot be run.
+    TooLong,
     /// A token id is outside the model's vocabulary (tokenizer and model disagree).
     OutOfVocabulary,
     /// An answer tokenizes differently after its prompt than alone (only dropped when asked).
     AnswerContextMismatch,
+    /// An answer contains the tokenizer's unknown token (a word outside a word-level vocabulary),
+    /// so the scored token would stand for any unknown word.
+    UnknownAnswerToken,
+    /// A prompt contains the tokenizer's unknown token (dropped unless
+    /// [`PrepareOptions::keep_unknown_prompt_tokens`](crate::PrepareOptions::keep_unknown_prompt_tokens)).
+    UnknownPromptToken,
+    /// The same pair (clean and counterfactual prompts, both answers) as an earlier example of the
+    /// split; the first is kept (unless
+    /// [`PrepareOptions::keep_duplicate_pairs`](crate::PrepareOptions::keep_duplicate_pairs)).
+    DuplicatePair,
 }
 
 impl DropReason {
@@ -41,8 +54,12 @@ impl DropReason {
             DropReason::MultiTokenAnswer => "multi-token-answer",
             DropReason::SameAnswer => "same-answer",
             DropReason::AnswerIsPrefix => "answer-is-prefix",
+            DropReason::TooLong => "too-long",
             DropReason::OutOfVocabulary => "out-of-vocabulary",
             DropReason::AnswerContextMismatch => "answer-context-mismatch",
+            DropReason::UnknownAnswerToken => "unknown-answer-token",
+            DropReason::UnknownPromptToken => "unknown-prompt-token",
+            DropReason::DuplicatePair => "duplicate-pair",
         }
     }
 }

@@ -42,6 +42,28 @@ pub enum TaskError {
         /// What is wrong.
         message: String,
     },
+    /// A line of a text file is not valid UTF-8.
+    #[error("{}: {at}: not valid UTF-8: {source}", path.display())]
+    NotUtf8 {
+        /// The file concerned.
+        path: PathBuf,
+        /// The line.
+        at: Record,
+        /// Where in the line the invalid bytes start.
+        source: std::str::Utf8Error,
+    },
+    /// Two records of one file carry the same id.
+    #[error("{}: line {line}: id `{id}` is already used at line {first}", path.display())]
+    DuplicateId {
+        /// The file concerned.
+        path: PathBuf,
+        /// The repeated id.
+        id: String,
+        /// The line that used it first (1-based).
+        first: usize,
+        /// The line that repeats it (1-based).
+        line: usize,
+    },
     /// A required field is absent (or null).
     #[error("{}: {at}: missing field `{field}`", path.display())]
     MissingField {

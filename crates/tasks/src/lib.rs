@@ -19,4 +19,4 @@ pub use error::{Record, TaskError};
 pub use example::{CounterfactualKind, Example, Split, TaskKind, UnknownName};
 pub use generate::{DEFAULT_SEED, GENERATOR_VERSION, SplitSizes, default_sizes, generate, stream};
 pub use jsonl::{load_split, read_jsonl, split_path, write_jsonl};
-pub use prepare::{BosPolicy, PairBatch, PrepareOptions, Prepared, PreparedPair, prepare};
+pub use prepare::{BosPolicy, PairBatch, PrepareOptions, Prepared, PreparedPair, prepare, unknown_token};

@@ -3,9 +3,19 @@
 //!
 //! The rules, per example, in this order (the first that fails names the drop reason):
 //! 1. The counterfactual asked for exists ([`CounterfactualKind::Abc`] needs an ABC prompt).
+//!    The pair is not a duplicate: an example whose clean prompt, counterfactual prompt (the one
+//!    asked for) and both answers equal an earlier example's is dropped as
+//!    [`DropReason::DuplicatePair`], so that no pair weighs twice: the first occurrence is the one
+//!    prepared, and later copies count as duplicates even when it was dropped for another reason.
+//!    [`PrepareOptions::keep_duplicate_pairs`] keeps them. Duplicates are found here rather than at
+//!    loading so that every source (JSONL, MIB's hub, the generators) is covered.
 //! 2. Prompts are tokenized without special tokens; the model's BOS token is prepended to both
 //!    when [`BosPolicy::Model`] and the model defines one (MIB's behaviour, mib-spec §3).
-//! 3. Answers (MIB's rules, mib-spec §7):
+//! 3. No answer contains the tokenizer's unknown token (see [`unknown_token`]: word-level
+//!    tokenizers write every word outside their vocabulary as `<unk>`), and, unless
+//!    [`PrepareOptions::keep_unknown_prompt_tokens`], neither prompt does. Byte-level BPE
+//!    tokenizers have no unknown token, so this never drops anything for them.
+//! 4. Answers (MIB's rules, mib-spec §7):
 //!    - both answers single tokens (IOI names, MCQA letters, arithmetic labels on tokenizers with
 //!      multi-digit number tokens): those tokens are scored;
 //!    - numeric answers on a digit-splitting tokenizer (SmolLM2, Qwen2): the first-differing-token
@@ -18,15 +28,22 @@
 //!      names and scores their first token; circuitbench requires single tokens so that the
 //!      scored token is the whole answer), and identical answer tokens are dropped (m ≡ 0);
 //!    - an answer with no tokens at all is dropped.
-//! 4. Clean and counterfactual ids (after BOS and any appended prefix) have equal lengths, so
+//! 5. Clean and counterfactual ids (after BOS and any appended prefix) have equal lengths, so
 //!    positions align for patching.
-//! 5. Every id is inside the model's vocabulary.
+//! 6. The prompts fit the model: no longer than its learned positions
+//!    ([`PositionEncoding::Learned`]'s `max_positions`, GPT-2's `n_positions`), or the pair is
+//!    dropped as [`DropReason::TooLong`] instead of failing the forward pass. Rotary models have
+//!    no such limit.
+//! 7. Every id is inside the model's vocabulary.
 //!
 //! Finally each answer is checked in context: if `prompt + answer` tokenizes differently from
 //! `prompt` followed by `answer` (e.g. GPT-2 merges MIB's "A: " trailing space into " 68"), the
 //! standalone tokenization is still what is scored, as in MIB; such pairs are counted in
 //! [`Prepared::context_mismatches`], or dropped when [`PrepareOptions::drop_context_mismatch`].
 
+use std::collections::HashSet;
+
+use transformer::config::PositionEncoding;
 use transformer::{ModelConfig, Tokenizer};
 
 use crate::drops::{DropReason, Drops};
@@ -98,6 +115,13 @@ pub struct PrepareOptions {
     pub counterfactual: CounterfactualKind,
     /// Drop pairs whose answers tokenize differently after their prompt than alone.
     pub drop_context_mismatch: bool,
+    /// Keep pairs whose prompts contain the tokenizer's unknown token (counted in
+    /// [`Prepared::unknown_prompt_tokens`]) instead of dropping them as
+    /// [`DropReason::UnknownPromptToken`], the default. Answers with one are always dropped.
+    pub keep_unknown_prompt_tokens: bool,
+    /// Keep every copy of a repeated pair (same clean and counterfactual prompts and answers)
+    /// instead of dropping all but the first as [`DropReason::DuplicatePair`], the default.
+    pub keep_duplicate_pairs: bool,
 }
 
 /// The pairs a model can be scored on, and an account of everything left out.
@@ -118,6 +142,32 @@ pub struct Prepared {
     pub prefixed: usize,
     /// Kept pairs whose answer tokenizes differently after its prompt than alone.
     pub context_mismatches: usize,
+    /// The tokenizer's unknown token, if it has one (see [`unknown_token`]).
+    pub unknown_token: Option<u32>,
+    /// Kept pairs with the unknown token in a prompt (only with
+    /// [`PrepareOptions::keep_unknown_prompt_tokens`]; otherwise such pairs are dropped).
+    pub unknown_prompt_tokens: usize,
+}
+
+/// Private-use characters, in no tokenizer's vocabulary as words: each is encoded alone to find
+/// the token that stands for unknown text.
+const UNKNOWN_PROBES: [&str; 3] = ["\u{E000}", "\u{E001}", "\u{F8FF}"];
+
+/// The token a tokenizer writes for text outside its vocabulary (a word-level tokenizer's `<unk>`),
+/// or `None` when it has none. Found without relying on the token's name: it is the one token that
+/// distinct private-use characters, each encoded alone, all become. Byte-level BPE tokenizers
+/// (GPT-2, SmolLM2, Llama-3, Qwen2) and byte-fallback ones encode them as their distinct bytes, so
+/// they have none.
+pub fn unknown_token(tokenizer: &Tokenizer) -> Result<Option<u32>, TaskError> {
+    let mut found = None;
+    for probe in UNKNOWN_PROBES {
+        match (tokenizer.encode(probe)?.as_slice(), found) {
+            ([id], None) => found = Some(*id),
+            ([id], Some(previous)) if *id == previous => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(found)
 }
 
 /// Tokenizes, filters and pairs examples for one model. Fails only if the tokenizer itself fails;
@@ -128,14 +178,27 @@ pub fn prepare(examples: &[Example], tokenizer: &Tokenizer, config: &ModelConfig
         BosPolicy::Never => None,
     };
     let digit_splitting = tokenizer.encode("0123456789")?.len() == 10;
-    let mut out = Prepared { bos, digit_splitting, ..Prepared::default() };
+    let unknown = unknown_token(tokenizer)?;
+    let mut out = Prepared { bos, digit_splitting, unknown_token: unknown, ..Prepared::default() };
+    let context = Context { tokenizer, config, options, bos, digit_splitting, unknown };
+    let mut seen = HashSet::new();
     for (index, example) in examples.iter().enumerate() {
-        match prepare_one(example, tokenizer, config, options, bos, digit_splitting)? {
-            Ok((pair, prefixed, mismatch)) => {
-                out.pairs.push(pair);
+        let Some(counterfactual) = counterfactual_of(example, options.counterfactual) else {
+            out.dropped.add(DropReason::NoCounterfactual);
+            continue;
+        };
+        let key = (example.clean.as_str(), counterfactual, example.correct.as_str(), example.incorrect.as_str());
+        if !seen.insert(key) && !options.keep_duplicate_pairs {
+            out.dropped.add(DropReason::DuplicatePair);
+            continue;
+        }
+        match prepare_one(example, counterfactual, &context)? {
+            Ok(kept) => {
+                out.pairs.push(kept.pair);
                 out.kept.push(index);
-                out.prefixed += usize::from(prefixed);
-                out.context_mismatches += usize::from(mismatch);
+                out.prefixed += usize::from(kept.prefixed);
+                out.context_mismatches += usize::from(kept.mismatch);
+                out.unknown_prompt_tokens += usize::from(kept.unknown_prompt);
             }
             Err(reason) => out.dropped.add(reason),
         }
@@ -143,25 +206,41 @@ pub fn prepare(examples: &[Example], tokenizer: &Tokenizer, config: &ModelConfig
     Ok(out)
 }
 
-/// One example: the pair, whether a prefix was appended and whether an answer tokenizes
-/// differently in context; or the reason it is dropped.
-type Outcome = Result<(PreparedPair, bool, bool), DropReason>;
-
-fn prepare_one(
-    example: &Example,
-    tokenizer: &Tokenizer,
-    config: &ModelConfig,
-    options: &PrepareOptions,
+/// What every example is prepared with.
+struct Context<'a> {
+    tokenizer: &'a Tokenizer,
+    config: &'a ModelConfig,
+    options: &'a PrepareOptions,
     bos: Option<u32>,
     digit_splitting: bool,
-) -> Result<Outcome, TaskError> {
-    let counterfactual = match options.counterfactual {
-        CounterfactualKind::Default => example.counterfactual.as_str(),
-        CounterfactualKind::Abc => match &example.abc_counterfactual {
-            Some(prompt) => prompt.as_str(),
-            None => return Ok(Err(DropReason::NoCounterfactual)),
-        },
-    };
+    unknown: Option<u32>,
+}
+
+/// A kept example: its pair and what is worth counting about it.
+struct Kept {
+    pair: PreparedPair,
+    /// The shared answer prefix was appended to both prompts.
+    prefixed: bool,
+    /// An answer tokenizes differently in context.
+    mismatch: bool,
+    /// A prompt contains the unknown token (kept by the options).
+    unknown_prompt: bool,
+}
+
+/// One example: kept, or the reason it is dropped.
+type Outcome = Result<Kept, DropReason>;
+
+/// The counterfactual prompt `kind` asks for, if the example has it.
+fn counterfactual_of(example: &Example, kind: CounterfactualKind) -> Option<&str> {
+    match kind {
+        CounterfactualKind::Default => Some(example.counterfactual.as_str()),
+        CounterfactualKind::Abc => example.abc_counterfactual.as_deref(),
+    }
+}
+
+/// Rules 2 to 7 of the module docs on one example, paired with `counterfactual`.
+fn prepare_one(example: &Example, counterfactual: &str, cx: &Context<'_>) -> Result<Outcome, TaskError> {
+    let (tokenizer, options, bos) = (cx.tokenizer, cx.options, cx.bos);
     let clean_text = tokenizer.encode(&example.clean)?;
     let cf_text = tokenizer.encode(counterfactual)?;
     if bos.is_none() && (clean_text.is_empty() || cf_text.is_empty()) {
@@ -169,8 +248,16 @@ fn prepare_one(
     }
     let correct_ids = tokenizer.encode(&example.correct)?;
     let incorrect_ids = tokenizer.encode(&example.incorrect)?;
+    let has_unknown = |ids: &[u32]| cx.unknown.is_some_and(|unknown| ids.contains(&unknown));
+    if has_unknown(&correct_ids) || has_unknown(&incorrect_ids) {
+        return Ok(Err(DropReason::UnknownAnswerToken));
+    }
+    let unknown_prompt = has_unknown(&clean_text) || has_unknown(&cf_text);
+    if unknown_prompt && !options.keep_unknown_prompt_tokens {
+        return Ok(Err(DropReason::UnknownPromptToken));
+    }
     let numeric = is_number(&example.correct) && is_number(&example.incorrect);
-    let scored = score_tokens(&correct_ids, &incorrect_ids, numeric && digit_splitting);
+    let scored = score_tokens(&correct_ids, &incorrect_ids, numeric && cx.digit_splitting);
     let (prefix, correct, incorrect) = match scored {
         Ok(scored) => scored,
         Err(reason) => return Ok(Err(reason)),
@@ -180,7 +267,12 @@ fn prepare_one(
     if pair.clean.len() != pair.counterfactual.len() {
         return Ok(Err(DropReason::UnequalLength));
     }
-    let vocab = config.vocab_size;
+    if let PositionEncoding::Learned { max_positions } = cx.config.positions
+        && pair.clean.len() > max_positions
+    {
+        return Ok(Err(DropReason::TooLong));
+    }
+    let vocab = cx.config.vocab_size;
     let in_vocab = |id: &u32| (*id as usize) < vocab;
     let all_in_vocab = pair.clean.iter().all(in_vocab) && pair.counterfactual.iter().all(in_vocab) && in_vocab(&correct) && in_vocab(&incorrect);
     if !all_in_vocab {
@@ -191,7 +283,7 @@ fn prepare_one(
     if mismatch && options.drop_context_mismatch {
         return Ok(Err(DropReason::AnswerContextMismatch));
     }
-    Ok(Ok((pair, !prefix.is_empty(), mismatch)))
+    Ok(Ok(Kept { pair, prefixed: !prefix.is_empty(), mismatch, unknown_prompt }))
 }
 
 /// Digits only, after an optional leading space: an arithmetic label.

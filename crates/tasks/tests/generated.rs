@@ -72,7 +72,7 @@ fn jsonl_round_trips() {
     let path = tmp.path().join("ioi/validation.jsonl");
     let mut examples = generate(TaskKind::Ioi, 5, default_sizes(TaskKind::Ioi)).unwrap().remove(&Split::Validation).unwrap();
     examples.truncate(20);
-    examples.push(Example { abc_counterfactual: None, ..examples[0].clone() });
+    examples.push(Example { id: "no-abc".into(), abc_counterfactual: None, ..examples[0].clone() });
     write_jsonl(&path, &examples).unwrap();
     assert_eq!(read_jsonl(&path).unwrap(), examples);
     assert!(!tmp.path().join("ioi/validation.jsonl.tmp").exists(), "the temporary file is renamed away");

@@ -33,7 +33,8 @@ fn a_malformed_line_names_the_file_and_line() {
 #[test]
 fn a_missing_or_mistyped_field_names_the_field_and_line() {
     let tmp = TempDir::new("missing");
-    let path = write(&tmp, "missing.jsonl", &[GOOD, GOOD, r#"{"id":"x-3","clean":"a","counterfactual":"b","correct":" A"}"#]);
+    let second = GOOD.replace("x-1", "x-2");
+    let path = write(&tmp, "missing.jsonl", &[GOOD, &second, r#"{"id":"x-3","clean":"a","counterfactual":"b","correct":" A"}"#]);
     let err = read_jsonl(&path).unwrap_err();
     match &err {
         TaskError::MissingField { at, field, .. } => {

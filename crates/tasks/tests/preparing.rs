@@ -61,7 +61,8 @@ fn names_filters_and_bos() {
     let tmp = TempDir::new("prepare-names");
     let (tok, config) = tokenizer(&tmp, true);
     let id = |w: &str| tok.token_to_id(w).unwrap();
-    let mut abc = example(CLEAN, FLIP, " Mary", " John");
+    // Another default counterfactual than the first example's, so that it is not the same pair.
+    let mut abc = example(CLEAN, "When Mary and John went out, Anna gave it to", " Mary", " John");
     abc.abc_counterfactual = Some("When Anna and Mary went out, John gave it to".into());
     let examples = [
         example(CLEAN, FLIP, " Mary", " John"),

@@ -24,6 +24,7 @@ fn smollm2_keeps_every_generated_pair_and_does_ioi() {
         assert_eq!(prepared.dropped.total(), 0, "{task}/{split}: dropped {}", prepared.dropped);
         assert_eq!(prepared.context_mismatches, 0, "{task}/{split}");
         assert_eq!(prepared.bos, model.config.bos_token_id);
+        assert_eq!(prepared.unknown_token, None, "a byte-level BPE has no unknown token");
         if matches!(task, TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction) {
             assert!(prepared.digit_splitting);
         }

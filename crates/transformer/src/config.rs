@@ -54,6 +54,29 @@ pub struct Llama3RopeScaling {
     pub original_max_position_embeddings: usize,
 }
 
+impl Llama3RopeScaling {
+    /// Checks what the frequency correction divides by: every factor positive and finite, the
+    /// high-frequency factor above the low one, a positive context length; the failing field and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (field, value) in [("factor", self.factor), ("low_freq_factor", self.low_freq_factor), ("high_freq_factor", self.high_freq_factor)] {
+            positive_finite(value).map_err(|m| (field, m))?;
+        }
+        if self.high_freq_factor <= self.low_freq_factor {
+            return Err(("high_freq_factor", format!("must be greater than low_freq_factor ({}), got {}", self.low_freq_factor, self.high_freq_factor)));
+        }
+        if self.original_max_position_embeddings == 0 {
+            return Err(("original_max_position_embeddings", "must be positive, got 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a config number the forward pass divides by or takes a root or power of is finite
+/// and greater than zero; the error says what it is instead (`must be positive and finite, got -1`).
+pub fn positive_finite(value: f64) -> Result<(), String> {
+    if value.is_finite() && value > 0.0 { Ok(()) } else { Err(format!("must be positive and finite, got {value}")) }
+}
+
 /// How token positions enter the model.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum PositionEncoding {
@@ -142,6 +165,17 @@ impl ModelConfig {
         }
         if self.pad_token_id as usize >= self.vocab_size {
             return Err(format!("pad_token_id {} is outside the vocabulary", self.pad_token_id));
+        }
+        positive_finite(self.norm_eps).map_err(|m| format!("norm_eps {m}"))?;
+        match self.positions {
+            PositionEncoding::Learned { max_positions: 0 } => return Err("max_positions must be positive".into()),
+            PositionEncoding::Learned { .. } => {}
+            PositionEncoding::Rope { theta, scaling, .. } => {
+                positive_finite(theta).map_err(|m| format!("rope theta {m}"))?;
+                if let Some(s) = scaling {
+                    s.check().map_err(|(field, m)| format!("rope scaling {field} {m}"))?;
+                }
+            }
         }
         Ok(())
     }

@@ -59,6 +59,20 @@ pub enum LoadError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A weight holds a NaN or an infinity, which would make every logit downstream of it NaN.
+    #[error("{}: tensor `{name}` holds a non-finite value ({value}) at flat index {index} of {len}", file.display())]
+    NonFiniteTensor {
+        /// The weight file holding the tensor.
+        file: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The row-major index of the first non-finite element.
+        index: usize,
+        /// Its value: NaN, inf or -inf.
+        value: f32,
+        /// Elements in the tensor.
+        len: usize,
+    },
     /// A weight is stored in an element type that cannot be converted to f32 here.
     #[error("{}: tensor `{name}` has unsupported type {dtype}", file.display())]
     UnsupportedTensorType {

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use serde::Deserialize;
 
-use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
+use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding, positive_finite};
 use crate::error::LoadError;
 use crate::layers::{GeluMlp, LayerNorm, Linear, Mlp, Norm, param};
 use crate::model::{Attention, Block, Transformer};
@@ -72,7 +72,20 @@ impl Gpt2Config {
                 message: "GPT-2 checkpoints with an untied unembedding are not supported".into(),
             });
         }
-        if self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) {
+        let field_err = |field: &str, message: String| LoadError::ConfigField { path: path.into(), field: field.into(), message };
+        let sizes = [
+            ("n_layer", Some(self.n_layer)),
+            ("n_head", Some(self.n_head)),
+            ("n_embd", Some(self.n_embd)),
+            ("n_positions", Some(self.n_positions)),
+            ("vocab_size", Some(self.vocab_size)),
+            ("n_inner", self.n_inner),
+        ];
+        if let Some((field, _)) = sizes.into_iter().find(|(_, v)| *v == Some(0)) {
+            return Err(field_err(field, "must be positive, got 0".into()));
+        }
+        positive_finite(self.layer_norm_epsilon).map_err(|m| field_err("layer_norm_epsilon", m))?;
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(LoadError::ConfigField {
                 path: path.into(),
                 field: "n_head".into(),

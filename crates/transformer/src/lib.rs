@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod finite;
 pub mod gpt2;
 pub mod hooks;
 pub mod hub;
@@ -25,6 +26,7 @@ pub mod weights;
 
 pub use config::ModelConfig;
 pub use error::LoadError;
+pub use finite::{NonFinite, ensure_finite};
 pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
 pub use load::{LoadedModel, LocalModel, ModelSpec, load_model};
 pub use model::{Batch, BatchError, Readout, Transformer};

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use serde::Deserialize;
 
-use crate::config::{Architecture, Llama3RopeScaling, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeLayout};
+use crate::config::{Architecture, Llama3RopeScaling, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeLayout, positive_finite};
 use crate::error::LoadError;
 use crate::layers::{GatedMlp, Linear, Mlp, Norm, RmsNorm, param};
 use crate::model::{Attention, Block, Transformer};
@@ -114,29 +114,53 @@ impl LlamaConfig {
         if self.mlp_bias {
             return Err(field_err("mlp_bias", "MLP biases are not supported for the Llama family".into()));
         }
-        if self.num_attention_heads == 0 {
-            return Err(field_err("num_attention_heads", "must be positive".into()));
+        let sizes = [
+            ("hidden_size", Some(self.hidden_size)),
+            ("intermediate_size", Some(self.intermediate_size)),
+            ("num_hidden_layers", Some(self.num_hidden_layers)),
+            ("num_attention_heads", Some(self.num_attention_heads)),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", Some(self.vocab_size)),
+        ];
+        if let Some((field, _)) = sizes.into_iter().find(|(_, v)| *v == Some(0)) {
+            return Err(field_err(field, "must be positive, got 0".into()));
         }
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(field_err(
+                "num_attention_heads",
+                format!("hidden_size {} is not a multiple of num_attention_heads {} (and there is no head_dim)", self.hidden_size, self.num_attention_heads),
+            ));
+        }
+        positive_finite(self.rms_norm_eps).map_err(|m| field_err("rms_norm_eps", m))?;
         let scaling_source = self.rope_scaling.as_ref().or(self.rope_parameters.as_ref());
+        let scaling_field = if self.rope_scaling.is_some() { "rope_scaling" } else { "rope_parameters" };
         let scaling = match scaling_source {
             None => None,
             Some(p) => match p.rope_type.as_deref() {
                 None | Some("default") => None,
                 Some("llama3") => {
-                    let need = |v: Option<f64>, name: &str| v.ok_or_else(|| field_err("rope_scaling", format!("llama3 scaling needs `{name}`")));
-                    Some(Llama3RopeScaling {
+                    let need = |v: Option<f64>, name: &str| v.ok_or_else(|| field_err(scaling_field, format!("llama3 scaling needs `{name}`")));
+                    let scaling = Llama3RopeScaling {
                         factor: need(p.factor, "factor")?,
                         low_freq_factor: need(p.low_freq_factor, "low_freq_factor")?,
                         high_freq_factor: need(p.high_freq_factor, "high_freq_factor")?,
                         original_max_position_embeddings: p
                             .original_max_position_embeddings
-                            .ok_or_else(|| field_err("rope_scaling", "llama3 scaling needs `original_max_position_embeddings`".into()))?,
-                    })
+                            .ok_or_else(|| field_err(scaling_field, "llama3 scaling needs `original_max_position_embeddings`".into()))?,
+                    };
+                    scaling.check().map_err(|(name, m)| field_err(&format!("{scaling_field}.{name}"), m))?;
+                    Some(scaling)
                 }
-                Some(other) => return Err(field_err("rope_scaling", format!("rope type `{other}` is not supported"))),
+                Some(other) => return Err(field_err(scaling_field, format!("rope type `{other}` is not supported"))),
             },
         };
-        let theta = self.rope_theta.or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta)).unwrap_or(10_000.0);
+        let (theta, theta_field) = match (self.rope_theta, self.rope_parameters.as_ref().and_then(|p| p.rope_theta)) {
+            (Some(theta), _) => (theta, "rope_theta"),
+            (None, Some(theta)) => (theta, "rope_parameters.rope_theta"),
+            (None, None) => (10_000.0, "rope_theta"),
+        };
+        positive_finite(theta).map_err(|m| field_err(theta_field, m))?;
         let eos = match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
             Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
@@ -325,22 +349,37 @@ pub fn gguf_config(file: &gguf::GgufFile) -> Result<ModelConfig, LoadError> {
         other => return Err(LoadError::UnknownArchitecture { path, name: other.into() }),
     };
     let key = |k: &str| format!("{arch}.{k}");
-    let u = |k: &str| file.get_u32(&key(k)).map(|v| v as usize);
+    let field_err = |k: &str, message: String| LoadError::ConfigField { path: path.clone(), field: key(k), message };
+    let u = |k: &str| -> Result<usize, LoadError> {
+        match file.get_u32(&key(k))? {
+            0 => Err(field_err(k, "must be positive, got 0".into())),
+            v => Ok(v as usize),
+        }
+    };
     let n_heads = u("attention.head_count")?;
     let d_model = u("embedding_length")?;
     let d_head = match file.metadata(&key("attention.key_length")) {
         Some(_) => u("attention.key_length")?,
-        None => d_model / n_heads.max(1),
+        None if d_model.is_multiple_of(n_heads) => d_model / n_heads,
+        None => {
+            return Err(field_err(
+                "attention.head_count",
+                format!("embedding_length {d_model} is not a multiple of {n_heads} heads (and there is no key_length)"),
+            ));
+        }
     };
     if let Some(dim) = file.metadata(&key("rope.dimension_count")).and_then(|v| v.as_u32())
         && dim as usize != d_head
     {
-        return Err(LoadError::InvalidConfig { path, message: format!("partial rotary embedding ({dim} of {d_head} dims) is not supported") });
+        return Err(LoadError::InvalidConfig { path: path.clone(), message: format!("partial rotary embedding ({dim} of {d_head} dims) is not supported") });
     }
     let theta = match file.metadata(&key("rope.freq_base")) {
         Some(_) => file.get_f32(&key("rope.freq_base"))? as f64,
         None => 10_000.0,
     };
+    positive_finite(theta).map_err(|m| field_err("rope.freq_base", m))?;
+    let norm_eps = file.get_f32(&key("attention.layer_norm_rms_epsilon"))? as f64;
+    positive_finite(norm_eps).map_err(|m| field_err("attention.layer_norm_rms_epsilon", m))?;
     let vocab_size = file.get_str_array("tokenizer.ggml.tokens")?.len();
     let optional_id = |k: &str| file.metadata(k).and_then(|v| v.as_u32());
     let eos = optional_id("tokenizer.ggml.eos_token_id");
@@ -357,7 +396,7 @@ pub fn gguf_config(file: &gguf::GgufFile) -> Result<ModelConfig, LoadError> {
         d_mlp: u("feed_forward_length")?,
         vocab_size,
         norm: NormKind::RmsNorm,
-        norm_eps: file.get_f32(&key("attention.layer_norm_rms_epsilon"))? as f64,
+        norm_eps,
         mlp: MlpKind::SwiGlu,
         positions: PositionEncoding::Rope { theta, layout, scaling: None },
         qkv_bias: file.tensor("blk.0.attn_q.bias").is_some(),

