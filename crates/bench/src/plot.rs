@@ -9,7 +9,7 @@ use evaluator::CurveKind;
 
 use crate::BenchError;
 use crate::cell::CellResult;
-use crate::sweep::{slug, write_atomic};
+use crate::sweep::{sha256_hex, slug, write_atomic};
 
 /// Line colours, one per method in first-seen order (colour-blind-safe Okabe–Ito, then greys).
 const COLOURS: [&str; 10] = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000", "#777777", "#BBBBBB"];
@@ -199,10 +199,31 @@ pub fn circuit_svg(cell: &CellResult) -> String {
     svg
 }
 
+/// The name each model's plots carry: its file-name form, and where two models of the run share
+/// that form (`task:ioi` and a directory `task_ioi`), a short hash of the exact argument as well,
+/// so one model's plots never overwrite another's.
+fn model_stems(cells: &[CellResult]) -> BTreeMap<&str, String> {
+    let mut by_slug: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for cell in cells {
+        let models = by_slug.entry(slug(&cell.model)).or_default();
+        if !models.contains(&cell.model.as_str()) {
+            models.push(&cell.model);
+        }
+    }
+    by_slug
+        .into_iter()
+        .flat_map(|(stem, models)| {
+            let shared = models.len() > 1;
+            models.into_iter().map(move |m| (m, if shared { format!("{stem}.{}", &sha256_hex(m.as_bytes())[..12]) } else { stem.clone() }))
+        })
+        .collect()
+}
+
 /// Writes `faithfulness-<model>-<task>.svg` per model and task, and `circuit-<model>-<task>-<method>.svg`
-/// per cell, into `dir`.
+/// per cell, into `dir` (see [`model_stems`] for `<model>`).
 pub fn write_plots(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir).map_err(|source| BenchError::Io { path: dir.into(), source })?;
+    let stems = model_stems(cells);
     let mut groups: Vec<((&str, &str), Vec<&CellResult>)> = Vec::new();
     for cell in cells {
         let key = (cell.model.as_str(), cell.task.as_str());
@@ -213,10 +234,10 @@ pub fn write_plots(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     }
     for ((model, task), group) in &groups {
         let title = format!("{model} on {task}: faithfulness by budget");
-        write_atomic(&dir.join(format!("faithfulness-{}-{}.svg", slug(model), slug(task))), curves_svg(&title, group).as_bytes())?;
+        write_atomic(&dir.join(format!("faithfulness-{}-{}.svg", stems[model], slug(task))), curves_svg(&title, group).as_bytes())?;
     }
     for cell in cells {
-        let name = format!("circuit-{}-{}-{}.svg", slug(&cell.model), slug(&cell.task), slug(&cell.method));
+        let name = format!("circuit-{}-{}-{}.svg", stems[cell.model.as_str()], slug(&cell.task), slug(&cell.method));
         write_atomic(&dir.join(name), circuit_svg(cell).as_bytes())?;
     }
     Ok(())

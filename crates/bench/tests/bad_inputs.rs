@@ -9,7 +9,7 @@
 //!   (errors naming the key); a split shorter than the cell asked for (shown in `CellResult`
 //!   and in summary.csv's `*_requested` columns);
 //! - names: two model arguments whose slugs agree (`task:ioi`, a directory `task_ioi`) get cell
-//!   files of their own (the collision check itself is a unit test in `sweep.rs`);
+//!   files and plots of their own (the collision check itself is a unit test in `sweep.rs`);
 //! - concurrency: a second lock on a run directory (error naming the lock file and its holder), a
 //!   stale lock of a dead process (taken over), writers of one file at once (temporary names
 //!   differ by host, pid and write; the name itself is a unit test in `tables`);
@@ -260,6 +260,22 @@ fn names_model_arguments_that_slug_alike_get_their_own_cell_files() {
     assert!(a.starts_with("task_ioi_ioi_eap.") && a.ends_with(".json"), "{a}");
     assert!(b.starts_with("task_ioi_ioi_eap.") && b.ends_with(".json"), "{b}");
     assert_eq!(a, bench::sweep::cell_file_name("task:ioi|ioi|eap"), "stable across calls");
+}
+
+#[test]
+fn names_model_arguments_that_slug_alike_get_their_own_plots() {
+    let root = scratch("plots");
+    let (dir, _) = sweep(&root, SWEEP, &workspace().join("tasks")).unwrap();
+    let eap = cells(&dir).into_iter().find(|c| c.method == "eap").unwrap();
+    let as_model = |model: &str| bench::CellResult { model: model.into(), ..eap.clone() };
+    let plots = root.join("plots");
+    bench::plot::write_plots(&plots, &[as_model("task:ioi"), as_model("task_ioi"), as_model("gpt2")]).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&plots).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 6, "a faithfulness and a circuit plot per model: {names:?}");
+    assert!(names.contains(&"faithfulness-gpt2-arithmetic-addition.svg".to_string()), "a model alone keeps the plain name: {names:?}");
+    assert_eq!(names.iter().filter(|n| n.starts_with("faithfulness-task_ioi.")).count(), 2, "{names:?}");
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
