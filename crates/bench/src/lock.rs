@@ -11,15 +11,8 @@ use crate::BenchError;
 /// The lock file's name inside the run directory.
 pub const LOCK_FILE: &str = ".sweep.lock";
 
-/// This machine's name: `/etc/hostname`, else `$HOSTNAME`, else `localhost`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "localhost".into())
-}
+/// The host name a lock records (and temporary file names carry).
+pub use transformer::checkpoint::host_name;
 
 /// Whether process `pid` of this host is running; true where it cannot be told (no `/proc`).
 fn alive(pid: u32) -> bool {

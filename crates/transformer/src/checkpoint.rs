@@ -284,19 +284,24 @@ pub fn save_hf_dir<B: Backend>(model: &Transformer<B>, dir: &Path) -> Result<(),
     write_atomic(&path, &data)
 }
 
+/// This machine's name, for files that several hosts may write side by side (a shared results
+/// directory): `/etc/hostname`, else `$HOSTNAME`, else `localhost`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees half a file. The temporary file, `.{name}.{host}.{pid}.{n}.tmp`, is named by
 /// host, process and a per-process counter, so writers in other processes (on a shared
 /// directory, other hosts too) or other threads never share one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "localhost".into());
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let host: String = host_name().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_file_name(format!(".{name}.{host}.{}.{n}.tmp", std::process::id()));
