@@ -268,21 +268,17 @@ mod tests {
         vec![pair(vec![5, 17, 42], vec![5, 30, 42]), pair(vec![9, 4, 60], vec![9, 4, 61]), pair(vec![1, 2, 3], vec![4, 2, 3]), pair(vec![8, 8], vec![8, 9])]
     }
 
+    /// What a method is given here: counterfactual ablation, MIB's metric, batches of 2.
+    fn discovery<'a>(model: &'a Transformer<AD>, graph: &'a Graph, pairs: &'a [PreparedPair]) -> Discovery<'a, AD> {
+        let ablation = &Ablation::Counterfactual;
+        Discovery { model, graph, pairs, ablation, metric: Metric::LogitDifference, batch_size: 2, edges_per_pass: 16, fractions: &[] }
+    }
+
     fn eap(model: &Transformer<AD>) -> Result<EdgeScores, GradientError> {
         let c = &model.config;
         let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
         let pairs = pairs();
-        let discovery = Discovery {
-            model,
-            graph: &graph,
-            pairs: &pairs,
-            ablation: &Ablation::Counterfactual,
-            metric: Metric::LogitDifference,
-            batch_size: 2,
-            edges_per_pass: 16,
-            fractions: &[],
-        };
-        gradient_scores(&discovery, GradientMethod::Eap(GradientRules::IDENTITY), &mut |_| {})
+        gradient_scores(&discovery(model, &graph, &pairs), GradientMethod::Eap(GradientRules::IDENTITY), &mut |_| {})
     }
 
     fn exact(model: &Transformer<CpuBackend>) -> Result<EdgeScores, ExactError> {
@@ -313,16 +309,7 @@ mod tests {
         let c = &model.config;
         let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
         let pairs = pairs();
-        let discovery = Discovery {
-            model: &model,
-            graph: &graph,
-            pairs: &pairs,
-            ablation: &Ablation::Counterfactual,
-            metric: Metric::LogitDifference,
-            batch_size: 2,
-            edges_per_pass: 16,
-            fractions: &[],
-        };
+        let discovery = discovery(&model, &graph, &pairs);
         for name in crate::METHOD_NAMES {
             let method = crate::Method::parse(name, 2, 0).unwrap();
             let result = crate::run_method(&method, &discovery, &mut |_| {});

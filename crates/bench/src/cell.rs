@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use attribution::{Discovery, Method, MethodError, MethodOutput, ScoresError, fit_ablation, run_method};
+use attribution::{Discovery, Method, MethodError, MethodOutput, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use evaluator::{Candidates, Curves, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
@@ -125,9 +125,6 @@ pub enum CellError {
     /// The method failed.
     #[error(transparent)]
     Method(#[from] MethodError),
-    /// The method's scores are unusable.
-    #[error(transparent)]
-    Scores(#[from] ScoresError),
     /// The ablation could not be fitted.
     #[error(transparent)]
     Ablation(#[from] AblationError),
@@ -229,10 +226,8 @@ pub fn run_cell<B: AutodiffBackend>(
     })
     .map_err(|e| fail(e.into()))?;
     let candidates = match &output {
-        MethodOutput::Scores(scores) => {
-            scores.validate().map_err(|e| fail(e.into()))?;
-            Candidates::Scores(&scores.values)
-        }
+        // run_method has checked every score is finite.
+        MethodOutput::Scores(scores) => Candidates::Scores(&scores.values),
         MethodOutput::Circuits(circuits) => Candidates::Circuits(&circuits.circuits),
     };
     let discovery_seconds = start.elapsed().as_secs_f64();
