@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use attribution::{Discovery, Method, MethodOutput, fit_ablation, run_method};
+use bench::cell::Phase;
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
@@ -93,14 +94,12 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
         batch_size: args.batch,
         edges_per_pass: attribution::exact::EDGES_PER_PASS,
         fractions: &evaluator::MIB_FRACTIONS,
+        positions: patching::Positions::Suffix,
     };
-    let bar = crate::progress::bar(0, &args.method, "batches");
-    let output = run_method(&method, &discovery, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.done as u64);
-    })
-    .with_context(|| format!("{} on model `{}`, {} {} (pairs counted among those kept)", args.method, args.model, args.task.name(), args.split.name()))?;
-    bar.finish_and_clear();
+    let mut batches = crate::progress::Batches::new(&args.method);
+    let output = run_method(&method, &discovery, &mut |p| batches.batch(Phase::Discovery, p.done, p.total))
+        .with_context(|| format!("{} on model `{}`, {} {} (pairs counted among those kept)", args.method, args.model, args.task.name(), args.split.name()))?;
+    batches.finish();
     let passes = output.passes();
     let written = match &output {
         MethodOutput::Scores(scores) => {

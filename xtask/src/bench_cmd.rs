@@ -3,13 +3,14 @@
 //! run with a baseline run and fails when a number moved.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use bench::{Config, Event, SweepPaths};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
-use crate::progress::{self, line};
+use crate::progress::{self, SweepLog, line};
 
 /// Options of `bench`.
 #[derive(clap::Args)]
@@ -39,23 +40,34 @@ pub fn run<B: Backend>(device: &B::Device, args: &BenchArgs) -> Result<()> {
     let backend = format!("{:?}", args.device).to_lowercase();
     let cells = progress::bar(config.cells.len() as u64, &config.name, "cells");
     let mut batches = progress::bar(0, "  batches", "batches");
+    // Off a terminal the bars draw nothing: paced batch lines and the run's estimate instead.
+    let started = Instant::now();
+    let mut log = (!progress::terminal()).then(SweepLog::default);
     let dir = bench::run_sweep::<Autodiff<B>>(&config, &paths, &backend, device, &mut |event| match event {
-        Event::Cell { index, total, key, skipped } => {
+        Event::Cell { index, total, key, skipped, to_compute } => {
             cells.set_position(index as u64);
             if skipped {
                 line(&cells, format!("[{}/{total}] {key}: stored result reused", index + 1));
             } else {
                 line(&cells, format!("[{}/{total}] {key}", index + 1));
                 batches = progress::bar(0, "  batches", "batches");
+                if let Some(log) = &mut log {
+                    log.cell(started.elapsed(), &key, to_compute);
+                }
             }
         }
         Event::Batch(p) => {
             batches.set_length(p.total as u64);
             batches.set_position(p.done as u64);
+            if let Some(text) = log.as_mut().and_then(|log| log.batch(started.elapsed(), p)) {
+                eprintln!("{text}");
+            }
         }
-        Event::Finished { key, cpr, cmd, seconds, short } => {
+        Event::Finished { key, cpr, cmd, cpr_interval, cmd_interval, seconds, short } => {
             batches.finish_and_clear();
-            line(&cells, format!("    {key}: CPR {cpr:.3}, CMD {cmd:.3} ({seconds:.1} s)"));
+            let run = log.as_mut().and_then(|log| log.finished(started.elapsed())).map(|run| format!("; run {run}")).unwrap_or_default();
+            let (cpr_interval, cmd_interval) = (crate::eval::interval_text(cpr_interval), crate::eval::interval_text(cmd_interval));
+            line(&cells, format!("    {key}: CPR {cpr:.3}{cpr_interval}, CMD {cmd:.3}{cmd_interval} ({seconds:.1} s){run}"));
             for split in short {
                 line(&cells, format!("    {key}: {split}"));
             }
@@ -87,7 +99,13 @@ pub fn regress(args: &RegressArgs) -> Result<()> {
     let comparison = bench::regress::compare(&args.baseline, &run, args.tolerance)?;
     println!("{}", bench::regress::render(&comparison, args.tolerance));
     if !comparison.moved.is_empty() {
-        bail!("{} of {} numbers moved beyond the tolerance {}", comparison.moved.len(), comparison.compared, args.tolerance);
+        bail!(
+            "{} of {} numbers moved beyond the tolerance {} ({} outside the baseline's 95% interval)",
+            comparison.moved.len(),
+            comparison.compared,
+            args.tolerance,
+            comparison.outside_interval()
+        );
     }
     Ok(())
 }

@@ -13,6 +13,11 @@
 //! included, model loading excluded): EAP, EAP-IG-inputs, GIM, and the evaluation of ten circuits
 //! (MIB's ten budgets, chosen by circuitbench's EAP scores, signed) plus m(N) and m(∅). All pairs
 //! form one batch of prompts of equal length, so no system pads.
+//!
+//! circuitbench runs every stage twice: with suffix-only passes (the default: each pair from its
+//! first differing token on, the `circuitbench` column every ratio is taken against) and with
+//! full passes (`circuitbench-full`, every position, as the peers compute; its ratio is what the
+//! suffix passes save, and its agreement column that they change no number).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +30,7 @@ use burn::tensor::backend::Backend;
 use evaluator::circuit::{MIB_FRACTIONS, edge_budget};
 use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
 use graph::{EdgeMatrix, Graph};
-use patching::{AblationKind, Metric};
+use patching::{AblationKind, Metric, Positions};
 use serde_json::{Value, json};
 use tasks::PreparedPair;
 use transformer::{LocalModel, ModelConfig, ModelSpec, Transformer};
@@ -118,32 +123,42 @@ fn peak_matmul_gflops<B: Backend>(device: &B::Device) -> f64 {
 }
 
 /// Least FLOPs of attributing one batch: `fwd` forward and `bwd` backward passes (a backward costs
-/// two forwards) plus one Δ·∇ contraction over every edge (gradients of several passes add up
-/// before it, since Δ is the same).
-fn attribution_flops(cfg: &ModelConfig, graph: &Graph, pairs: usize, len: usize, fwd: usize, bwd: usize) -> f64 {
-    let tokens = pairs * len;
+/// two forwards) over `computed` positions of prompts of `len` tokens, plus one Δ·∇ contraction
+/// over every edge (gradients of several passes add up before it, since Δ is the same).
+#[allow(clippy::too_many_arguments)]
+fn attribution_flops(cfg: &ModelConfig, graph: &Graph, pairs: usize, computed: usize, len: usize, fwd: usize, bwd: usize) -> f64 {
+    let tokens = pairs * computed;
     let forward = cfg.forward_flops(tokens, len, pairs);
     let contraction = 2.0 * graph.n_edges() as f64 * (tokens * cfg.d_model) as f64;
     (fwd + 2 * bwd) as f64 * forward + contraction
 }
 
-/// Runs the four stages in circuitbench; returns the results and the circuits evaluated.
+/// Runs the four stages in circuitbench, its passes computing `positions`; returns the results
+/// and the circuits evaluated.
 fn run_circuitbench<B: Backend>(
     device: &B::Device,
     model: &Transformer<Autodiff<B>>,
     graph: &Graph,
     pairs: &[PreparedPair],
     ig_steps: usize,
+    positions: Positions,
 ) -> Result<(SystemResult, Vec<EdgeMatrix<bool>>)> {
     use attribution::{Discovery, Method, fit_ablation, run_method};
     let cfg = &model.config;
     let graph = *graph;
     let inner = model.valid();
     let len = pairs[0].clean.len();
+    // Positions a pass skips: the pairs are of one length, so a pass is as long as the longest
+    // suffix, from the earliest first difference.
+    let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
+    let counterfactual: Vec<Vec<u32>> = pairs.iter().map(|p| p.counterfactual.clone()).collect();
+    let skipped = match positions {
+        Positions::Full => 0,
+        Positions::Suffix | Positions::BatchSuffix => patching::shared_prefix(&clean, &counterfactual),
+    };
     // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's
     // cost. Like theirs (their only forward is the instrumented one), it takes the path the stages
     // take, with every head's output formed and recorded, not the plain model's fused one.
-    let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
     let _ = patching::record_nodes(&inner, &transformer::Batch::new(&clean, cfg, device)?).1.into_data();
     let mut stages = Vec::new();
     let mut eap_scores = None;
@@ -160,10 +175,11 @@ fn run_circuitbench<B: Backend>(
             batch_size: pairs.len(),
             edges_per_pass: attribution::exact::EDGES_PER_PASS,
             fractions: &MIB_FRACTIONS,
+            positions,
         };
         let scores = crate::scores_of(name, run_method(&method, &discovery, &mut |_| {})?)?;
         let seconds = start.elapsed().as_secs_f64();
-        let flops = attribution_flops(cfg, &graph, pairs.len(), len, scores.passes.forward, scores.passes.backward);
+        let flops = attribution_flops(cfg, &graph, pairs.len(), len - skipped, len, scores.passes.forward, scores.passes.backward);
         if name == "eap" {
             eap_scores = Some(scores.values.clone());
         }
@@ -174,13 +190,17 @@ fn run_circuitbench<B: Backend>(
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let start = Instant::now();
     let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
-    let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1, metric: Metric::LogitDifference };
+    let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1, metric: Metric::LogitDifference, positions };
     let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, options, &mut |_, _| {})?;
     let seconds = start.elapsed().as_secs_f64();
     let means: Vec<f64> = [result.m_full, result.m_empty].into_iter().chain(result.m_circuits).collect();
     stages.push(("evaluation".into(), StageResult { seconds, scores: None, m: Some(means), flops: None }));
-    let description = format!("circuitbench {} (burn {}, {})", env!("CARGO_PKG_VERSION"), "0.21.0", std::any::type_name::<B>());
-    Ok((SystemResult { name: "circuitbench".into(), description, stages }, circuits))
+    let (name, passes) = match positions {
+        Positions::Suffix => ("circuitbench".to_string(), format!("suffix-only passes from position {skipped} of {len}")),
+        other => (format!("circuitbench-{}", other.name()), format!("{} passes", other.name())),
+    };
+    let description = format!("circuitbench {} (burn {}, {}), {passes}", env!("CARGO_PKG_VERSION"), "0.21.0", std::any::type_name::<B>());
+    Ok((SystemResult { name, description, stages }, circuits))
 }
 
 /// The peers' virtual environment, created and filled from `xtask/peers/requirements.txt` when
@@ -319,14 +339,17 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
     let peak = peak_matmul_gflops::<B>(device);
     println!("{}: {} IOI pairs of {len} tokens, one batch; plain f32 matmul peak {peak:.1} GFLOP/s", args.model, pairs.len());
 
-    let (ours, circuits) = run_circuitbench::<B>(device, &loaded.model, &graph, &pairs, args.ig_steps)?;
+    let (ours, circuits) = run_circuitbench::<B>(device, &loaded.model, &graph, &pairs, args.ig_steps, Positions::Suffix)?;
+    // The same work with every position computed, as the peers do: the saving of suffix passes,
+    // and a check that it changes no number (its agreement column).
+    let (full, _) = run_circuitbench::<B>(device, &loaded.model, &graph, &pairs, args.ig_steps, Positions::Full)?;
     drop(loaded);
     let job = out_dir.join("job.json");
     let job_text = serde_json::to_string(&job_json(&gguf, &graph, &pairs, args.ig_steps, &circuits))?;
     transformer::checkpoint::write_atomic(&job, job_text.as_bytes())?;
 
     let peers: Vec<&str> = args.peers.iter().map(String::as_str).filter(|p| *p != "none").collect();
-    let mut systems = vec![ours];
+    let mut systems = vec![ours, full];
     if !peers.is_empty() {
         let python = peer_python()?;
         for peer in peers {

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use attribution::{EdgeScores, fit_ablation};
+use bench::cell::Phase;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use evaluator::{Candidates, CurveKind, Curves, EvalOptions, EvalPlan, MIB_FRACTIONS, evaluate_candidates};
+use evaluator::{Bootstrap, Candidates, CurveKind, Curves, EvalOptions, EvalPlan, Interval, MIB_FRACTIONS, evaluate_candidates};
 use graph::{Circuit, EdgeMatrix, Graph, GraphShape};
 use patching::{AblationKind, Metric};
 use tasks::{PrepareOptions, Split, TaskKind};
@@ -57,6 +58,13 @@ pub struct EvalArgs {
     /// Pairs per batch.
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Bootstrap resamples of the evaluation pairs behind the 95% intervals of CPR, CMD and every
+    /// point (0: no intervals).
+    #[arg(long, default_value_t = evaluator::DEFAULT_RESAMPLES)]
+    interval_resamples: usize,
+    /// Seed of the intervals' resampling.
+    #[arg(long, default_value_t = 0)]
+    interval_seed: u64,
     /// Circuits run side by side in one patched pass.
     #[arg(long, default_value_t = 1)]
     masks_per_pass: usize,
@@ -86,6 +94,7 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     let fractions = if args.fractions.is_empty() { MIB_FRACTIONS.to_vec() } else { args.fractions.clone() };
     ensure!(fractions.iter().all(|&f| f > 0.0 && f <= 1.0), "--fractions: every budget must be in (0, 1]");
     ensure!(fractions.windows(2).all(|w| w[0] < w[1]), "--fractions: budgets must increase");
+    ensure!(args.interval_resamples <= evaluator::MAX_RESAMPLES, "--interval-resamples: {} is more than {}", args.interval_resamples, evaluator::MAX_RESAMPLES);
 
     let dir = args.dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir);
     let prepare = |split: Split, n: usize| -> Result<Vec<tasks::PreparedPair>> {
@@ -107,13 +116,17 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
         AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
     };
     let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch)?;
-    let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass, metric: args.metric };
-    let plan = EvalPlan { fractions: &fractions, options };
+    let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass, metric: args.metric, ..EvalOptions::default() };
+    let plan = EvalPlan { fractions: &fractions, options, bootstrap: Bootstrap { resamples: args.interval_resamples, seed: args.interval_seed } };
     let prep_time = started.elapsed();
     // An error's pair index counts the pairs kept of the split, in file order.
     let evaluate = |candidates: Candidates<'_>, plan: EvalPlan<'_>| {
-        evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |_, _| {})
-            .with_context(|| format!("evaluating model `{}` on {} {} (pairs counted among those kept)", args.model, args.task.name(), args.split.name()))
+        let mut batches = crate::progress::Batches::new("eval");
+        let evaluation =
+            evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |done, total| batches.batch(Phase::Evaluation, done, total))
+                .with_context(|| format!("evaluating model `{}` on {} {} (pairs counted among those kept)", args.model, args.task.name(), args.split.name()));
+        batches.finish();
+        evaluation
     };
 
     let (result, own) = match &args.circuit {
@@ -146,7 +159,13 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     };
     print_evaluation(args, pairs.len(), &result.curves);
     if let Some((edges, own)) = own {
-        println!("the file's own circuit ({edges} edges, {} after pruning): f {:.4}", own.curves.curve[0].pruned_edges, own.curves.curve[0].faithfulness);
+        let point = &own.curves.curve[0];
+        println!(
+            "the file's own circuit ({edges} edges, {} after pruning): f {:.4}{}",
+            point.pruned_edges,
+            point.faithfulness,
+            interval_text(point.faithfulness_interval)
+        );
     }
     println!(
         "time: {:.1} s loading and preparing, {:.1} s plain forward, {:.1} s patched forward; {} passes",
@@ -158,24 +177,57 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// ` [low, high]` to three decimals after a number, or nothing where it has no interval.
+pub fn interval_text(interval: Option<Interval>) -> String {
+    interval.map(|i| format!(" {i:.3}")).unwrap_or_default()
+}
+
+/// A point's interval as a column of the curve table (`–` where it has none).
+fn interval_column(p: &evaluator::CurvePoint) -> String {
+    p.faithfulness_interval.map_or("–".into(), |i| format!("{i:.3}"))
+}
+
 /// The curves side by side, one row per budget, then the summaries.
 fn print_evaluation(args: &EvalArgs, pairs: usize, result: &Curves) {
     println!("ablation {}  metric {}  pairs {}  m(N) {:.4}  m(∅) {:.4}", args.ablation, args.metric, pairs, result.m_full, result.m_empty);
     let curve = |kind: CurveKind| -> Vec<&evaluator::CurvePoint> { result.curve.iter().filter(|p| p.kind == kind).collect() };
     let (signed, absolute, given) = (curve(CurveKind::Signed), curve(CurveKind::Absolute), curve(CurveKind::Given));
     if given.is_empty() {
-        println!("{:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8}", "fraction", "edges", "pruned", "f signed", "edges", "pruned", "f abs");
+        println!(
+            "{:>8} | {:>8} {:>8} {:>8} {:>16} | {:>8} {:>8} {:>8} {:>16}",
+            "fraction", "edges", "pruned", "f signed", "95%", "edges", "pruned", "f abs", "95%"
+        );
         for (s, a) in signed.iter().zip(&absolute) {
             println!(
-                "{:>8} | {:>8} {:>8} {:>8.4} | {:>8} {:>8} {:>8.4}",
-                s.fraction, s.nominal_edges, s.pruned_edges, s.faithfulness, a.nominal_edges, a.pruned_edges, a.faithfulness
+                "{:>8} | {:>8} {:>8} {:>8.4} {:>16} | {:>8} {:>8} {:>8.4} {:>16}",
+                s.fraction,
+                s.nominal_edges,
+                s.pruned_edges,
+                s.faithfulness,
+                interval_column(s),
+                a.nominal_edges,
+                a.pruned_edges,
+                a.faithfulness,
+                interval_column(a)
             );
         }
     } else {
-        println!("{:>8} | {:>8} {:>8} {:>8}", "fraction", "edges", "pruned", "f");
+        println!("{:>8} | {:>8} {:>8} {:>8} {:>16}", "fraction", "edges", "pruned", "f", "95%");
         for p in &given {
-            println!("{:>8} | {:>8} {:>8} {:>8.4}", p.fraction, p.nominal_edges, p.pruned_edges, p.faithfulness);
+            println!("{:>8} | {:>8} {:>8} {:>8.4} {:>16}", p.fraction, p.nominal_edges, p.pruned_edges, p.faithfulness, interval_column(p));
         }
     }
-    println!("CPR {:.4}  CMD {:.4}  mean f (signed) {:.4}  mean f (abs) {:.4}", result.cpr, result.cmd, result.mean_f_signed, result.mean_f_absolute);
+    println!(
+        "CPR {:.4}{}  CMD {:.4}{}  mean f (signed) {:.4}  mean f (abs) {:.4}",
+        result.cpr,
+        interval_text(result.cpr_interval),
+        result.cmd,
+        interval_text(result.cmd_interval),
+        result.mean_f_signed,
+        result.mean_f_absolute
+    );
+    if let Some(r) = result.resampling {
+        let undefined = if r.undefined > 0 { format!(", {} undefined (m(N) ≈ m(∅)) left out", r.undefined) } else { String::new() };
+        println!("95% intervals: bootstrap over the {pairs} evaluation pairs, {} resamples, seed {}{undefined}", r.resamples, r.seed);
+    }
 }

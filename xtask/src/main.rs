@@ -11,7 +11,7 @@ mod train;
 
 use bench_cmd::run as bench_run;
 use compare::compare as perf_compare;
-use perf::{forward as perf_forward, methods as perf_methods};
+use perf::{forward as perf_forward, methods as perf_methods, prefix as perf_prefix};
 use train::run as train_run;
 
 use std::path::PathBuf;
@@ -102,6 +102,9 @@ enum PerfBench {
     /// EAP, EAP-IG-inputs, GIM and a ten-budget evaluation in circuitbench and in two PyTorch peers
     /// (TransformerLens as MIB runs it, lean transformers), timed side by side, scores checked equal.
     Compare(compare::CompareArgs),
+    /// EAP and an evaluation with full passes and with suffix-only passes (padded per batch, or
+    /// grouped by first difference), and where the pairs first differ.
+    Prefix(perf::PrefixArgs),
 }
 
 /// The workspace root, where tasks/, configs/ and results/ live (found at run time: see
@@ -158,6 +161,7 @@ fn main() -> Result<()> {
         Command::Train(args) => on_device!(args.device, train_run(&args))?,
         Command::Perf { bench: PerfBench::Methods(args) } => on_device!(args.device, perf_methods(&args))?,
         Command::Perf { bench: PerfBench::Compare(args) } => on_device!(args.device, perf_compare(&args))?,
+        Command::Perf { bench: PerfBench::Prefix(args) } => on_device!(args.device, perf_prefix(&args))?,
     }
     Ok(())
 }

@@ -184,6 +184,7 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
             batch_size: args.batch,
             edges_per_pass: attribution::exact::EDGES_PER_PASS,
             fractions: &evaluator::MIB_FRACTIONS,
+            positions: patching::Positions::Suffix,
         };
         crate::scores_of(name, run_method(method, &discovery, &mut |_| {})?)
     };
@@ -213,6 +214,139 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
             peak,
             spearman(&at(&scores), &reference)
         );
+    }
+    Ok(())
+}
+
+/// Options of the suffix-pass benchmark.
+#[derive(clap::Args)]
+pub struct PrefixArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    #[arg(long, default_value = "ioi")]
+    task: tasks::TaskKind,
+    /// Pairs from the train split.
+    #[arg(long, default_value_t = 64)]
+    examples: usize,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Timed repetitions per row (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, value_enum, default_value_t = crate::Device::Cpu)]
+    pub device: crate::Device,
+}
+
+/// Positions the passes over `pairs` compute, in batches of `batch`, under `positions` (rows ×
+/// the batch's longest computed row).
+fn computed_positions(pairs: &[tasks::PreparedPair], batch: usize, positions: patching::Positions) -> usize {
+    pairs
+        .chunks(batch.max(1))
+        .map(|chunk| {
+            let tasks::PairBatch { clean, counterfactual, .. } = tasks::PairBatch::of(chunk);
+            let starts = match positions {
+                patching::Positions::Suffix => patching::first_differences(&clean, &counterfactual),
+                patching::Positions::BatchSuffix => vec![patching::shared_prefix(&clean, &counterfactual); clean.len()],
+                patching::Positions::Full => vec![0; clean.len()],
+            };
+            chunk.len() * clean.iter().zip(&starts).map(|(c, s)| c.len() - s).max().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Times EAP and an evaluation (EAP's top-n circuits at MIB's budgets, signed) on the same pairs
+/// with full passes and with suffix passes laid out three ways: each batch padded to its earliest
+/// first difference (pairs in their order, or grouped by first difference: sorted before
+/// batching), or each pair from its own first difference (the default); prints where the pairs
+/// first differ and the share of positions each computes.
+pub fn prefix<B: Backend>(device: &B::Device, args: &PrefixArgs) -> Result<()> {
+    use attribution::{Discovery, Method, run_method};
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+    use patching::{Ablation, Positions};
+
+    let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
+    let cfg = loaded.model.config.clone();
+    let graph = graph::Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let examples = crate::tasks_cmd::first_examples(&crate::tasks_cmd::default_dir(), args.task, tasks::Split::Train, args.examples)?;
+    let pairs = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
+    anyhow::ensure!(!pairs.is_empty(), "no pairs of {} prepared for {}", args.task, args.model);
+    let first_difference = |p: &tasks::PreparedPair| patching::shared_prefix(std::slice::from_ref(&p.clean), std::slice::from_ref(&p.counterfactual));
+    let mut grouped = pairs.clone();
+    grouped.sort_by_key(first_difference);
+    let mut by_suffix = pairs.clone();
+    by_suffix.sort_by_key(|p| p.clean.len() - first_difference(p));
+    let mut firsts: Vec<usize> = pairs.iter().map(first_difference).collect();
+    firsts.sort_unstable();
+    let lengths: Vec<usize> = pairs.iter().map(|p| p.clean.len()).collect();
+    println!(
+        "{} on {}: {} pairs of {}..{} tokens, batches of {}; first difference at {}..{} (median {})",
+        args.model,
+        args.task,
+        pairs.len(),
+        lengths.iter().min().unwrap_or(&0),
+        lengths.iter().max().unwrap_or(&0),
+        args.batch,
+        firsts[0],
+        firsts[firsts.len() - 1],
+        firsts[firsts.len() / 2]
+    );
+    let inner = loaded.model.valid();
+    let ablation = Ablation::Counterfactual;
+    let eap = Method::parse("eap", 1, 0)?;
+    let run_eap = |pairs: &[tasks::PreparedPair], positions: Positions| -> Result<attribution::EdgeScores> {
+        let discovery = Discovery {
+            model: &loaded.model,
+            graph: &graph,
+            pairs,
+            ablation: &ablation,
+            metric: eap.default_metric(),
+            batch_size: args.batch,
+            edges_per_pass: attribution::exact::EDGES_PER_PASS,
+            fractions: &evaluator::MIB_FRACTIONS,
+            positions,
+        };
+        crate::scores_of("eap", run_method(&eap, &discovery, &mut |_| {})?)
+    };
+    let scores = run_eap(&pairs, Positions::Full)?.values;
+    let circuits: Vec<graph::EdgeMatrix<bool>> = evaluator::MIB_FRACTIONS
+        .iter()
+        .map(|&f| evaluator::top_n(&graph, &scores, evaluator::circuit::edge_budget(&graph, f), evaluator::Selection::Signed).edges)
+        .collect();
+    let refs: Vec<&graph::EdgeMatrix<bool>> = circuits.iter().collect();
+    let evaluate = |pairs: &[tasks::PreparedPair], positions: Positions| -> Result<()> {
+        let options = evaluator::EvalOptions { batch_size: args.batch, positions, ..evaluator::EvalOptions::default() };
+        evaluator::evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, options, &mut |_, _| {})?;
+        Ok(())
+    };
+    let full_positions = computed_positions(&pairs, args.batch, Positions::Full);
+    println!("{:<36} {:>10} {:>8} {:>14} {:>8}", "passes", "positions", "EAP s", "evaluation s", "speed-up");
+    let mut baseline = None;
+    for (label, order, positions) in [
+        ("full", &pairs, Positions::Full),
+        ("batch-suffix (padded to the batch's)", &pairs, Positions::BatchSuffix),
+        ("batch-suffix, grouped by start", &grouped, Positions::BatchSuffix),
+        ("suffix (each pair's own start)", &pairs, Positions::Suffix),
+        ("suffix, grouped by suffix length", &by_suffix, Positions::Suffix),
+    ] {
+        let mut failed = None;
+        let eap_time = median_time(args.reps, || {
+            if let Err(e) = run_eap(order, positions) {
+                failed = Some(e);
+            }
+        });
+        let eval_time = median_time(args.reps, || {
+            if let Err(e) = evaluate(order, positions) {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let total = (eap_time + eval_time).as_secs_f64();
+        let speedup = baseline.get_or_insert(total).to_owned() / total;
+        let share = 100.0 * computed_positions(order, args.batch, positions) as f64 / full_positions as f64;
+        println!("{label:<36} {share:>9.0}% {:>8.2} {:>14.2} {speedup:>7.2}x", eap_time.as_secs_f64(), eval_time.as_secs_f64());
     }
     Ok(())
 }

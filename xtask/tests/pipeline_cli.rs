@@ -43,12 +43,22 @@ fn attribute_and_eval_reproduce_a_bench_cell_under_mean_ablation() {
     );
     let summary = printed.lines().find(|l| l.starts_with("CPR ")).unwrap_or_else(|| panic!("no CPR line in:\n{printed}"));
     let words: Vec<&str> = summary.split_whitespace().collect();
-    let (cpr, cmd): (f64, f64) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+    // `CPR 0.7434 [0.701, 0.782]`: the number and its interval's ends.
+    let after = |key: &str| -> [f64; 3] {
+        let i = words.iter().position(|w| *w == key).unwrap_or_else(|| panic!("no {key} in {summary}"));
+        [1, 2, 3].map(|k| words[i + k].trim_matches(|c| c == '[' || c == ']' || c == ',').parse().unwrap_or_else(|e| panic!("{summary}: {e}")))
+    };
+    let (cpr, cmd) = (after("CPR"), after("CMD"));
     assert!(
-        (cpr - cell.curves.cpr).abs() < 1e-4 && (cmd - cell.curves.cmd).abs() < 1e-4,
+        (cpr[0] - cell.curves.cpr).abs() < 1e-4 && (cmd[0] - cell.curves.cmd).abs() < 1e-4,
         "eval: {summary}; bench: CPR {} CMD {}",
         cell.curves.cpr,
         cell.curves.cmd
     );
+    // Both draw the config's default resamples with seed 0 over the same pairs: the same intervals
+    // (printed to three decimals).
+    for (printed, bench) in [(cpr, cell.curves.cpr_interval.unwrap()), (cmd, cell.curves.cmd_interval.unwrap())] {
+        assert!((printed[1] - bench.low).abs() < 1.5e-3 && (printed[2] - bench.high).abs() < 1.5e-3, "eval: {summary}; bench: {bench:?}");
+    }
     let _ = std::fs::remove_file(scores);
 }

@@ -4,9 +4,9 @@
 
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, Metric, NonFiniteMetric, patched_logits};
+use patching::{Ablation, AblationError, Metric, NonFiniteMetric, PairBatches, Positions, patched_logits};
 use tasks::{PairBatch, PreparedPair};
-use transformer::{Batch, BatchError, Readout, Transformer};
+use transformer::{BatchError, Readout, Transformer};
 
 use crate::method::Progress;
 use crate::scores::{EdgeScores, PassCount};
@@ -18,6 +18,8 @@ pub struct ExactOptions {
     pub batch_size: usize,
     /// Edges ablated side by side in one pass (rows = edges × pairs).
     pub edges_per_pass: usize,
+    /// Which positions each pass computes (see [`patching::prefix`]).
+    pub positions: Positions,
 }
 
 /// Edges ablated side by side in one pass unless a caller says otherwise.
@@ -25,7 +27,7 @@ pub const EDGES_PER_PASS: usize = 16;
 
 impl Default for ExactOptions {
     fn default() -> Self {
-        Self { batch_size: 8, edges_per_pass: EDGES_PER_PASS }
+        Self { batch_size: 8, edges_per_pass: EDGES_PER_PASS, positions: Positions::Suffix }
     }
 }
 
@@ -90,7 +92,6 @@ pub fn exact_scores<B: Backend>(
     if let Some(&(fwd, bwd)) = edges.iter().find(|&&(f, b)| !graph.is_edge(f, b)) {
         return Err(ExactError::NotAnEdge { fwd, bwd });
     }
-    let device = model.token_embedding.device();
     let keep_all = graph.real_edge_mask();
     let mut totals = vec![0.0f64; edges.len()];
     let mut passes = PassCount::default();
@@ -99,13 +100,13 @@ pub fn exact_scores<B: Backend>(
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
-        let clean_batch = Batch::new(&clean, &model.config, &device)?;
-        let full = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
+        let batches = PairBatches::new(model, &clean, &counterfactual, ablation, options.positions)?;
+        let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
         let first_pair = done * batch_size;
         let non_finite = |run: String, e: NonFiniteMetric| ExactError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
         let clean_values = metric.finite_values(full.clone(), &answers, 1, &full).map_err(|e| non_finite("the clean run".into(), e))?;
         let clean_loss: Vec<f64> = clean_values.iter().map(|&v| metric.loss_of(v as f64)).collect();
-        let ablated = ablation.ablated_nodes(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        let ablated = ablation.ablated_nodes(model, &batches.counterfactual)?;
         passes.forward += 1 + ablation.forward_passes();
 
         for (group_index, group) in edges.chunks(options.edges_per_pass.max(1)).enumerate() {
@@ -118,7 +119,7 @@ pub fn exact_scores<B: Backend>(
                 })
                 .collect();
             let mask_refs: Vec<&EdgeMatrix<bool>> = masks.iter().collect();
-            let logits = patched_logits(model, graph, &clean, ablated.clone(), &mask_refs)?;
+            let logits = patched_logits(model, graph, &batches.clean, ablated.clone(), &mask_refs);
             let patched = metric.finite_values(logits, &answers, masks.len(), &full).map_err(|e| {
                 let (f, b) = group[e.row / answers.len()];
                 non_finite(format!("the run ablating edge {}", graph.edge_name(f, b).unwrap_or_else(|_| format!("({f}, {b})"))), e)
@@ -135,5 +136,5 @@ pub fn exact_scores<B: Backend>(
     for (&edge, total) in edges.iter().zip(totals) {
         values[edge] = (total / pairs.len() as f64) as f32;
     }
-    Ok(EdgeScores { values, passes })
+    Ok(EdgeScores { values, passes, preferred: None })
 }

@@ -16,7 +16,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, DestinationGradients, MaskGradientHooks, Metric};
+use patching::{Ablation, AblationError, DestinationGradients, MaskGradientHooks, Metric, PairBatches};
 use tasks::PairBatch;
 use transformer::{Batch, BatchError, GradientRules, Readout, Transformer};
 
@@ -144,7 +144,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
     method: GradientMethod,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<EdgeScores, GradientError> {
-    let Discovery { model, graph, pairs, ablation, metric, batch_size, .. } = *discovery;
+    let Discovery { model, graph, pairs, ablation, metric, batch_size, positions, .. } = *discovery;
     if pairs.is_empty() {
         return Err(GradientError::NoPairs);
     }
@@ -156,7 +156,6 @@ pub fn gradient_scores<B: AutodiffBackend>(
     }
     let model = model.clone().no_grad();
     let inner = model.valid();
-    let device = model.token_embedding.device();
     let plain = GradientRules::IDENTITY;
     let mut scores = EdgeMatrix::filled(*graph, 0.0f64);
     let mut passes = PassCount::default();
@@ -165,8 +164,10 @@ pub fn gradient_scores<B: AutodiffBackend>(
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
         let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
-        let clean_batch = Batch::<B>::new(&clean, &model.config, &device)?;
-        let ablated = ablation.ablated_nodes(&inner, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        // Under counterfactual ablation every pass below computes only the positions from the
+        // first differing token on (patching::prefix); δ is zero before it.
+        let batches = PairBatches::new(&inner, &clean, &counterfactual, ablation, positions)?;
+        let ablated = ablation.ablated_nodes(&inner, &batches.counterfactual)?;
         passes.forward += ablation.forward_passes();
         // EAP and GIM take gradients on the clean run and measure Δ = ablated − clean against that
         // run's own outputs; every other run measures it against a plain clean pass (whose logits
@@ -175,10 +176,11 @@ pub fn gradient_scores<B: AutodiffBackend>(
             GradientMethod::Eap(_) => (None, None),
             _ => {
                 passes.forward += 1;
-                let (logits, nodes) = patching::record_nodes(&inner, &Batch::new(&clean, &model.config, &device)?);
+                let (logits, nodes) = patching::record_nodes(&inner, &batches.clean);
                 (Some(logits), Some(nodes))
             }
         };
+        let PairBatches { clean: clean_batch, counterfactual: counterfactual_batch } = batches.into_autodiff::<B>();
         let fixed = |keep: &[f32]| {
             let reference = reference.clone().expect("recorded for every method but EAP");
             MaskGradientHooks::new(*graph, ablated.clone()).with_fixed_reference(reference, keep)
@@ -205,7 +207,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
             GradientMethod::CleanCorrupted => {
                 let untouched = vec![1.0; graph.n_fwd()];
                 run(&clean_batch, &plain, fixed(&untouched), 0.5);
-                run(&Batch::new(&counterfactual, &model.config, &device)?, &plain, fixed(&untouched), 0.5);
+                run(&counterfactual_batch, &plain, fixed(&untouched), 0.5);
                 summed.expect("two passes ran").keep_gradient()
             }
             GradientMethod::IgInputs { steps } | GradientMethod::IgActivations { steps } => {
@@ -232,7 +234,7 @@ pub fn gradient_scores<B: AutodiffBackend>(
         progress(Progress { done: done + 1, total });
     }
     let n = pairs.len() as f64;
-    Ok(EdgeScores { values: scores.map(|&s| (s / n) as f32), passes })
+    Ok(EdgeScores { values: scores.map(|&s| (s / n) as f32), passes, preferred: None })
 }
 
 #[cfg(test)]
@@ -242,6 +244,7 @@ mod tests {
     use burn::tensor::TensorData;
     use burn::tensor::backend::Backend;
     use graph::GraphShape;
+    use patching::Positions;
     use tasks::PreparedPair;
     use transformer::{CpuBackend, LocalModel};
 
@@ -271,7 +274,7 @@ mod tests {
     /// What a method is given here: counterfactual ablation, MIB's metric, batches of 2.
     fn discovery<'a>(model: &'a Transformer<AD>, graph: &'a Graph, pairs: &'a [PreparedPair]) -> Discovery<'a, AD> {
         let ablation = &Ablation::Counterfactual;
-        Discovery { model, graph, pairs, ablation, metric: Metric::LogitDifference, batch_size: 2, edges_per_pass: 16, fractions: &[] }
+        Discovery { model, graph, pairs, ablation, metric: Metric::LogitDifference, batch_size: 2, edges_per_pass: 16, fractions: &[], positions: Positions::Suffix }
     }
 
     fn eap(model: &Transformer<AD>) -> Result<EdgeScores, GradientError> {
@@ -284,7 +287,7 @@ mod tests {
     fn exact(model: &Transformer<CpuBackend>) -> Result<EdgeScores, ExactError> {
         let c = &model.config;
         let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
-        let options = ExactOptions { batch_size: 2, edges_per_pass: 16 };
+        let options = ExactOptions { batch_size: 2, edges_per_pass: 16, positions: Positions::Suffix };
         exact_scores(model, &graph, &pairs(), None, &Ablation::Counterfactual, Metric::LogitDifference, options, &mut |_| {})
     }
 

@@ -107,5 +107,5 @@ pub fn ifr_scores<B: Backend>(
         add(last, graph.n_fwd(), logits..logits + 1);
         progress(Progress { done: done + 1, total });
     }
-    Ok(EdgeScores { values: sums.map(|&s| (s / tokens as f64) as f32), passes })
+    Ok(EdgeScores { values: sums.map(|&s| (s / tokens as f64) as f32), passes, preferred: None })
 }

@@ -3,6 +3,8 @@
 //! passes it spent.
 #![warn(missing_docs)]
 
+pub mod bootstrap;
+pub mod ensemble;
 pub mod exact;
 pub mod gradient;
 pub mod ifr;
@@ -10,5 +12,5 @@ pub mod method;
 pub mod random;
 pub mod scores;
 
-pub use method::{BudgetCircuits, Discovery, METHOD_NAMES, Method, MethodError, MethodOutput, Progress, fit_ablation, run_method};
+pub use method::{BudgetCircuits, COMPOSITE_FORMS, Discovery, METHOD_NAMES, Method, MethodError, MethodOutput, Progress, fit_ablation, run_method};
 pub use scores::{EdgeScores, PassCount, ScoresError};

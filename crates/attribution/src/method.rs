@@ -6,10 +6,12 @@
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, AblationKind, Metric};
+use patching::{Ablation, AblationError, AblationKind, Metric, Positions};
 use tasks::PreparedPair;
 use transformer::{GradientRules, Transformer};
 
+use crate::bootstrap::bootstrap_scores;
+use crate::ensemble::{Combine, ensemble_scores};
 use crate::exact::{ExactError, ExactOptions, exact_scores};
 use crate::gradient::{GradientError, GradientMethod, gradient_scores};
 use crate::ifr::ifr_scores;
@@ -33,7 +35,28 @@ pub enum Method {
     Gradient(GradientMethod),
     /// Information flow routes on the clean run.
     Ifr,
+    /// `bootstrap:<method>`: the method's mean scores over resamples of the discovery pairs, with
+    /// the edges whose 95% interval excludes 0 preferred ([`crate::bootstrap`]).
+    Bootstrap {
+        /// The method resampled (one that scores a mean over pairs: [`Method::is_pair_mean`]).
+        method: Box<Method>,
+        /// B, the resamples.
+        resamples: usize,
+        /// The seed the resamples are drawn from.
+        seed: u64,
+    },
+    /// `ensemble-<mean|min|max>:<method>+<method>[+...]`: several methods' normalised scores
+    /// combined edge by edge ([`crate::ensemble`]).
+    Ensemble {
+        /// How the members' scores are combined.
+        combine: Combine,
+        /// The methods combined, at least two, none itself a bootstrap or an ensemble.
+        members: Vec<Method>,
+    },
 }
+
+/// The forms of the methods built from others, as [`Method::parse`] reads them and errors list them.
+pub const COMPOSITE_FORMS: [&str; 4] = ["bootstrap:<method>", "ensemble-mean:<method>+<method>[+...]", "ensemble-min:...", "ensemble-max:..."];
 
 /// The names `Method::parse` accepts.
 pub const METHOD_NAMES: [&str; 13] = [
@@ -56,8 +79,50 @@ pub const METHOD_NAMES: [&str; 13] = [
 #[derive(Debug, thiserror::Error)]
 pub enum MethodError {
     /// A name outside [`METHOD_NAMES`].
-    #[error("unknown method `{0}` (known: {names})", names = METHOD_NAMES.join(", "))]
+    #[error("unknown method `{0}` (known: {names}, and {forms})", names = METHOD_NAMES.join(", "), forms = COMPOSITE_FORMS.join(", "))]
     Unknown(String),
+    /// A `bootstrap:` or `ensemble-` name that does not describe a method.
+    #[error("`{name}`: {reason}")]
+    Composite {
+        /// The whole name.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A bootstrap asked of a method whose scores are not a mean over pairs.
+    #[error("only a method whose scores are a mean over pairs (exact or a gradient method) can be bootstrapped")]
+    NotResamplable,
+    /// A bootstrap with fewer than two resamples has no standard deviation.
+    #[error("a bootstrap needs at least two resamples for a standard deviation, {0} given")]
+    TooFewResamples(usize),
+    /// Resample counts that do not give one count per discovery pair.
+    #[error("resample {resample} gives counts for {found} pairs, not the {pairs} discovery pairs")]
+    ResampleSize {
+        /// The resample at fault.
+        resample: usize,
+        /// Counts it gives.
+        found: usize,
+        /// Discovery pairs.
+        pairs: usize,
+    },
+    /// A bootstrap given no pairs to resample.
+    #[error("no pairs to score on")]
+    NoPairs,
+    /// An ensemble of no scores.
+    #[error("an ensemble needs members to combine")]
+    EmptyEnsemble,
+    /// Ensemble members of different graphs.
+    #[error("ensemble member {member}'s scores are of another graph than member 0's")]
+    EnsembleGraphs {
+        /// The member at fault.
+        member: usize,
+    },
+    /// An ensemble member that gave circuits without a score per edge.
+    #[error("ensemble member {member} gave circuits without scores: an ensemble combines scores")]
+    MemberWithoutScores {
+        /// The member at fault.
+        member: usize,
+    },
     /// Exact patching failed.
     #[error(transparent)]
     Exact(#[from] ExactError),
@@ -76,8 +141,41 @@ pub enum MethodError {
 }
 
 impl Method {
-    /// A method from its benchmark name; `ig_steps` is m for the EAP-IG methods, `seed` for random.
+    /// A method from its benchmark name; `ig_steps` is m for the EAP-IG methods, `seed` for random
+    /// and for a bootstrap's resamples. Besides [`METHOD_NAMES`] it reads [`COMPOSITE_FORMS`]:
+    /// `bootstrap:<method>` ([`crate::bootstrap::RESAMPLES`] resamples) and
+    /// `ensemble-<mean|min|max>:<a>+<b>[+...]`, whose members are methods of [`METHOD_NAMES`].
     pub fn parse(name: &str, ig_steps: usize, seed: u64) -> Result<Self, MethodError> {
+        let composite = |reason: String| MethodError::Composite { name: name.into(), reason };
+        let member = |part: &str| -> Result<Self, MethodError> {
+            if part.starts_with("bootstrap:") || part.starts_with("ensemble-") {
+                return Err(composite(format!("`{part}` is itself built from other methods: members are plain methods ({})", METHOD_NAMES.join(", "))));
+            }
+            Self::parse(part, ig_steps, seed).map_err(|e| composite(e.to_string()))
+        };
+        if let Some(inner) = name.strip_prefix("bootstrap:") {
+            let method = member(inner)?;
+            if !method.is_pair_mean() {
+                return Err(composite(format!("`{inner}` cannot be bootstrapped: {}", MethodError::NotResamplable)));
+            }
+            return Ok(Method::Bootstrap { method: Box::new(method), resamples: crate::bootstrap::RESAMPLES, seed });
+        }
+        if let Some(rest) = name.strip_prefix("ensemble-") {
+            let (how, list) = rest.split_once(':').ok_or_else(|| composite("an ensemble is `ensemble-<mean|min|max>:<method>+<method>[+...]`".into()))?;
+            let combine = Combine::ALL.into_iter().find(|c| c.name() == how).ok_or_else(|| composite(format!("`{how}` is not a combiner (mean, min, max)")))?;
+            if list.is_empty() {
+                return Err(composite("the ensemble lists no methods".into()));
+            }
+            let parts: Vec<&str> = list.split('+').collect();
+            if let Some(dup) = parts.iter().enumerate().find_map(|(i, p)| parts[..i].contains(p).then_some(p)) {
+                return Err(composite(format!("`{dup}` is listed twice")));
+            }
+            if parts.len() < 2 {
+                return Err(composite(format!("an ensemble combines at least two methods, `{list}` is one")));
+            }
+            let members = parts.into_iter().map(member).collect::<Result<Vec<_>, _>>()?;
+            return Ok(Method::Ensemble { combine, members });
+        }
         Ok(match name {
             "random" => Method::Random { seed },
             "exact" => Method::Exact { edges: None },
@@ -97,6 +195,22 @@ impl Method {
     /// difference for every method here (random and IFR read no metric at all).
     pub fn default_metric(&self) -> Metric {
         Metric::LogitDifference
+    }
+
+    /// Whether the method's scores are a mean over the discovery pairs (exact patching and the
+    /// gradient family), so that a resample's scores are a weighted mean of per-pair scores and
+    /// the method can be bootstrapped.
+    pub fn is_pair_mean(&self) -> bool {
+        matches!(self, Method::Exact { .. } | Method::Gradient(_))
+    }
+
+    /// The plain methods this one runs: itself, a bootstrap's method, or an ensemble's members.
+    pub fn plain_methods(&self) -> Vec<&Method> {
+        match self {
+            Method::Bootstrap { method, .. } => vec![method.as_ref()],
+            Method::Ensemble { members, .. } => members.iter().collect(),
+            plain => vec![plain],
+        }
     }
 }
 
@@ -118,6 +232,9 @@ pub struct Discovery<'a, B: AutodiffBackend> {
     pub edges_per_pass: usize,
     /// The budgets (fractions of all edges) at which a circuit-producing method yields circuits.
     pub fractions: &'a [f64],
+    /// Which positions each pass computes: under counterfactual ablation, [`Positions::Suffix`]
+    /// (the default) skips the prefix clean and counterfactual prompts share, with the same results.
+    pub positions: Positions,
 }
 
 /// How far a method is through its own batches.
@@ -194,12 +311,14 @@ pub fn run_method<B: AutodiffBackend>(method: &Method, discovery: &Discovery<B>,
             scores
         }
         Method::Exact { edges } => {
-            let options = ExactOptions { batch_size: discovery.batch_size, edges_per_pass: discovery.edges_per_pass };
+            let options = ExactOptions { batch_size: discovery.batch_size, edges_per_pass: discovery.edges_per_pass, positions: discovery.positions };
             let inner = discovery.model.valid();
             exact_scores(&inner, discovery.graph, discovery.pairs, edges.as_deref(), discovery.ablation, discovery.metric, options, progress)?
         }
         Method::Gradient(g) => gradient_scores(discovery, *g, progress)?,
         Method::Ifr => ifr_scores(&discovery.model.valid(), discovery.graph, discovery.pairs, discovery.batch_size, progress)?,
+        Method::Bootstrap { method, resamples, seed } => bootstrap_scores(discovery, method, *resamples, *seed, progress)?,
+        Method::Ensemble { combine, members } => ensemble_scores(discovery, members, *combine, progress)?,
     };
     scores.validate().map_err(MethodError::NonFiniteScores)?;
     Ok(MethodOutput::Scores(scores))

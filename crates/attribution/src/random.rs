@@ -13,5 +13,5 @@ pub fn random_scores(graph: &Graph, seed: u64) -> EdgeScores {
     for edge in graph.edges() {
         values[edge] = rng.random_range(-1.0f32..1.0);
     }
-    EdgeScores { values, passes: PassCount::default() }
+    EdgeScores { values, passes: PassCount::default(), preferred: None }
 }

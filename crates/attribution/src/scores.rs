@@ -25,6 +25,9 @@ pub struct EdgeScores {
     pub values: EdgeMatrix<f32>,
     /// What computing them cost.
     pub passes: PassCount,
+    /// The edges the method is confident about (a bootstrap's: interval excluding 0), which the
+    /// evaluator takes before all others at every budget; None ranks by score alone.
+    pub preferred: Option<EdgeMatrix<bool>>,
 }
 
 /// Scores that cannot be used.
@@ -85,7 +88,7 @@ impl EdgeScores {
         for (f, b) in graph.edges() {
             values[(f, b)] = circuit.score(f, b).ok_or_else(|| ScoresError::Missing { edge: edge_label(&graph, (f, b)) })?;
         }
-        let scores = Self { values, passes: PassCount::default() };
+        let scores = Self { values, passes: PassCount::default(), preferred: None };
         scores.validate()?;
         Ok(scores)
     }

@@ -115,7 +115,7 @@ fn exact_scores_the_whole_tiny_graph_independent_of_batching() {
     let model = tiny();
     let graph = graph_of(&model);
     let pairs = pairs();
-    let run = |batch_size, edges_per_pass| exact(&model, &graph, &pairs, None, ExactOptions { batch_size, edges_per_pass }).unwrap();
+    let run = |batch_size, edges_per_pass| exact(&model, &graph, &pairs, None, ExactOptions { batch_size, edges_per_pass, ..ExactOptions::default() }).unwrap();
     let a = run(3, 37);
     let b = run(2, 8);
     let diff = a.values.as_slice().iter().zip(b.values.as_slice()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);

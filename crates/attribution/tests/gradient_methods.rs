@@ -43,7 +43,7 @@ fn grad_with(
     batch_size: usize,
     metric: Metric,
 ) -> Result<(EdgeScores, Vec<Progress>), GradientError> {
-    let discovery = Discovery { model, graph, pairs, ablation, metric, batch_size, edges_per_pass: 16, fractions: &[] };
+    let discovery = Discovery { model, graph, pairs, ablation, metric, batch_size, edges_per_pass: 16, fractions: &[], positions: patching::Positions::Suffix };
     let mut reports = Vec::new();
     let scores = gradient_scores(&discovery, method, &mut |p| reports.push(p))?;
     Ok((scores, reports))
@@ -56,7 +56,7 @@ fn grad(model: &Transformer<AD>, graph: &Graph, pairs: &[PreparedPair], method: 
 
 /// Exact patching of every edge under `metric`.
 fn exact(model: &Transformer<B>, graph: &Graph, pairs: &[PreparedPair], ablation: &Ablation<B>, metric: Metric) -> EdgeScores {
-    exact_scores(model, graph, pairs, None, ablation, metric, ExactOptions { batch_size: 1, edges_per_pass: 64 }, &mut |_| {}).unwrap()
+    exact_scores(model, graph, pairs, None, ablation, metric, ExactOptions { batch_size: 1, edges_per_pass: 64, ..ExactOptions::default() }, &mut |_| {}).unwrap()
 }
 
 /// An ablation a small step ε·r away from the clean run of a single pair, per position, so every
@@ -123,7 +123,7 @@ fn evaluator_free_total_effect(model: &Transformer<B>, graph: &Graph, pairs: &[P
     let answers: Vec<(u32, u32)> = pairs.iter().map(|p| (p.correct, p.incorrect)).collect();
     let ablated = record_nodes(model, &Batch::new(&cf, &model.config, &device).unwrap()).1;
     let keep = graph.real_edge_mask();
-    let logits = patching::patched_logits(model, graph, &clean, ablated, &[&keep, mask]).unwrap();
+    let logits = patching::patched_logits(model, graph, &Batch::new(&clean, &model.config, &device).unwrap(), ablated, &[&keep, mask]);
     let full = logits.clone().narrow(0, 0, pairs.len());
     let m = Metric::LogitDifference.values(logits, &answers, 2, &full);
     let n = pairs.len();

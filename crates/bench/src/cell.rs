@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use attribution::{Discovery, Method, MethodError, MethodOutput, fit_ablation, run_method};
+use attribution::{Discovery, EdgeScores, Method, MethodError, MethodOutput, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use evaluator::{Candidates, Curves, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
+use evaluator::{Bootstrap, Candidates, Curves, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
 use graph::Graph;
 use patching::AblationError;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::BenchError;
 use crate::config::{Cell, Config};
 use crate::memory;
 
-/// Circuits drawn as node-link diagrams keep this many top edges (by signed score).
+/// Circuits drawn as node-link diagrams keep this many top edges (by |score|).
 pub const DIAGRAM_EDGES: usize = 40;
 
 /// Everything a finished cell measured; stored as JSON per cell so runs resume.
@@ -75,7 +75,7 @@ pub struct CellResult {
     /// Peak GPU memory in use during the cell (runs on a GPU with `nvidia-smi` only).
     #[serde(default)]
     pub peak_gpu_memory_mib: Option<f64>,
-    /// The top edges by signed score, (name, score), for the circuit diagram (none when the
+    /// The top edges by |score|, (name, signed score), for the circuit diagram (none when the
     /// method gave circuits without scores).
     pub top_edges: Vec<(String, f32)>,
 }
@@ -133,9 +133,30 @@ pub enum CellError {
     Evaluation(#[from] EvalError),
 }
 
+/// The part of a cell a batch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The method's batches on the discovery (train) pairs.
+    Discovery,
+    /// The evaluation's batches on the validation pairs, every circuit patched.
+    Evaluation,
+}
+
+impl Phase {
+    /// `discovery` or `evaluation`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Discovery => "discovery",
+            Phase::Evaluation => "evaluation",
+        }
+    }
+}
+
 /// Batches done out of the cell's total (discovery and evaluation batches together).
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProgress {
+    /// The phase of the batch just done.
+    pub phase: Phase,
     /// Batches finished.
     pub done: usize,
     /// Batches in all (the discovery part as the method reports it).
@@ -217,25 +238,31 @@ pub fn run_cell<B: AutodiffBackend>(
         batch_size: batch,
         edges_per_pass: attribution::exact::EDGES_PER_PASS,
         fractions: &config.fractions,
+        positions: patching::Positions::Suffix,
     };
     let evaluation_batches = evaluation.len().div_ceil(batch);
     let mut discovery_batches = 0;
     let output = run_method(&method, &inputs, &mut |p| {
         discovery_batches = p.total;
-        progress(BatchProgress { done: p.done, total: p.total + evaluation_batches });
+        progress(BatchProgress { phase: Phase::Discovery, done: p.done, total: p.total + evaluation_batches });
     })
     .map_err(|e| fail(e.into()))?;
     let candidates = match &output {
         // run_method has checked every score is finite.
+        MethodOutput::Scores(EdgeScores { values, preferred: Some(preferred), .. }) => Candidates::PreferredScores { scores: values, preferred },
         MethodOutput::Scores(scores) => Candidates::Scores(&scores.values),
         MethodOutput::Circuits(circuits) => Candidates::Circuits(&circuits.circuits),
     };
     let discovery_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
-    let plan = EvalPlan { fractions: &config.fractions, options: EvalOptions { batch_size: batch, masks_per_pass: 1, metric: config.evaluation_metric } };
+    let plan = EvalPlan {
+        fractions: &config.fractions,
+        options: EvalOptions { batch_size: batch, masks_per_pass: 1, metric: config.evaluation_metric, ..EvalOptions::default() },
+        bootstrap: Bootstrap { resamples: config.interval_resamples, seed: config.seed },
+    };
     let evaluated = evaluate_candidates(&inner, graph, &evaluation, candidates, &ablation, plan, &mut |done, total| {
-        progress(BatchProgress { done: discovery_batches + done, total: discovery_batches + total })
+        progress(BatchProgress { phase: Phase::Evaluation, done: discovery_batches + done, total: discovery_batches + total })
     })
     .map_err(|e| fail(e.into()))?;
     let evaluation_seconds = start.elapsed().as_secs_f64();
@@ -243,7 +270,8 @@ pub fn run_cell<B: AutodiffBackend>(
     let top_edges = match output.scores() {
         Some(scores) => {
             let mut ranked: Vec<(usize, usize)> = graph.edges().collect();
-            ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            // By magnitude, so the diagram shows the edges that hurt the task beside those that help.
+            ranked.sort_by(|&a, &b| scores[b].abs().total_cmp(&scores[a].abs()).then(a.cmp(&b)));
             ranked.iter().take(DIAGRAM_EDGES).map(|&e| Ok((graph.edge_name(e.0, e.1)?, scores[e]))).collect::<Result<Vec<_>, graph::GraphError>>()?
         }
         None => Vec::new(),

@@ -32,6 +32,9 @@ pub struct Config {
     pub fractions: Vec<f64>,
     /// The metric faithfulness is measured with (MIB's logit difference unless the config says).
     pub evaluation_metric: Metric,
+    /// Resamples of the evaluation pairs behind the 95% intervals of CPR, CMD and every curve
+    /// point (seeded by `seed`; `evaluator::DEFAULT_RESAMPLES` unless the config says).
+    pub interval_resamples: usize,
     /// Where every cell's examples come from.
     pub datasets: Datasets,
     /// The cells, in run order.
@@ -96,7 +99,8 @@ pub struct Cell {
     pub model: String,
     /// The task whose pairs the cell discovers and evaluates on.
     pub task: TaskKind,
-    /// The method's benchmark name (one of `attribution::METHOD_NAMES`).
+    /// The method's benchmark name (one of `attribution::METHOD_NAMES`, or a bootstrap or ensemble
+    /// of them: `attribution::COMPOSITE_FORMS`).
     pub method: String,
     /// Discovery pairs, from the start of the train split.
     pub discovery_examples: usize,
@@ -165,6 +169,8 @@ struct RawConfig {
     metric: Option<String>,
     #[serde(default = "default_evaluation_metric")]
     evaluation_metric: String,
+    #[serde(default = "default_interval_resamples")]
+    interval_resamples: usize,
     #[serde(rename = "group")]
     groups: Vec<RawGroup>,
 }
@@ -191,6 +197,9 @@ fn default_ablation() -> String {
 }
 fn default_evaluation_metric() -> String {
     Metric::LogitDifference.name().into()
+}
+fn default_interval_resamples() -> usize {
+    evaluator::DEFAULT_RESAMPLES
 }
 fn default_datasets() -> String {
     "committed".into()
@@ -222,6 +231,7 @@ impl Config {
         };
         bounded("ig_steps".into(), raw.ig_steps, MAX_IG_STEPS)?;
         bounded("batch_size".into(), raw.batch_size, MAX_BATCH_SIZE)?;
+        bounded("interval_resamples".into(), raw.interval_resamples, evaluator::MAX_RESAMPLES)?;
         let parse_metric = |key: String, name: &str| name.parse::<Metric>().map_err(|e| invalid(key, e.to_string()));
         let metric = raw.metric.as_deref().map(|name| parse_metric("metric".into(), name)).transpose()?;
         let evaluation_metric = parse_metric("evaluation_metric".into(), &raw.evaluation_metric)?;
@@ -255,7 +265,7 @@ impl Config {
                 let parsed =
                     attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
                 metrics.insert(method.clone(), metric.unwrap_or_else(|| parsed.default_metric()));
-                if method == "exact" {
+                if parsed.plain_methods().iter().any(|m| matches!(m, attribution::Method::Exact { edges: None })) {
                     return Err(invalid(
                         format!("{}[{i}]", key("methods")),
                         "exact patching of every edge is not a sweep method (it is the reference of `perf methods`)".into(),
@@ -319,6 +329,7 @@ impl Config {
             batch_size: raw.batch_size,
             fractions,
             evaluation_metric,
+            interval_resamples: raw.interval_resamples,
             datasets,
             cells,
         })

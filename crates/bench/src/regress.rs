@@ -1,11 +1,14 @@
 //! Comparing a run with a baseline run: every summary metric and curve point of every cell, within
 //! an absolute tolerance; cells missing on either side count as moved, so does a NaN on either side,
 //! and a comparison of no numbers at all fails. A tolerance that is not a finite number ≥ 0 and a
-//! table with two different rows under one key are errors.
+//! table with two different rows under one key are errors. Each moved number also says whether it
+//! left the baseline's 95% bootstrap interval (its `<column>_low` / `<column>_high`, where the
+//! baseline has them): information beside the verdict, which the tolerance alone decides.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use evaluator::Interval;
 use serde_json::Value;
 use tables::Row;
 
@@ -24,6 +27,16 @@ pub struct Moved {
     pub run: Option<f64>,
     /// Why it counts as moved: beyond the tolerance, missing, NaN, or nothing compared.
     pub reason: String,
+    /// The baseline's 95% bootstrap interval of the number, where its table gives one.
+    pub interval: Option<Interval>,
+}
+
+impl Moved {
+    /// Whether the run's number lies outside the baseline's interval (None where either is
+    /// missing): a move the resampling of the evaluation pairs does not explain.
+    pub fn left_interval(&self) -> Option<bool> {
+        Some(!self.interval?.contains(self.run?))
+    }
 }
 
 /// The outcome of a comparison.
@@ -48,6 +61,13 @@ fn text(row: &Row, key: &str) -> String {
 
 fn number(row: &Row, key: &str) -> Option<f64> {
     row.get(key).and_then(Value::as_f64)
+}
+
+/// The interval of `metric` in `row`: its `<metric>_low` and `<metric>_high` columns, where both
+/// hold numbers.
+fn interval(row: &Row, metric: &str) -> Option<Interval> {
+    let (low, high) = (number(row, &format!("{metric}_low"))?, number(row, &format!("{metric}_high"))?);
+    (low <= high).then_some(Interval { low, high })
 }
 
 /// Rows of a table keyed by the given columns.
@@ -93,14 +113,15 @@ fn compare_tables(baseline: &Path, run: &Path, keys: &[&str], metrics: &[&str], 
             let after = new.get(key).map(|r| number(r, metric));
             out.compared += 1;
             if let Some(reason) = moved_reason(Some(before), after, tolerance) {
-                out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: before, run: after.flatten(), reason: reason.into() });
+                let interval = interval(b, metric);
+                out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: before, run: after.flatten(), reason: reason.into(), interval });
             }
         }
     }
     for (key, r) in new.iter().filter(|(k, _)| !base.contains_key(*k)) {
         for &metric in metrics {
             let reason = moved_reason(None, Some(number(r, metric)), tolerance).unwrap_or_default();
-            out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: None, run: number(r, metric), reason: reason.into() });
+            out.moved.push(Moved { what: key.clone(), metric: metric.into(), baseline: None, run: number(r, metric), reason: reason.into(), interval: None });
         }
     }
     Ok(())
@@ -130,6 +151,7 @@ pub fn compare(baseline: &Path, run: &Path, tolerance: f64) -> Result<Comparison
             baseline: None,
             run: None,
             reason: "no numbers compared (empty tables)".into(),
+            interval: None,
         });
     }
     Ok(out)
@@ -140,22 +162,111 @@ impl Comparison {
     pub fn passed(&self) -> bool {
         self.compared > 0 && self.moved.is_empty()
     }
+
+    /// Moved numbers that also left the baseline's 95% interval.
+    pub fn outside_interval(&self) -> usize {
+        self.moved.iter().filter(|m| m.left_interval() == Some(true)).count()
+    }
 }
 
 /// The comparison as a readable table.
 pub fn render(comparison: &Comparison, tolerance: f64) -> String {
     let show = |v: Option<f64>| v.map_or("missing".to_string(), |x| format!("{x:.4}"));
-    let mut lines =
-        vec![format!("{} numbers compared, {} moved by more than {tolerance}, missing, NaN or failed", comparison.compared, comparison.moved.len())];
+    let mut lines = vec![format!(
+        "{} numbers compared, {} moved by more than {tolerance}, missing, NaN or failed ({} of them outside the baseline's 95% interval)",
+        comparison.compared,
+        comparison.moved.len(),
+        comparison.outside_interval()
+    )];
     if !comparison.moved.is_empty() {
-        lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}  reason", "cell", "metric", "baseline", "run", "change"));
+        lines.push(format!(
+            "{:<60} {:<16} {:>10} {:>10} {:>10} {:>21} {:>8}  reason",
+            "cell", "metric", "baseline", "run", "change", "baseline 95%", "interval"
+        ));
         for m in &comparison.moved {
             let change = match (m.baseline, m.run) {
                 (Some(a), Some(b)) => format!("{:+.4}", b - a),
                 _ => "–".into(),
             };
-            lines.push(format!("{:<60} {:<16} {:>10} {:>10} {:>10}  {}", m.what, m.metric, show(m.baseline), show(m.run), change, m.reason));
+            let range = m.interval.map_or("–".to_string(), |i| format!("[{:.4}, {:.4}]", i.low, i.high));
+            let left = match m.left_interval() {
+                Some(true) => "outside",
+                Some(false) => "inside",
+                None => "–",
+            };
+            lines.push(format!(
+                "{:<60} {:<16} {:>10} {:>10} {:>10} {:>21} {:>8}  {}",
+                m.what,
+                m.metric,
+                show(m.baseline),
+                show(m.run),
+                change,
+                range,
+                left,
+                m.reason
+            ));
         }
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A run directory of one cell: CPR (with its interval, where given) and one curve point.
+    fn run_dir(dir: &Path, cpr: (f64, Option<(f64, f64)>), f: (f64, Option<(f64, f64)>)) {
+        std::fs::create_dir_all(dir).unwrap();
+        let row = |value: serde_json::Value| value.as_object().unwrap().clone();
+        let ends = |i: Option<(f64, f64)>| (i.map(|i| i.0), i.map(|i| i.1));
+        let ((cl, ch), (fl, fh)) = (ends(cpr.1), ends(f.1));
+        let summary = row(json!({ "model": "m", "task": "ioi", "method": "eap", "cpr": cpr.0, "cpr_low": cl, "cpr_high": ch,
+            "cmd": 0.2, "mean_f_signed": 0.5, "mean_f_absolute": 0.5 }));
+        let columns = ["model", "task", "method", "cpr", "cpr_low", "cpr_high", "cmd", "mean_f_signed", "mean_f_absolute"];
+        tables::write_csv(&dir.join("summary.csv"), &columns, &[summary]).unwrap();
+        let point = row(json!({ "model": "m", "task": "ioi", "method": "eap", "selection": "signed", "fraction": 0.1,
+            "faithfulness": f.0, "faithfulness_low": fl, "faithfulness_high": fh }));
+        let columns = ["model", "task", "method", "selection", "fraction", "faithfulness", "faithfulness_low", "faithfulness_high"];
+        tables::write_csv(&dir.join("curves.csv"), &columns, &[point]).unwrap();
+    }
+
+    fn scratch(label: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("circuitbench-regress-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_moved_number_says_whether_it_left_the_baselines_interval() {
+        let root = scratch("interval");
+        run_dir(&root.join("base"), (0.5, Some((0.45, 0.55))), (0.7, Some((0.6, 0.8))));
+        // CPR moves by 0.03 (beyond the tolerance, inside its interval); f by 0.2 (outside).
+        run_dir(&root.join("run"), (0.53, Some((0.48, 0.58))), (0.9, Some((0.8, 1.0))));
+        let comparison = compare(&root.join("base"), &root.join("run"), 0.01).unwrap();
+        let by_metric = |metric: &str| comparison.moved.iter().find(|m| m.metric == metric).unwrap();
+        assert_eq!(comparison.moved.len(), 2, "{comparison:?}");
+        assert_eq!(by_metric("cpr").interval, Some(Interval { low: 0.45, high: 0.55 }), "the baseline's interval, not the run's");
+        assert_eq!(by_metric("cpr").left_interval(), Some(false));
+        assert_eq!(by_metric("faithfulness").left_interval(), Some(true));
+        assert_eq!(comparison.outside_interval(), 1);
+        assert!(!comparison.passed(), "the tolerance alone decides: a move inside the interval still fails");
+        let text = render(&comparison, 0.01);
+        assert!(text.contains("1 of them outside the baseline's 95% interval"), "{text}");
+        assert!(text.contains("[0.4500, 0.5500]") && text.contains("inside") && text.contains("outside"), "{text}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_baseline_without_intervals_says_nothing_about_them() {
+        let root = scratch("no-interval");
+        run_dir(&root.join("base"), (0.5, None), (0.7, None));
+        run_dir(&root.join("run"), (0.6, Some((0.5, 0.7))), (0.7, None));
+        let comparison = compare(&root.join("base"), &root.join("run"), 0.01).unwrap();
+        assert_eq!(comparison.moved.len(), 1);
+        assert_eq!((comparison.moved[0].interval, comparison.moved[0].left_interval()), (None, None));
+        assert_eq!(comparison.outside_interval(), 0);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

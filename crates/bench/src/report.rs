@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use evaluator::Interval;
 use serde_json::{Value, json};
 use tables::Row;
 
@@ -11,11 +12,25 @@ use crate::BenchError;
 use crate::cell::CellResult;
 
 /// Columns of `curves.csv`.
-pub const CURVE_COLUMNS: [&str; 12] =
-    ["model", "task", "method", "selection", "ablation", "fraction", "nominal_edges", "pruned_edges", "faithfulness", "m_circuit", "m_full", "m_empty"];
+pub const CURVE_COLUMNS: [&str; 14] = [
+    "model",
+    "task",
+    "method",
+    "selection",
+    "ablation",
+    "fraction",
+    "nominal_edges",
+    "pruned_edges",
+    "faithfulness",
+    "faithfulness_low",
+    "faithfulness_high",
+    "m_circuit",
+    "m_full",
+    "m_empty",
+];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 22] = [
+pub const SUMMARY_COLUMNS: [&str; 28] = [
     "model",
     "task",
     "method",
@@ -23,9 +38,15 @@ pub const SUMMARY_COLUMNS: [&str; 22] = [
     "metric",
     "evaluation_metric",
     "cpr",
+    "cpr_low",
+    "cpr_high",
     "cmd",
+    "cmd_low",
+    "cmd_high",
     "mean_f_signed",
     "mean_f_absolute",
+    "interval_resamples",
+    "interval_undefined",
     "discovery_seconds",
     "evaluation_seconds",
     "forward_passes",
@@ -50,9 +71,16 @@ fn row(value: Value) -> Row {
     }
 }
 
-/// Rounds to 6 decimals for the tables, so they do not show float noise beyond f32 precision.
+/// Rounds to 6 decimals for the tables, so they do not show float noise beyond f32 precision
+/// (a tiny negative number rounds to 0, not to −0).
 fn r6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
+    (x * 1e6).round() / 1e6 + 0.0
+}
+
+/// An interval's ends for the tables, rounded like the numbers they bracket; none (empty cells)
+/// where there is no interval.
+fn ends(interval: Option<Interval>) -> (Option<f64>, Option<f64>) {
+    (interval.map(|i| r6(i.low)), interval.map(|i| r6(i.high)))
 }
 
 /// The rows of `curves.csv`.
@@ -61,10 +89,11 @@ pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
         .iter()
         .flat_map(|c| {
             c.curves.curve.iter().map(move |p| {
+                let (low, high) = ends(p.faithfulness_interval);
                 row(json!({
                     "model": c.model, "task": c.task, "method": c.method, "selection": p.kind.name(), "ablation": c.ablation,
                     "fraction": p.fraction, "nominal_edges": p.nominal_edges, "pruned_edges": p.pruned_edges,
-                    "faithfulness": r6(p.faithfulness), "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty),
+                    "faithfulness": r6(p.faithfulness), "faithfulness_low": low, "faithfulness_high": high, "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty),
                 }))
             })
         })
@@ -76,10 +105,14 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
     cells
         .iter()
         .map(|c| {
+            let ((cpr_low, cpr_high), (cmd_low, cmd_high)) = (ends(c.curves.cpr_interval), ends(c.curves.cmd_interval));
+            let resampling = c.curves.resampling;
             row(json!({
                 "model": c.model, "task": c.task, "method": c.method,
                 "output": c.output, "metric": c.metric, "evaluation_metric": c.evaluation_metric,
-                "cpr": r6(c.curves.cpr), "cmd": r6(c.curves.cmd), "mean_f_signed": r6(c.curves.mean_f_signed), "mean_f_absolute": r6(c.curves.mean_f_absolute),
+                "cpr": r6(c.curves.cpr), "cpr_low": cpr_low, "cpr_high": cpr_high, "cmd": r6(c.curves.cmd), "cmd_low": cmd_low, "cmd_high": cmd_high,
+                "mean_f_signed": r6(c.curves.mean_f_signed), "mean_f_absolute": r6(c.curves.mean_f_absolute),
+                "interval_resamples": resampling.map(|r| r.resamples), "interval_undefined": resampling.map(|r| r.undefined),
                 "discovery_seconds": (c.discovery_seconds * 10.0).round() / 10.0, "evaluation_seconds": (c.evaluation_seconds * 10.0).round() / 10.0,
                 "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,
                 "peak_memory_mib": c.peak_memory_mib.map(|m| m.round()),

@@ -27,6 +27,9 @@ pub enum Event {
         key: String,
         /// Whether its stored result is reused instead of running it.
         skipped: bool,
+        /// Cells from this one on (this one included) that have no usable stored result: those
+        /// the run still computes.
+        to_compute: usize,
     },
     /// A batch of the running cell is done.
     Batch(BatchProgress),
@@ -38,6 +41,10 @@ pub enum Event {
         cpr: f64,
         /// Its circuit-model difference (area under |1 − f|; lower is better).
         cmd: f64,
+        /// CPR's 95% bootstrap interval over the evaluation pairs (None where not resampled).
+        cpr_interval: Option<evaluator::Interval>,
+        /// CMD's 95% bootstrap interval.
+        cmd_interval: Option<evaluator::Interval>,
         /// Discovery plus evaluation time, in seconds.
         seconds: f64,
         /// The splits that held fewer examples than the config asked for.
@@ -88,6 +95,7 @@ fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, Strin
         "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
         "seed": config.seed, "datasets": config.datasets.describe(), "ablation": config.ablation.to_string(),
         "ig_steps": config.ig_steps, "batch_size": config.batch_size, "fractions": config.fractions,
+        "interval_resamples": config.interval_resamples,
     })
     .to_string();
     sha256_hex(text.as_bytes())[..16].to_string()
@@ -294,7 +302,8 @@ pub fn run_sweep<B: AutodiffBackend>(
     let mut loaded: Option<(String, SweepModel<B>)> = None;
     let total = config.cells.len();
     for (index, cell) in config.cells.iter().enumerate() {
-        events(Event::Cell { index, total, key: cell.key(), skipped: finished[index].is_some() });
+        let to_compute = finished[index..].iter().filter(|f| f.is_none()).count();
+        events(Event::Cell { index, total, key: cell.key(), skipped: finished[index].is_some(), to_compute });
         if finished[index].is_some() {
             continue;
         }
@@ -313,6 +322,8 @@ pub fn run_sweep<B: AutodiffBackend>(
             key: cell.key(),
             cpr: result.curves.cpr,
             cmd: result.curves.cmd,
+            cpr_interval: result.curves.cpr_interval,
+            cmd_interval: result.curves.cmd_interval,
             seconds: result.discovery_seconds + result.evaluation_seconds,
             short: result.short_splits(),
         });

@@ -8,7 +8,7 @@ use attribution::{Discovery, EdgeScores, Method, fit_ablation, run_method};
 use bench::{Config, SweepModel, run_cell};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use evaluator::{Candidates, EvalOptions, EvalPlan, evaluate_candidates};
+use evaluator::{Bootstrap, Candidates, EvalOptions, EvalPlan, evaluate_candidates};
 use patching::{AblationKind, Metric};
 use tasks::{PrepareOptions, PreparedPair, Split, TaskKind};
 use transformer::CpuBackend;
@@ -52,6 +52,7 @@ fn eap_scores(model: &SweepModel<B>, pairs: &[PreparedPair], fit_on: &[PreparedP
         batch_size: 4,
         edges_per_pass: 16,
         fractions: &[],
+        positions: patching::Positions::Suffix,
     };
     match run_method(&Method::parse("eap", 5, 0).unwrap(), &discovery, &mut |_| {}).unwrap() {
         attribution::MethodOutput::Scores(scores) => scores,
@@ -89,7 +90,11 @@ fn bench_discovers_and_evaluates_as_attribute_and_eval_do() {
     let read = EdgeScores::from_circuit(&graph::Circuit::from_json_str(&file, model.graph).unwrap()).unwrap();
     let inner = model.model.valid();
     let ablation = fit_ablation(AblationKind::Mean, &inner, &discovery, 4).unwrap();
-    let plan = EvalPlan { fractions: &config.fractions, options: EvalOptions { batch_size: 4, masks_per_pass: 1, metric: Metric::LogitDifference } };
+    let plan = EvalPlan {
+        fractions: &config.fractions,
+        options: EvalOptions { batch_size: 4, masks_per_pass: 1, metric: Metric::LogitDifference, ..EvalOptions::default() },
+        bootstrap: Bootstrap { resamples: config.interval_resamples, seed: config.seed },
+    };
     let evaluation = pairs(&model, Split::Validation, 8);
     let eval = evaluate_candidates(&inner, &model.graph, &evaluation, Candidates::Scores(&read.values), &ablation, plan, &mut |_, _| {}).unwrap();
     let (eval, bench) = (&eval.curves, &result.curves);

@@ -110,6 +110,58 @@ fn sweeps_write_reports_resume_and_reproduce() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// The batch and cell events of a sweep of `config` under `root`.
+fn events(root: &Path, config: &str) -> Vec<Event> {
+    let config_path = root.join("events.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let paths = SweepPaths { config: config_path, results: root.join("results"), tasks: workspace().join("tasks") };
+    let mut events = Vec::new();
+    bench::run_sweep::<B>(&config, &paths, "cpu", &Default::default(), &mut |e| events.push(e)).unwrap();
+    events
+}
+
+#[test]
+fn sweeps_report_every_batch_with_its_phase_and_the_cells_left_to_compute() {
+    let root = scratch("events");
+    let config = "name = \"events\"\nbatch_size = 4\nfractions = [0.1, 1.0]\n\n[[group]]\nmodel = \"task:arithmetic-addition\"\n\
+                  tasks = [\"arithmetic-addition\"]\nmethods = [\"random\", \"eap\"]\ndiscovery_examples = 8\nevaluation_examples = 8\n";
+    let summary = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cell { key, skipped, to_compute, .. } => {
+                    Some(format!("cell {} skipped {skipped} to_compute {to_compute}", key.rsplit('|').next().unwrap()))
+                }
+                Event::Batch(p) => Some(format!("{} {}/{}", p.phase.name(), p.done, p.total)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = events(&root, config);
+    // random scores in one step; eap takes a batch per 4 pairs; evaluation likewise, after.
+    let expected = [
+        "cell random skipped false to_compute 2",
+        "discovery 1/3",
+        "evaluation 2/3",
+        "evaluation 3/3",
+        "cell eap skipped false to_compute 1",
+        "discovery 1/4",
+        "discovery 2/4",
+        "evaluation 3/4",
+        "evaluation 4/4",
+    ];
+    assert_eq!(summary(&first), expected);
+    // With the first cell's file lost, it is the only one left to compute.
+    let random = bench::sweep::cell_file_name("task:arithmetic-addition|arithmetic-addition|random");
+    std::fs::remove_file(root.join("results/events/cells").join(random)).unwrap();
+    let again = summary(&events(&root, config));
+    assert_eq!(again[0], "cell random skipped false to_compute 1");
+    assert_eq!(again[1..4], expected[1..4]);
+    assert_eq!(again[4..], ["cell eap skipped true to_compute 0"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn bad_configs_name_the_key() {
     let err = |text: &str| Config::parse(text, "c.toml").unwrap_err().to_string();

@@ -1,4 +1,5 @@
-//! Circuits from scores (mib-spec §5): top-n and greedy selection, then pruning to a fixed point.
+//! Circuits from scores (mib-spec §5): top-n (optionally with preferred edges first) and greedy
+//! selection, then pruning to a fixed point.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -53,12 +54,14 @@ fn dest_node(graph: &Graph, bwd: usize) -> usize {
     }
 }
 
-/// Edges ordered best first: by key descending, then by (fwd, bwd) index so ties are deterministic.
-fn ranked_edges(graph: &Graph, scores: &EdgeMatrix<f32>, selection: Selection) -> Vec<(usize, usize)> {
+/// Edges ordered best first: the preferred ones (when a mask is given) before all others, each
+/// group by key descending, then by (fwd, bwd) index so ties are deterministic.
+fn ranked_edges(graph: &Graph, scores: &EdgeMatrix<f32>, preferred: Option<&EdgeMatrix<bool>>, selection: Selection) -> Vec<(usize, usize)> {
+    let first = |edge: (usize, usize)| preferred.is_some_and(|p| p[edge]);
     let mut edges: Vec<(usize, usize)> = graph.edges().collect();
-    edges.sort_by(|&(fa, ba), &(fb, bb)| {
-        let (ka, kb) = (selection.key(scores[(fa, ba)]), selection.key(scores[(fb, bb)]));
-        kb.total_cmp(&ka).then((fa, ba).cmp(&(fb, bb)))
+    edges.sort_by(|&a, &b| {
+        let (ka, kb) = (selection.key(scores[a]), selection.key(scores[b]));
+        first(b).cmp(&first(a)).then(kb.total_cmp(&ka)).then(a.cmp(&b))
     });
     edges
 }
@@ -115,8 +118,19 @@ pub fn given(graph: &Graph, edges: &EdgeMatrix<bool>) -> BuiltCircuit {
 
 /// The `n` best edges by score, then pruned.
 pub fn top_n(graph: &Graph, scores: &EdgeMatrix<f32>, n: usize, selection: Selection) -> BuiltCircuit {
+    take_ranked(graph, ranked_edges(graph, scores, None, selection), n)
+}
+
+/// The `n` best edges with the `preferred` ones first (the bootstrap's selection, arXiv 2510.25786:
+/// the edges a method is confident about, by score, then the budget filled with the rest by score),
+/// then pruned. With no edge preferred it is [`top_n`].
+pub fn top_n_preferred(graph: &Graph, scores: &EdgeMatrix<f32>, preferred: &EdgeMatrix<bool>, n: usize, selection: Selection) -> BuiltCircuit {
+    take_ranked(graph, ranked_edges(graph, scores, Some(preferred), selection), n)
+}
+
+/// The first `n` edges of `ranked` (all of them when there are fewer), then pruned.
+fn take_ranked(graph: &Graph, ranked: Vec<(usize, usize)>, n: usize) -> BuiltCircuit {
     let mut edges = EdgeMatrix::filled(*graph, false);
-    let ranked = ranked_edges(graph, scores, selection);
     let nominal = n.min(ranked.len());
     for &edge in &ranked[..nominal] {
         edges[edge] = true;

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, Metric, NonFiniteMetric, patched_logits};
+use patching::{Ablation, AblationError, Metric, NonFiniteMetric, PairBatches, Positions, patched_logits};
 use tasks::{PairBatch, PreparedPair};
-use transformer::{Batch, BatchError, Readout, Transformer};
+use transformer::{BatchError, Readout, Transformer};
 
 /// Sizes of the work units of an evaluation.
 #[derive(Debug, Clone, Copy)]
@@ -19,11 +19,13 @@ pub struct EvalOptions {
     pub masks_per_pass: usize,
     /// The metric measured (MIB's logit difference by default).
     pub metric: Metric,
+    /// Which positions each pass computes (see [`patching::prefix`]): the same numbers either way.
+    pub positions: Positions,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { batch_size: 16, masks_per_pass: 1, metric: Metric::LogitDifference }
+        Self { batch_size: 16, masks_per_pass: 1, metric: Metric::LogitDifference, positions: Positions::Suffix }
     }
 }
 
@@ -37,6 +39,13 @@ pub struct EvalResult {
     pub m_empty: f64,
     /// m(C) for each circuit, in the order given.
     pub m_circuits: Vec<f64>,
+    /// The metric on the full model for each pair, in the order given (`m_full` is their mean):
+    /// what bootstrap intervals over the pairs resample.
+    pub full_per_pair: Vec<f64>,
+    /// The metric with every edge ablated for each pair, in the order given.
+    pub empty_per_pair: Vec<f64>,
+    /// For each circuit, in the order given, the metric for each pair, in the order given.
+    pub circuits_per_pair: Vec<Vec<f64>>,
     /// Unpatched forward passes (clean runs, and counterfactual runs recording node outputs).
     pub plain_forward: Duration,
     /// Patched forward passes.
@@ -107,6 +116,11 @@ fn replica_sums(m: &[f32], pairs: usize) -> Vec<f64> {
     m.chunks(pairs).map(|row| row.iter().map(|&x| x as f64).sum()).collect()
 }
 
+/// Appends one replica's values per pair (row `replica` of replica-major `m`) to `values`.
+fn extend_replica(values: &mut Vec<f64>, m: &[f32], pairs: usize, replica: usize) {
+    values.extend(m[replica * pairs..(replica + 1) * pairs].iter().map(|&x| x as f64));
+}
+
 /// Evaluates `circuits` (keep masks) on `pairs` under `ablation` with the options' metric, along
 /// with the full model and the empty circuit; `progress` hears after every batch (done, total).
 pub fn evaluate_circuits<B: Backend>(
@@ -129,7 +143,6 @@ pub fn evaluate_circuits<B: Backend>(
     if let Some(bad) = circuits.iter().find(|c| c.graph() != *graph) {
         return Err(EvalError::GraphMismatch { found: bad.graph().shape(), expected: graph.shape() });
     }
-    let device = model.token_embedding.device();
     let metric = options.metric;
     let empty = EdgeMatrix::filled(*graph, false);
     // m(∅) comes from the ablation's own run when it gives the every-edge-ablated logits
@@ -138,6 +151,8 @@ pub fn evaluate_circuits<B: Backend>(
     let mut empty_sum = 0.0;
     let mut full_sum = 0.0;
     let mut sums = vec![0.0f64; circuits.len()];
+    let (mut full_values, mut empty_values) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
+    let mut circuit_values = vec![Vec::with_capacity(pairs.len()); circuits.len()];
     let (mut plain_forward, mut patched_forward, mut passes) = (Duration::ZERO, Duration::ZERO, 0);
     let start = Instant::now();
     let batch_size = options.batch_size.max(1);
@@ -150,16 +165,20 @@ pub fn evaluate_circuits<B: Backend>(
         let non_finite = |run: String| move |e: NonFiniteMetric| EvalError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
 
         let t = Instant::now();
-        let clean_batch = Batch::new(&clean, &model.config, &device)?;
-        let full = model.forward(&clean_batch, &Readout::LastToken).squeeze_dim::<2>(1);
+        // Under counterfactual ablation every run below computes only the positions from the
+        // first differing token on (patching::prefix).
+        let batches = PairBatches::new(model, &clean, &counterfactual, ablation, options.positions)?;
+        let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
         let m_full = metric.finite_values(full.clone(), &answers, 1, &full).map_err(non_finite("the full model's run".into()))?;
         full_sum += replica_sums(&m_full, answers.len())[0];
-        let (ablated, empty_logits) = ablation.ablated_run(model, &Batch::new(&counterfactual, &model.config, &device)?)?;
+        extend_replica(&mut full_values, &m_full, answers.len(), 0);
+        let (ablated, empty_logits) = ablation.ablated_run(model, &batches.counterfactual)?;
         // The masks to patch, and how many of them (0 or 1) come before the circuits: the empty one.
         let (masks, before_circuits): (Vec<&EdgeMatrix<bool>>, usize) = match empty_logits {
             Some(logits) => {
                 let m_empty = metric.finite_values(logits, &answers, 1, &full).map_err(non_finite("the every-edge-ablated run".into()))?;
                 empty_sum += replica_sums(&m_empty, answers.len())[0];
+                extend_replica(&mut empty_values, &m_empty, answers.len(), 0);
                 (circuits.to_vec(), 0)
             }
             None => (std::iter::once(&empty).chain(circuits.iter().copied()).collect(), 1),
@@ -170,7 +189,7 @@ pub fn evaluate_circuits<B: Backend>(
         let mut patched = 0;
         for group in masks.chunks(options.masks_per_pass.max(1)) {
             let t = Instant::now();
-            let logits = patched_logits(model, graph, &clean, ablated.clone(), group)?;
+            let logits = patched_logits(model, graph, &batches.clean, ablated.clone(), group);
             let m = metric.finite_values(logits, &answers, group.len(), &full).map_err(|e| {
                 let run = match (patched + e.row / answers.len()).checked_sub(before_circuits) {
                     Some(circuit) => format!("circuit {circuit}'s patched run"),
@@ -180,8 +199,14 @@ pub fn evaluate_circuits<B: Backend>(
             })?;
             for (r, s) in replica_sums(&m, answers.len()).into_iter().enumerate() {
                 match (patched + r).checked_sub(before_circuits) {
-                    Some(circuit) => sums[circuit] += s,
-                    None => empty_sum += s,
+                    Some(circuit) => {
+                        sums[circuit] += s;
+                        extend_replica(&mut circuit_values[circuit], &m, answers.len(), r);
+                    }
+                    None => {
+                        empty_sum += s;
+                        extend_replica(&mut empty_values, &m, answers.len(), r);
+                    }
                 }
             }
             patched += group.len();
@@ -195,6 +220,9 @@ pub fn evaluate_circuits<B: Backend>(
         m_full: full_sum / n,
         m_empty: empty_sum / n,
         m_circuits: sums.iter().map(|s| s / n).collect(),
+        full_per_pair: full_values,
+        empty_per_pair: empty_values,
+        circuits_per_pair: circuit_values,
         plain_forward,
         patched_forward,
         other: start.elapsed().saturating_sub(plain_forward + patched_forward),

@@ -1,7 +1,9 @@
-//! Circuit construction from scores: budgets, top-n, greedy and pruning to a fixed point.
+//! Circuit construction from scores: budgets, top-n (with preferred edges first), greedy and
+//! pruning to a fixed point.
 
 use evaluator::circuit::edge_budget;
-use evaluator::{Selection, given, greedy, prune, top_n};
+use evaluator::pipeline::{CurveKind, circuits_at_budgets};
+use evaluator::{Candidates, EvalError, Selection, given, greedy, prune, top_n, top_n_preferred};
 use graph::{Dest, EdgeMatrix, Graph, GraphShape, Qkv, Source};
 
 fn gpt2() -> Graph {
@@ -128,4 +130,58 @@ fn a_given_circuit_is_pruned_like_a_selected_one() {
     let mut again = edges.clone();
     assert_eq!(prune(&g, &mut again), c.nodes);
     assert_eq!(again, c.edges);
+}
+
+#[test]
+fn preferred_edges_come_first_then_the_rest_by_score() {
+    let g = small();
+    let e = |src, dst| idx(&g, src, dst);
+    let direct = e(Source::Input, Dest::Logits);
+    let (into_m0, m0_out) = (e(Source::Input, Dest::Mlp { layer: 0 }), e(Source::Mlp { layer: 0 }, Dest::Logits));
+    let (into_m1, m1_out) = (e(Source::Input, Dest::Mlp { layer: 1 }), e(Source::Mlp { layer: 1 }, Dest::Logits));
+    let mut scores = EdgeMatrix::filled(g, 0.0f32);
+    for (edge, s) in [(direct, 0.5), (into_m0, 3.0), (m0_out, 2.0), (into_m1, -4.0), (m1_out, 0.1)] {
+        scores[edge] = s;
+    }
+    let mut preferred = EdgeMatrix::filled(g, false);
+    for edge in [direct, into_m1, m1_out] {
+        preferred[edge] = true;
+    }
+    let on = |c: &evaluator::BuiltCircuit| -> Vec<(usize, usize)> { g.edges().filter(|&x| c.edges[x]).collect() };
+    let sorted = |mut v: Vec<(usize, usize)>| {
+        v.sort();
+        v
+    };
+    // Signed: the three preferred edges (0.5, 0.1, −4) before the better-scored m0 chain.
+    let c = top_n_preferred(&g, &scores, &preferred, 3, Selection::Signed);
+    assert_eq!(on(&c), sorted(vec![direct, into_m1, m1_out]));
+    assert_eq!(on(&top_n(&g, &scores, 3, Selection::Signed)), sorted(vec![direct, into_m0, m0_out]), "by score alone: the m0 chain");
+    // Absolute: the preferred by |score| (−4, 0.5): input -> m1 dangles without m1 -> logits and is pruned.
+    let c = top_n_preferred(&g, &scores, &preferred, 2, Selection::Absolute);
+    assert_eq!((c.nominal_edges, on(&c)), (2, vec![direct]));
+    // Past the preferred edges, the budget fills by score.
+    let c = top_n_preferred(&g, &scores, &preferred, 5, Selection::Signed);
+    assert_eq!(on(&c), sorted(vec![direct, into_m0, m0_out, into_m1, m1_out]));
+    // With nothing preferred it is top-n.
+    let none = EdgeMatrix::filled(g, false);
+    for (n, selection) in [(1, Selection::Signed), (3, Selection::Absolute), (5, Selection::Signed)] {
+        assert_eq!(top_n_preferred(&g, &scores, &none, n, selection), top_n(&g, &scores, n, selection));
+    }
+}
+
+#[test]
+fn preferred_scores_give_signed_and_absolute_curves_and_check_their_graph() {
+    let g = small();
+    let scores = EdgeMatrix::from_fn(g, |f, b| ((f * g.n_bwd() + b) % 7) as f32 - 3.0);
+    let preferred = EdgeMatrix::from_fn(g, |f, b| (f + b) % 3 == 0);
+    let fractions = [0.1, 0.5, 1.0];
+    let built = circuits_at_budgets(&g, Candidates::PreferredScores { scores: &scores, preferred: &preferred }, &fractions).unwrap();
+    let kinds: Vec<CurveKind> = built.iter().map(|(k, _, _)| *k).collect();
+    assert_eq!(kinds, [[CurveKind::Signed; 3], [CurveKind::Absolute; 3]].concat());
+    let n = edge_budget(&g, 0.5);
+    assert_eq!(built[1].2, top_n_preferred(&g, &scores, &preferred, n, Selection::Signed));
+    assert_eq!(built[4].2, top_n_preferred(&g, &scores, &preferred, n, Selection::Absolute));
+    let other = EdgeMatrix::filled(Graph::new(GraphShape { n_layers: 3, n_heads: 2 }).unwrap(), false);
+    let err = circuits_at_budgets(&g, Candidates::PreferredScores { scores: &scores, preferred: &other }, &fractions).unwrap_err();
+    assert!(matches!(err, EvalError::GraphMismatch { .. }), "{err}");
 }

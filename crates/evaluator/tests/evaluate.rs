@@ -4,7 +4,7 @@
 
 use attribution::random::random_scores;
 use evaluator::circuit::edge_budget;
-use evaluator::{Candidates, CurveKind, EvalOptions, EvalPlan, EvalResult, MIB_FRACTIONS, Selection, cpr, evaluate_candidates, faithfulness, top_n};
+use evaluator::{Bootstrap, Candidates, CurveKind, EvalOptions, EvalPlan, EvalResult, MIB_FRACTIONS, Selection, cpr, evaluate_candidates, faithfulness, top_n};
 use graph::{EdgeMatrix, Graph, GraphShape};
 use patching::{Ablation, AblationKind, Metric};
 use tasks::PreparedPair;
@@ -132,7 +132,7 @@ fn bad_inputs_are_errors() {
     let err = evaluate(&model, &graph, &pairs, &[&other], &Ablation::Counterfactual, EvalOptions::default()).unwrap_err();
     assert!(err.to_string().contains("a circuit is of a graph of"), "{err}");
     let too_few = [full.clone()];
-    let plan = EvalPlan { fractions: &[0.5, 1.0], options: EvalOptions::default() };
+    let plan = EvalPlan { fractions: &[0.5, 1.0], options: EvalOptions::default(), bootstrap: Bootstrap::default() };
     let err = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Circuits(&too_few), &Ablation::Counterfactual, plan, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("1 circuits were given for 2 budgets"), "{err}");
     pairs[1].counterfactual.pop();
@@ -191,7 +191,7 @@ fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
     let pairs = pairs();
     let scores = random_scores(&graph, 4);
     let fractions = [0.01, 0.1, 0.5, 1.0];
-    let plan = EvalPlan { fractions: &fractions, options: EvalOptions { batch_size: 2, ..EvalOptions::default() } };
+    let plan = EvalPlan { fractions: &fractions, options: EvalOptions { batch_size: 2, ..EvalOptions::default() }, bootstrap: Bootstrap::default() };
     let mut reports = Vec::new();
     let result = evaluate_candidates(&model.model, &graph, &pairs, Candidates::Scores(&scores.values), &Ablation::Counterfactual, plan, &mut |d, t| {
         reports.push((d, t))

@@ -69,6 +69,13 @@ pub enum AblationError {
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A batch that skips its prefix under an ablation that changes the prefix (δ is not zero
+    /// there): only counterfactual ablation leaves the positions before the first difference alone.
+    #[error("{kind} ablation changes every position, so its passes cannot skip a prefix (suffix-only passes are for counterfactual ablation)")]
+    PrefixUnderAblation {
+        /// The ablation.
+        kind: AblationKind,
+    },
 }
 
 /// A fitted ablation: what each source node's output becomes when an edge out of it is ablated.
@@ -162,6 +169,9 @@ impl<B: Backend> Ablation<B> {
         let d = model.config.d_model;
         let device = model.token_embedding.device();
         let n_fwd = 1 + model.config.n_layers * (model.config.n_heads + 1);
+        if counterfactual.starts().is_some() && !matches!(self, Self::Counterfactual) {
+            return Err(AblationError::PrefixUnderAblation { kind: self.kind() });
+        }
         let nodes = match self {
             Self::Counterfactual => {
                 let (logits, nodes) = record_nodes(model, counterfactual);

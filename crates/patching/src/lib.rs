@@ -13,9 +13,11 @@ pub mod activations;
 pub mod mask_gradient;
 pub mod metric;
 pub mod patch;
+pub mod prefix;
 
 pub use ablation::{Ablation, AblationError, AblationKind};
 pub use activations::{NodeRecorder, record_nodes};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
 pub use metric::{Metric, NonFiniteMetric, UnknownMetric};
 pub use patch::{EdgeMasks, PatchHooks, patched_logits};
+pub use prefix::{PairBatches, Positions, first_differences, shared_prefix};

@@ -6,7 +6,7 @@ use std::ops::Range;
 use burn::tensor::{Tensor, TensorData};
 use graph::{EdgeMatrix, Graph};
 use transformer::products::selected_rows_product;
-use transformer::{AttentionInput, Batch, BatchError, Hooks, Readout, Transformer};
+use transformer::{AttentionInput, Batch, Hooks, Readout, Transformer};
 
 use crate::activations::heads_source_major;
 
@@ -273,19 +273,13 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 }
 
-/// One patched pass: the `clean` prompts repeated once per mask (rows mask-major), each copy with
-/// its mask applied against `ablated` [n_fwd, pairs, pos, d_model]; returns the last-token logits
-/// [masks × pairs, vocab], for a [`crate::Metric`] to read.
-pub fn patched_logits<B: Backend>(
-    model: &Transformer<B>,
-    graph: &Graph,
-    clean: &[Vec<u32>],
-    ablated: Tensor<B, 4>,
-    masks: &[&EdgeMatrix<bool>],
-) -> Result<Tensor<B, 2>, BatchError> {
+/// One patched pass: the `clean` batch repeated once per mask (rows mask-major), each copy with
+/// its mask applied against `ablated` [n_fwd, pairs, pos, d_model] (the positions the batch's
+/// passes compute); returns the last-token logits [masks × pairs, vocab], for a [`crate::Metric`]
+/// to read.
+pub fn patched_logits<B: Backend>(model: &Transformer<B>, graph: &Graph, clean: &Batch<B>, ablated: Tensor<B, 4>, masks: &[&EdgeMatrix<bool>]) -> Tensor<B, 2> {
     let device = model.token_embedding.device();
-    let rows: Vec<Vec<u32>> = masks.iter().flat_map(|_| clean.iter().cloned()).collect();
-    let batch = Batch::new(&rows, &model.config, &device)?;
+    let batch = clean.repeat(masks.len());
     let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
-    Ok(model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1))
+    model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
 }

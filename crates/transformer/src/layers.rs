@@ -226,13 +226,14 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     times_sigmoid(x.clone(), x)
 }
 
-/// The rotary embedding for positions 0..len as x·cos + (x R)·sin: cos and sin [len, d_head] hold
-/// each frequency at both coordinates of its pair, and R [d_head, d_head] maps every pair (a, b) to
+/// The rotary embedding at given positions as x·cos + (x R)·sin: cos and sin [rows, 1, positions,
+/// d_head] (one row shared by the batch, or one per row) hold each frequency at both coordinates
+/// of its pair, and R [d_head, d_head] maps every pair (a, b) to
 /// (−b, a). One small GEMM instead of slicing x into halves and concatenating the rotated halves
 /// (burn-ndarray copies a slice element by element: 6–11% of SmolLM2 attribution time).
 pub struct RopeTables<B: Backend> {
-    cos: Tensor<B, 2>,
-    sin: Tensor<B, 2>,
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
     rotation: Tensor<B, 2>,
 }
 
@@ -266,8 +267,10 @@ fn llama3_scaled(freq: f64, s: Llama3RopeScaling) -> f64 {
 }
 
 impl<B: Backend> RopeTables<B> {
-    /// Tables for a rotary config, or None for models with learned positions.
-    pub fn new(positions: &PositionEncoding, d_head: usize, len: usize, device: &B::Device) -> Option<Self> {
+    /// Tables for a rotary config at the absolute `positions` of `rows` rows (row-major; one row
+    /// when every row of the batch has the same positions, as a full pass does; a pass over
+    /// suffixes has one per row), or None for models with learned positions.
+    pub fn new(positions: &PositionEncoding, d_head: usize, rows: usize, at: &[usize], device: &B::Device) -> Option<Self> {
         let PositionEncoding::Rope { theta, layout, scaling } = *positions else {
             return None;
         };
@@ -278,14 +281,15 @@ impl<B: Backend> RopeTables<B> {
             RopeLayout::HalfSplit => (i, i + half),
             RopeLayout::Interleaved => (2 * i, 2 * i + 1),
         };
+        let len = at.len();
         let (mut cos, mut sin) = (vec![0f32; len * d_head], vec![0f32; len * d_head]);
-        for pos in 0..len {
+        for (row, &pos) in at.iter().enumerate() {
             for (i, f) in inv.iter().enumerate() {
                 let angle = pos as f64 * f;
                 let (a, b) = pair(i);
                 for c in [a, b] {
-                    cos[pos * d_head + c] = angle.cos() as f32;
-                    sin[pos * d_head + c] = angle.sin() as f32;
+                    cos[row * d_head + c] = angle.cos() as f32;
+                    sin[row * d_head + c] = angle.sin() as f32;
                 }
             }
         }
@@ -296,8 +300,8 @@ impl<B: Backend> RopeTables<B> {
             rotation[a * d_head + b] = 1.0; // out[b] = x[a]
         }
         Some(Self {
-            cos: Tensor::from_data(TensorData::new(cos, [len, d_head]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [len, d_head]), device),
+            cos: Tensor::from_data(TensorData::new(cos, [rows, 1, len / rows, d_head]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [rows, 1, len / rows, d_head]), device),
             rotation: Tensor::from_data(TensorData::new(rotation, [d_head, d_head]), device),
         })
     }
@@ -308,7 +312,7 @@ impl<B: Backend> RopeTables<B> {
         // The GEMM's output first: burn-ndarray computes element-wise ops in place in the left
         // operand's layout, so the result is contiguous even when x is a permuted view, and the
         // attention product that follows need not copy it again.
-        rotated * self.sin.clone().unsqueeze() + x * self.cos.clone().unsqueeze()
+        rotated * self.sin.clone() + x * self.cos.clone()
     }
 }
 

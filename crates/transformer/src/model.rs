@@ -2,7 +2,7 @@
 //! through [`Hooks`]. Architecture files (`gpt2.rs`, `llama.rs`) only map configs and weights onto it.
 
 use burn::module::{Module, Param};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::{ModelConfig, PositionEncoding};
@@ -60,13 +60,85 @@ pub struct Transformer<B: Backend> {
     pub config: ModelConfig,
 }
 
-/// Right-padded token ids with each row's real length, the form every forward pass takes.
+/// Right-padded token ids with each row's real length, the form every forward pass takes;
+/// optionally with its first positions already computed ([`PrefixCache`]), so a pass runs only
+/// the positions after them.
 #[derive(Debug, Clone)]
 pub struct Batch<B: Backend> {
     /// [batch, max_len]
     pub ids: Tensor<B, 2, Int>,
     /// Each row's real length; positions from it on are padding, masked as keys.
     pub lengths: Vec<usize>,
+    /// Keys and values of each row's positions before its start, when a pass is to start there.
+    prefix: Option<PrefixCache<B>>,
+}
+
+/// Every layer's keys and values at the first positions of each row of a batch (row i's first
+/// `starts[i]`), computed once ([`Transformer::prefix_cache`]). A pass over a batch carrying it
+/// computes row i's positions `starts[i]..` only — left-aligned: position q of the pass is row
+/// i's position `starts[i] + q` — its queries attending over these keys and values and its own.
+/// Exact whenever every activation before a row's start would be the same in that pass, as under
+/// counterfactual patching before the first token where clean and counterfactual prompts differ.
+/// Node outputs, hooks and destination inputs of such a pass cover the computed positions only.
+#[derive(Debug, Clone)]
+pub struct PrefixCache<B: Backend> {
+    /// Each row's first computed position.
+    starts: Vec<usize>,
+    /// Per layer: keys (after RoPE) and values, each [rows, n_heads, max start, d_head] (key/value
+    /// heads repeated for each query head of their group); row i's entries from `starts[i]` on
+    /// are never read.
+    layers: Vec<[Tensor<B, 4>; 2]>,
+}
+
+impl<B: Backend> PrefixCache<B> {
+    /// Each row's first computed position.
+    pub fn starts(&self) -> &[usize] {
+        &self.starts
+    }
+
+    /// Cached positions of the longest prefix.
+    fn width(&self) -> usize {
+        self.starts.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The same cache with its rows repeated `times` (replica-major, as [`Batch::repeat`]).
+    fn repeat(&self, times: usize) -> Self {
+        let layers = self.layers.iter().map(|kv| kv.clone().map(|x| Tensor::cat(vec![x; times], 0))).collect();
+        Self { starts: (0..times).flat_map(|_| self.starts.iter().copied()).collect(), layers }
+    }
+}
+
+impl<B: AutodiffBackend> Batch<B> {
+    /// A batch made on the inner backend, for passes that take gradients; its cached keys and
+    /// values are constants, so no gradient flows into positions before its start (none is
+    /// needed where the cache is exact: nothing there differs between the runs compared).
+    pub fn from_inner(inner: Batch<B::InnerBackend>) -> Self {
+        let prefix = inner.prefix.map(|p| PrefixCache { starts: p.starts, layers: p.layers.into_iter().map(|kv| kv.map(Tensor::from_inner)).collect() });
+        Self { ids: Tensor::from_inner(inner.ids), lengths: inner.lengths, prefix }
+    }
+}
+
+/// Why a prefix cannot be attached to a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// The cache was computed for another number of rows.
+    #[error("a prefix cache of {cached} rows attached to a batch of {rows}")]
+    Rows {
+        /// Rows of the cache.
+        cached: usize,
+        /// Rows of the batch.
+        rows: usize,
+    },
+    /// A row with no position at or after its prefix: a pass over the suffix would compute nothing for it.
+    #[error("row {index} has {len} tokens, not more than its cached prefix of {start}")]
+    RowWithinPrefix {
+        /// The row.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The prefix's length.
+        start: usize,
+    },
 }
 
 /// Why a set of token sequences cannot be run as a batch.
@@ -131,7 +203,49 @@ impl<B: Backend> Batch<B> {
             ids.extend(seq.iter().map(|&t| t as i64));
             ids.extend(std::iter::repeat_n(pad_id as i64, max_len - seq.len()));
         }
-        Ok(Self { ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device), lengths: sequences.iter().map(Vec::len).collect() })
+        Ok(Self {
+            ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device),
+            lengths: sequences.iter().map(Vec::len).collect(),
+            prefix: None,
+        })
+    }
+
+    /// This batch with each row's first positions computed already: a pass over it computes row
+    /// i's positions `prefix.starts()[i]..` only. The caller vouches that every activation before
+    /// a row's start in the passes it runs equals the one the cache was computed from (see
+    /// [`PrefixCache`]).
+    pub fn with_prefix(mut self, prefix: PrefixCache<B>) -> Result<Self, PrefixError> {
+        if prefix.starts.len() != self.size() {
+            return Err(PrefixError::Rows { cached: prefix.starts.len(), rows: self.size() });
+        }
+        if let Some((index, (&len, &start))) = self.lengths.iter().zip(&prefix.starts).enumerate().find(|&(_, (&len, &start))| len <= start) {
+            return Err(PrefixError::RowWithinPrefix { index, len, start });
+        }
+        self.prefix = Some(prefix);
+        Ok(self)
+    }
+
+    /// Each row's first computed position: its cached prefix's length (None: every position).
+    pub fn starts(&self) -> Option<&[usize]> {
+        self.prefix.as_ref().map(PrefixCache::starts)
+    }
+
+    /// Positions a pass over this batch computes per row: the longest row's, from its start.
+    fn computed_len(&self) -> usize {
+        match &self.prefix {
+            None => self.max_len(),
+            Some(p) => self.lengths.iter().zip(&p.starts).map(|(l, s)| l - s).max().unwrap_or(0),
+        }
+    }
+
+    /// The rows repeated `times`, replica-major (rows `r·size .. (r+1)·size` are copy r), with
+    /// the prefix cache repeated alike: one pass running several masks over the same pairs.
+    pub fn repeat(&self, times: usize) -> Self {
+        Self {
+            ids: Tensor::cat(vec![self.ids.clone(); times], 0),
+            lengths: (0..times).flat_map(|_| self.lengths.iter().copied()).collect(),
+            prefix: self.prefix.as_ref().map(|p| p.repeat(times)),
+        }
     }
 
     /// Number of rows.
@@ -144,17 +258,33 @@ impl<B: Backend> Batch<B> {
         self.ids.dims()[1]
     }
 
-    /// Causal mask combined with key padding, true where attention is forbidden: [batch, 1, len, len].
-    /// Key 0 is always real, so no row is fully masked.
+    /// Causal mask combined with key padding, true where attention is forbidden: [batch, 1,
+    /// queries, keys] for the computed positions' queries over the cached keys (as wide as the
+    /// longest prefix; row i reads its first `starts[i]`) and then the computed positions' keys.
+    /// Each row's first computed position is real, so no row is fully masked.
     fn attention_mask(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
-        let t = self.max_len();
-        let mut mask = Vec::with_capacity(self.size() * t * t);
-        for &len in &self.lengths {
-            for query in 0..t {
-                mask.extend((0..t).map(|key| key > query || key >= len));
+        let n = self.computed_len();
+        let (starts, width) = match &self.prefix {
+            Some(p) => (p.starts.clone(), p.width()),
+            None => (vec![0; self.size()], 0),
+        };
+        let mut mask = Vec::with_capacity(self.size() * n * (width + n));
+        for (&len, &start) in self.lengths.iter().zip(&starts) {
+            for query in 0..n {
+                mask.extend((0..width).map(|key| key >= start));
+                mask.extend((0..n).map(|key| key > query || start + key >= len));
             }
         }
-        Tensor::from_data(TensorData::new(mask, [self.size(), 1, t, t]), device)
+        Tensor::from_data(TensorData::new(mask, [self.size(), 1, n, width + n]), device)
+    }
+
+    /// The absolute position of each computed position, row-major [rows × computed], clamped to
+    /// the padded length (positions past a row's end are padding, read by nothing); None when
+    /// every row computes every position.
+    fn computed_positions(&self) -> Option<Vec<usize>> {
+        let p = self.prefix.as_ref()?;
+        let (n, t) = (self.computed_len(), self.max_len());
+        Some(p.starts.iter().flat_map(|&s| (0..n).map(move |q| (s + q).min(t - 1))).collect())
     }
 }
 
@@ -245,10 +375,12 @@ impl<B: Backend> Attention<B> {
         if n == self.n_heads { y } else { self.ungroup(y) }
     }
 
-    /// Returns the attention's contribution to the residual stream (with b_O), calling
-    /// `hooks.qkv_outputs` with the projections, `hooks.attention_pattern` with the pattern and
-    /// `hooks.head_outputs` with the per-head outputs when the hooks want them; `rules` shape the
-    /// backward of the norm, the q/k/v projections and the pattern softmax.
+    /// Returns the attention's contribution to the residual stream (with b_O) and the keys (after
+    /// RoPE) and values it attended over, [b, heads, keys, d_head]: `cached` ones of earlier
+    /// positions first, then those of the input's. Calls `hooks.qkv_outputs` with the
+    /// projections, `hooks.attention_pattern` with the pattern and `hooks.head_outputs` with the
+    /// per-head outputs when the hooks want them; `rules` shape the backward of the norm, the
+    /// q/k/v projections and the pattern softmax.
     #[allow(clippy::too_many_arguments)]
     fn forward<H: Hooks<B>>(
         &self,
@@ -257,9 +389,10 @@ impl<B: Backend> Attention<B> {
         norm: &Norm<B>,
         mask: &Tensor<B, 4, Bool>,
         rope: Option<&RopeTables<B>>,
+        cached: Option<&[Tensor<B, 4>; 2]>,
         hooks: &mut H,
         rules: &GradientRules,
-    ) -> Tensor<B, 3> {
+    ) -> (Tensor<B, 3>, [Tensor<B, 4>; 2]) {
         let (q, k, v) = match input {
             AttentionInput::Shared(resid) => {
                 let x = norm.forward(resid, rules);
@@ -281,11 +414,15 @@ impl<B: Backend> Attention<B> {
             Some(r) => (r.apply(q), r.apply(k)),
             None => (q, k),
         };
+        let (k, v) = match cached {
+            Some([ck, cv]) => (Tensor::cat(vec![ck.clone(), k], 2), Tensor::cat(vec![cv.clone(), v], 2)),
+            None => (k, v),
+        };
         let scale = (self.d_head as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let scores = q.matmul(k.clone().swap_dims(2, 3)) * scale;
         let pattern = attention_softmax(scores.mask_fill(mask.clone(), f32::NEG_INFINITY), rules.softmax_temperature);
         let pattern = hooks.attention_pattern(layer, pattern);
-        let z = pattern.matmul(v); // [b, h, t, d_head]
+        let z = pattern.matmul(v.clone()); // [b, h, t, d_head]
         let [b, h, t, dh] = z.dims();
 
         let mixed = if hooks.wants_head_outputs() {
@@ -298,10 +435,11 @@ impl<B: Backend> Attention<B> {
         } else {
             matmul_last(z.swap_dims(1, 2).reshape([b, t, h * dh]), self.o.weight.val())
         };
-        match &self.o.bias {
+        let out = match &self.o.bias {
             Some(b_o) => mixed + b_o.val().unsqueeze(),
             None => mixed,
-        }
+        };
+        (out, [k, v])
     }
 }
 
@@ -317,36 +455,108 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// [`Transformer::forward_with`] whose backward pass follows `rules` (GIM); the logits are unchanged.
+    ///
+    /// Over a batch carrying a [`PrefixCache`], only each row's positions from its start are
+    /// computed (hooks see those, left-aligned), and the last layer's MLP runs only at the readout
+    /// positions: nothing but the logits reads it, so its output elsewhere is left zero. Readout
+    /// positions are absolute and must not lie in a row's prefix.
     pub fn forward_with_rules<H: Hooks<B>>(&self, batch: &Batch<B>, readout: &Readout, hooks: &mut H, rules: &GradientRules) -> Tensor<B, 3> {
+        let readout_rows: Option<Vec<usize>> = match readout {
+            Readout::All => None,
+            Readout::LastToken => Some(batch.lengths.iter().map(|l| l - 1).collect()),
+            Readout::At(positions) => Some(positions.clone()),
+        };
+        let readout_rows = readout_rows.map(|rows| match batch.starts() {
+            None => rows,
+            Some(starts) => {
+                assert!(rows.iter().zip(starts).all(|(p, s)| p >= s), "readout positions lie after each row's cached prefix");
+                rows.iter().zip(starts).map(|(p, s)| p - s).collect()
+            }
+        });
+        // Only a suffix pass narrows the last MLP: a full pass's node outputs are read at every
+        // position (mean ablations average them).
+        let last_mlp_rows = if batch.prefix.is_some() { readout_rows.as_deref() } else { None };
+        let final_in = self.residual_stream(batch, hooks, rules, last_mlp_rows, None);
+        let read = match &readout_rows {
+            None => final_in,
+            Some(rows) => gather_positions(final_in, rows.iter().copied()),
+        };
+        self.unembed(self.final_norm.forward(read, rules))
+    }
+
+    /// Every layer's keys and values at positions `0..starts[i]` of each row i of `batch`: the
+    /// prefixes the passes of [`Batch::with_prefix`] skip. One pass over the longest prefix,
+    /// without hooks; `starts` must not all be 0.
+    pub fn prefix_cache(&self, batch: &Batch<B>, starts: &[usize]) -> PrefixCache<B> {
+        let [b, t] = batch.ids.dims();
+        assert_eq!(starts.len(), b, "one start per row");
+        let width = starts.iter().copied().max().unwrap_or(0);
+        assert!(width > 0 && width <= t, "a prefix of 1..={t} positions");
+        let prefix = Batch { ids: batch.ids.clone().slice([0..b, 0..width]), lengths: batch.lengths.iter().map(|&l| l.min(width)).collect(), prefix: None };
+        let mut layers = Vec::with_capacity(self.blocks.len());
+        self.residual_stream(&prefix, &mut NoHooks, &GradientRules::IDENTITY, Some(&vec![0; b]), Some(&mut layers));
+        PrefixCache { starts: starts.to_vec(), layers }
+    }
+
+    /// The residual stream the final norm reads, [b, positions computed, d_model], through
+    /// `hooks`; the last layer's MLP runs only at `last_mlp_rows` (one computed position per row)
+    /// when given; each layer's keys and values are pushed to `keys_values` when given.
+    fn residual_stream<H: Hooks<B>>(
+        &self,
+        batch: &Batch<B>,
+        hooks: &mut H,
+        rules: &GradientRules,
+        last_mlp_rows: Option<&[usize]>,
+        mut keys_values: Option<&mut Vec<[Tensor<B, 4>; 2]>>,
+    ) -> Tensor<B, 3> {
         let device = self.token_embedding.device();
         let [b, t] = batch.ids.dims();
         let d = self.config.d_model;
+        let n = batch.computed_len();
+        // Row-major absolute positions of the computed positions (None: 0..t in every row).
+        let positions = batch.computed_positions();
+        let index = |p: &[usize]| Tensor::<B, 1, Int>::from_data(TensorData::new(p.iter().map(|&x| x as i64).collect::<Vec<_>>(), [p.len()]), &device);
+        let ids = match &positions {
+            None => batch.ids.clone(),
+            Some(p) => batch.ids.clone().gather(1, index(p).reshape([b, n])),
+        };
 
-        let embedding = self.token_embedding.val().select(0, batch.ids.clone().reshape([b * t])).reshape([b, t, d]);
+        let embedding = self.token_embedding.val().select(0, ids.reshape([b * n])).reshape([b, n, d]);
         let mut resid = hooks.input_output(embedding);
         if let Some(pos) = &self.position_embedding {
-            resid = resid + pos.val().slice([0..t, 0..d]).unsqueeze();
+            resid = resid
+                + match &positions {
+                    None => pos.val().slice([0..t, 0..d]).unsqueeze(),
+                    Some(p) => pos.val().select(0, index(p)).reshape([b, n, d]),
+                };
         }
 
         let mask = batch.attention_mask(&device);
-        let rope = RopeTables::new(&self.config.positions, self.config.d_head, t, &device);
+        let rope = match &positions {
+            None => RopeTables::new(&self.config.positions, self.config.d_head, 1, &(0..t).collect::<Vec<_>>(), &device),
+            Some(p) => RopeTables::new(&self.config.positions, self.config.d_head, b, p, &device),
+        };
+        let n_layers = self.blocks.len();
         for (layer, block) in self.blocks.iter().enumerate() {
+            let cached = batch.prefix.as_ref().map(|p| &p.layers[layer]);
             let input = hooks.attention_input(layer, resid.clone());
-            let attn = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), hooks, rules);
+            let (attn, kv) = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), cached, hooks, rules);
+            if let Some(sink) = keys_values.as_mut() {
+                sink.push(kv);
+            }
             resid = resid + attn;
             let mlp_in = hooks.mlp_input(layer, resid.clone());
-            let hidden = hooks.mlp_hidden(layer, block.mlp.hidden(block.mlp_norm.forward(mlp_in, rules), rules));
-            let mlp_out = hooks.mlp_output(layer, block.mlp.project(hidden));
-            resid = resid + mlp_out;
+            let mlp = |x: Tensor<B, 3>, hooks: &mut H| block.mlp.project(hooks.mlp_hidden(layer, block.mlp.hidden(block.mlp_norm.forward(x, rules), rules)));
+            let mlp_out = match last_mlp_rows {
+                Some(rows) if layer + 1 == n_layers => {
+                    let out = mlp(gather_positions(mlp_in, rows.iter().copied()), hooks);
+                    scatter_positions(out, rows, n)
+                }
+                _ => mlp(mlp_in, hooks),
+            };
+            resid = resid + hooks.mlp_output(layer, mlp_out);
         }
-
-        let final_in = hooks.final_input(resid);
-        let read = match readout {
-            Readout::All => final_in,
-            Readout::LastToken => gather_positions(final_in, batch.lengths.iter().map(|l| l - 1)),
-            Readout::At(positions) => gather_positions(final_in, positions.iter().copied()),
-        };
-        self.unembed(self.final_norm.forward(read, rules))
+        hooks.final_input(resid)
     }
 
     /// Maps normed residuals [b, n, d_model] to logits [b, n, vocab].
@@ -357,6 +567,15 @@ impl<B: Backend> Transformer<B> {
         };
         matmul_last(x, w)
     }
+}
+
+/// One position per row back in place: [b, 1, d] → [b, len, d], zero elsewhere.
+fn scatter_positions<B: Backend>(x: Tensor<B, 3>, positions: &[usize], len: usize) -> Tensor<B, 3> {
+    let [b, _, d] = x.dims();
+    let device = x.device();
+    let idx: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [b]), &device).reshape([b, 1, 1]).expand([b, 1, d]);
+    Tensor::zeros([b, len, d], &device).scatter(1, index, x, burn::tensor::IndexingUpdateOp::Add)
 }
 
 /// Picks one position per row: [b, t, d] → [b, 1, d].
