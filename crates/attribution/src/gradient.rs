@@ -274,7 +274,17 @@ mod tests {
     /// What a method is given here: counterfactual ablation, MIB's metric, batches of 2.
     fn discovery<'a>(model: &'a Transformer<AD>, graph: &'a Graph, pairs: &'a [PreparedPair]) -> Discovery<'a, AD> {
         let ablation = &Ablation::Counterfactual;
-        Discovery { model, graph, pairs, ablation, metric: Metric::LogitDifference, batch_size: 2, edges_per_pass: 16, fractions: &[], positions: Positions::Suffix }
+        Discovery {
+            model,
+            graph,
+            pairs,
+            ablation,
+            metric: Metric::LogitDifference,
+            batch_size: 2,
+            edges_per_pass: 16,
+            fractions: &[],
+            positions: Positions::Suffix,
+        }
     }
 
     fn eap(model: &Transformer<AD>) -> Result<EdgeScores, GradientError> {

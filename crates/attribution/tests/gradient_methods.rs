@@ -56,7 +56,8 @@ fn grad(model: &Transformer<AD>, graph: &Graph, pairs: &[PreparedPair], method: 
 
 /// Exact patching of every edge under `metric`.
 fn exact(model: &Transformer<B>, graph: &Graph, pairs: &[PreparedPair], ablation: &Ablation<B>, metric: Metric) -> EdgeScores {
-    exact_scores(model, graph, pairs, None, ablation, metric, ExactOptions { batch_size: 1, edges_per_pass: 64, ..ExactOptions::default() }, &mut |_| {}).unwrap()
+    exact_scores(model, graph, pairs, None, ablation, metric, ExactOptions { batch_size: 1, edges_per_pass: 64, ..ExactOptions::default() }, &mut |_| {})
+        .unwrap()
 }
 
 /// An ablation a small step ε·r away from the clean run of a single pair, per position, so every

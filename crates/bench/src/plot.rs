@@ -54,7 +54,7 @@ fn decade_label(d: i32) -> String {
 /// method's own circuits, dashed for absolute (CMD's), one colour per method, each with a shaded
 /// band: the 95% bootstrap interval over the evaluation pairs at every budget.
 pub fn curves_svg(title: &str, cells: &[&CellResult]) -> String {
-    let (w, h, left, right, top, bottom) = (800.0, 460.0, 64.0, 230.0, 44.0, 56.0);
+    let (w, h, left, right, top, bottom) = (860.0, 460.0, 64.0, 290.0, 44.0, 56.0);
     let points: Vec<&CurvePoint> = cells.iter().flat_map(|c| c.curves.curve.iter()).collect();
     let values = points.iter().flat_map(|p| [Some(p.faithfulness), p.faithfulness_interval.map(|i| i.low), p.faithfulness_interval.map(|i| i.high)]);
     let (mut fmin, mut fmax, mut clipped) = (0.0f64, 1.0f64, false);
@@ -382,8 +382,7 @@ pub fn circuit_svg(cell: &CellResult) -> String {
     let _ = writeln!(svg, r#"</defs>"#);
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(svg, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, w / 2.0, escape(&title));
-    let _ =
-        writeln!(svg, r##"<text x="{}" y="40" text-anchor="middle" font-size="11" fill="#555">its top {} edges by signed score</text>"##, w / 2.0, edges.len());
+    let _ = writeln!(svg, r##"<text x="{}" y="40" text-anchor="middle" font-size="11" fill="#555">its top {} edges by |score|</text>"##, w / 2.0, edges.len());
     // Layer bands and the axis: one label per layer, centred on its rows.
     let mut layers: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
     for (&row, &cy) in &row_y {

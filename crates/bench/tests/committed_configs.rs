@@ -12,10 +12,8 @@ fn config(name: &str) -> Config {
 #[test]
 fn every_committed_track_parses() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".toml").map(str::to_string)).collect();
     names.sort();
     assert!(names.iter().any(|n| n == "real") && names.iter().any(|n| n == "circuit"), "{names:?}");
     for name in names {

@@ -4,9 +4,12 @@
 //! Each resample draws the pairs with replacement (as many as there are), recomputes every mean the
 //! statistics are made of from the drawn pairs — m(N), m(∅) and each m(C), so faithfulness stays a
 //! ratio of means — and then the statistics; an interval is the 2.5th and 97.5th percentiles of the
-//! resamples (linear interpolation between order statistics). The draws come from a SplitMix64
-//! written out here, so a seed gives the same intervals on every machine and across `rand` upgrades.
+//! resamples (linear interpolation between order statistics). The draws come from ChaCha8 seeded
+//! by the config's seed (`rand_chacha`, as the shared-task selections' resamples do), so a seed
+//! gives the same intervals on every machine.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Resamples drawn unless a config or command line says otherwise: enough that the 2.5th and
@@ -73,31 +76,6 @@ pub struct Resampling {
     pub undefined: usize,
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): the draws of the resamples.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index in `0..n` (`n > 0`), by rejection: no modulo bias.
-    fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        let zone = u64::MAX - (u64::MAX % n);
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return (x % n) as usize;
-            }
-        }
-    }
-}
-
 /// The statistics of every resample, and how many resamples had none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resamples {
@@ -153,14 +131,14 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 pub fn resample(series: &[&[f64]], bootstrap: Bootstrap, mut statistic: impl FnMut(&[f64]) -> Option<Vec<f64>>) -> Resamples {
     let n = series.first().map_or(0, |s| s.len());
     assert!(n > 0 && series.iter().all(|s| s.len() == n), "bootstrap series must be non-empty and one value per pair each");
-    let mut rng = SplitMix64(bootstrap.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(bootstrap.seed);
     let mut drawn = vec![0usize; n];
     let mut means = vec![0.0f64; series.len()];
     let mut values: Vec<Vec<f64>> = Vec::new();
     let mut undefined = 0;
     for _ in 0..bootstrap.resamples {
         for d in drawn.iter_mut() {
-            *d = rng.below(n);
+            *d = rng.random_range(0..n);
         }
         for (mean, s) in means.iter_mut().zip(series) {
             *mean = drawn.iter().map(|&i| s[i]).sum::<f64>() / n as f64;
@@ -191,18 +169,5 @@ mod tests {
         assert_eq!(percentile(&v, 0.025), 2.5);
         assert_eq!(percentile(&v, 0.975), 97.5);
         assert_eq!(percentile(&[3.0], 0.025), 3.0);
-    }
-
-    #[test]
-    fn draws_are_uniform_and_seeded() {
-        let mut a = SplitMix64(7);
-        let mut counts = [0usize; 5];
-        for _ in 0..50_000 {
-            counts[a.below(5)] += 1;
-        }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
-        let (mut x, mut y) = (SplitMix64(7), SplitMix64(7));
-        assert!((0..100).all(|_| x.next_u64() == y.next_u64()));
-        assert_ne!(SplitMix64(7).next_u64(), SplitMix64(8).next_u64());
     }
 }

@@ -78,7 +78,13 @@ impl<B: Backend> PairBatches<B> {
     /// Batches `clean` and `counterfactual` (row for row the same lengths); under counterfactual
     /// ablation with [`Positions::Suffix`], each pair's passes start at its first difference
     /// ([`first_differences`]), over its prefix computed once on the clean prompt.
-    pub fn new(model: &Transformer<B>, clean: &[Vec<u32>], counterfactual: &[Vec<u32>], ablation: &Ablation<B>, positions: Positions) -> Result<Self, BatchError> {
+    pub fn new(
+        model: &Transformer<B>,
+        clean: &[Vec<u32>],
+        counterfactual: &[Vec<u32>],
+        ablation: &Ablation<B>,
+        positions: Positions,
+    ) -> Result<Self, BatchError> {
         let starts = match (positions, ablation) {
             (Positions::Suffix, Ablation::Counterfactual) => first_differences(clean, counterfactual),
             (Positions::BatchSuffix, Ablation::Counterfactual) => vec![shared_prefix(clean, counterfactual); clean.len()],

@@ -241,6 +241,9 @@ impl<B: Backend> Batch<B> {
     /// The rows repeated `times`, replica-major (rows `r·size .. (r+1)·size` are copy r), with
     /// the prefix cache repeated alike: one pass running several masks over the same pairs.
     pub fn repeat(&self, times: usize) -> Self {
+        if times == 1 {
+            return self.clone();
+        }
         Self {
             ids: Tensor::cat(vec![self.ids.clone(); times], 0),
             lengths: (0..times).flat_map(|_| self.lengths.iter().copied()).collect(),

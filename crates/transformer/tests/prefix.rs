@@ -51,9 +51,12 @@ fn check(dir: &str) {
             // Hooks see each row's computed positions only, with the full pass's values there.
             let n_layers = model.model.config.n_layers;
             for layer in 0..n_layers {
-                let same = |a: &burn::tensor::Tensor<B, 3>, b: &burn::tensor::Tensor<B, 3>| same_at_computed_positions(&values(a.clone()), &values(b.clone()), t, n, &starts, d);
+                let same = |a: &burn::tensor::Tensor<B, 3>, b: &burn::tensor::Tensor<B, 3>| {
+                    same_at_computed_positions(&values(a.clone()), &values(b.clone()), t, n, &starts, d)
+                };
                 assert!(same(&full_trace.mlp_inputs[layer], &trace.mlp_inputs[layer]), "{dir}, {starts:?}: mlp input {layer}");
-                let heads_same = same_at_computed_positions(&values(full_trace.heads[layer].clone()), &values(trace.heads[layer].clone()), t, n, &starts, heads * d);
+                let heads_same =
+                    same_at_computed_positions(&values(full_trace.heads[layer].clone()), &values(trace.heads[layer].clone()), t, n, &starts, heads * d);
                 assert!(heads_same, "{dir}, {starts:?}: heads of layer {layer}");
                 if layer + 1 < n_layers {
                     assert!(same(&full_trace.mlps[layer], &trace.mlps[layer]), "{dir}, {starts:?}: mlp {layer}");
