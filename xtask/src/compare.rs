@@ -152,10 +152,7 @@ fn run_circuitbench<B: Backend>(
     // suffix, from the earliest first difference.
     let clean: Vec<Vec<u32>> = pairs.iter().map(|p| p.clean.clone()).collect();
     let counterfactual: Vec<Vec<u32>> = pairs.iter().map(|p| p.counterfactual.clone()).collect();
-    let skipped = match positions {
-        Positions::Full => 0,
-        Positions::Suffix | Positions::BatchSuffix => patching::shared_prefix(&clean, &counterfactual),
-    };
+    let skipped = positions.starts(&clean, &counterfactual).into_iter().min().unwrap_or(0);
     // One untimed forward pass first, as the peers do: first-touch allocation is not a stage's
     // cost. Like theirs (their only forward is the instrumented one), it takes the path the stages
     // take, with every head's output formed and recorded, not the plain model's fused one.

@@ -244,11 +244,7 @@ fn computed_positions(pairs: &[tasks::PreparedPair], batch: usize, positions: pa
         .chunks(batch.max(1))
         .map(|chunk| {
             let tasks::PairBatch { clean, counterfactual, .. } = tasks::PairBatch::of(chunk);
-            let starts = match positions {
-                patching::Positions::Suffix => patching::first_differences(&clean, &counterfactual),
-                patching::Positions::BatchSuffix => vec![patching::shared_prefix(&clean, &counterfactual); clean.len()],
-                patching::Positions::Full => vec![0; clean.len()],
-            };
+            let starts = positions.starts(&clean, &counterfactual);
             chunk.len() * clean.iter().zip(&starts).map(|(c, s)| c.len() - s).max().unwrap_or(0)
         })
         .sum()

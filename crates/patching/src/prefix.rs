@@ -42,6 +42,16 @@ impl Positions {
             Self::Full => "full",
         }
     }
+
+    /// Each pair's first computed position under counterfactual ablation (0 throughout for
+    /// [`Positions::Full`]): what [`PairBatches::new`] runs, for whoever counts the work.
+    pub fn starts(self, clean: &[Vec<u32>], counterfactual: &[Vec<u32>]) -> Vec<usize> {
+        match self {
+            Self::Suffix => first_differences(clean, counterfactual),
+            Self::BatchSuffix => vec![shared_prefix(clean, counterfactual); clean.len()],
+            Self::Full => vec![0; clean.len()],
+        }
+    }
 }
 
 /// Each pair's first computed position: the first position at which its clean and
@@ -85,9 +95,8 @@ impl<B: Backend> PairBatches<B> {
         ablation: &Ablation<B>,
         positions: Positions,
     ) -> Result<Self, BatchError> {
-        let starts = match (positions, ablation) {
-            (Positions::Suffix, Ablation::Counterfactual) => first_differences(clean, counterfactual),
-            (Positions::BatchSuffix, Ablation::Counterfactual) => vec![shared_prefix(clean, counterfactual); clean.len()],
+        let starts = match ablation {
+            Ablation::Counterfactual => positions.starts(clean, counterfactual),
             _ => vec![0; clean.len()],
         };
         Self::with_starts(model, clean, counterfactual, &starts)
