@@ -13,7 +13,7 @@
 //!   leaf (a probe); a head's q, k and v inputs are all the same residual here, so attention takes
 //!   the shared fast path and the probes sit on each head's q, k and v projection outputs, whose
 //!   gradients are mapped back through the head's weights and the norm's Jacobian
-//!   ([`transformer::model::Attention::projection_input_gradients`], [`transformer::layers::Norm::input_gradient`])
+//!   ([`transformer::model::Attention::input_gradients`])
 //!   — the per-head input path's backward without its per-head copies.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -180,9 +180,8 @@ impl<B: AutodiffBackend> MaskGradientHooks<B> {
             let block = &model.blocks[layer];
             let outputs = probes.qkv.clone().map(|p| p.grad(grads).expect("every probe takes part in the loss"));
             let resid = probes.resid.clone().reshape([1, b * t, d]);
-            for g in block.attn.projection_input_gradients(outputs) {
-                let heads = g.dims()[0];
-                let g = block.attn_norm.input_gradient(resid.clone(), g, rules.freeze_norm); // [heads, b·t, d]
+            for g in block.attn.input_gradients(&block.attn_norm, resid.clone(), outputs, rules.freeze_norm) {
+                let heads = g.dims()[0]; // [heads, b·t, d]
                 rows.push(g.reshape([heads, width]));
             }
             rows.push(grad3(&probes.mlp).reshape([1, width]));

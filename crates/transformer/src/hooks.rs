@@ -80,7 +80,7 @@ pub trait Hooks<B: Backend> {
     /// Every query head's q, k and v [batch, heads, pos, d_head] right after the projections (k and
     /// v repeated per query head; before RoPE and GIM's gradient scaling): where a hook can probe
     /// each head's projection gradients without per-head input copies (see
-    /// [`crate::model::Attention::projection_input_gradients`]).
+    /// [`crate::model::Attention::input_gradients`]).
     fn qkv_outputs(&mut self, _layer: usize, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> [Tensor<B, 4>; 3] {
         [q, k, v]
     }

@@ -67,28 +67,54 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// 1/σ (LayerNorm) or 1/rms (RMSNorm) of each row of `x` over its last dimension, [.., 1]:
+    /// with the statistic frozen (GIM rule 1) the norm's backward is
+    /// `frozen_linear(g, last) * inverse_statistic(x)`.
+    pub fn inverse_statistic<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let last = D - 1;
+        let statistic = match self {
+            Norm::Layer(n) => (x.var_bias(last) + n.eps).sqrt(),
+            Norm::Rms(n) => (x.square().mean_dim(last) + n.eps).sqrt(),
+        };
+        statistic.recip()
+    }
+
+    /// The linear part of the backward with the statistic frozen, along dimension `dim` of `g`
+    /// (d_model wide): g ∘ w, then centred along `dim` for LayerNorm. Being linear it can be
+    /// applied to a projection's weight [d_model, n] along dimension 0 instead of to the much wider
+    /// product of an output gradient with that weight's transpose.
+    pub fn frozen_linear<const D: usize>(&self, g: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+        let weight = |w: &Param<Tensor<B, 1>>| {
+            let mut shape = [1; D];
+            shape[dim] = w.dims()[0];
+            w.val().reshape(shape)
+        };
+        match self {
+            Norm::Layer(n) => {
+                let a = g * weight(&n.weight);
+                a.clone() - a.mean_dim(dim)
+            }
+            Norm::Rms(n) => g * weight(&n.weight),
+        }
+    }
+
     /// The norm's backward on its own: ∂L/∂x from ∂L/∂y at input x, for hooks that probe after the
     /// norm (x broadcasts against g). `freeze` treats σ or rms as a constant, as `forward` does.
     pub fn input_gradient<const D: usize>(&self, x: Tensor<B, D>, g: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {
         let last = D - 1;
         match self {
+            _ if freeze => self.frozen_linear(g, last) * self.inverse_statistic(x),
             Norm::Layer(n) => {
                 let (var, mean) = x.clone().var_mean_bias(last);
                 let sigma = (var + n.eps).sqrt();
                 let a = g * n.weight.val().unsqueeze();
                 let centred = a.clone() - a.clone().mean_dim(last);
-                if freeze {
-                    return centred / sigma;
-                }
                 let normed = (x - mean) / sigma.clone();
                 (centred - normed.clone() * (a * normed).mean_dim(last)) / sigma
             }
             Norm::Rms(n) => {
                 let rms = (x.clone().square().mean_dim(last) + n.eps).sqrt();
                 let a = g * n.weight.val().unsqueeze();
-                if freeze {
-                    return a / rms;
-                }
                 let d = x.dims()[last] as f64;
                 let coupling = (a.clone() * x.clone()).sum_dim(last) / (rms.clone().powi_scalar(3) * d);
                 a / rms - x * coupling

@@ -304,19 +304,20 @@ pub enum Readout {
 
 impl<B: Backend> Attention<B> {
     /// Per-head weights [n, d_model, d_head] of a projection with `n` heads.
-    fn per_head_weight(linear: &Linear<B>, n: usize, d_head: usize) -> Tensor<B, 3> {
-        let d_model = linear.weight.dims()[0];
-        linear.weight.val().reshape([d_model, n, d_head]).swap_dims(0, 1)
+    fn per_head_weight(weight: Tensor<B, 2>, n: usize, d_head: usize) -> Tensor<B, 3> {
+        let d_model = weight.dims()[0];
+        weight.reshape([d_model, n, d_head]).swap_dims(0, 1)
     }
 
-    /// The weights each query head applies with a projection of `n` heads, [n_heads, d_model,
-    /// d_head]: a key/value head's weights repeated for every query head of its group.
-    fn query_head_weight(&self, linear: &Linear<B>, n: usize) -> Tensor<B, 3> {
-        let w = Self::per_head_weight(linear, n, self.d_head);
+    /// The weights each query head applies with a projection `weight` [d_model, n·d_head] of `n`
+    /// heads, [n_heads, d_model, d_head]: a key/value head's weights repeated for every query head
+    /// of its group.
+    fn query_head_weight(&self, weight: Tensor<B, 2>, n: usize) -> Tensor<B, 3> {
+        let d_model = weight.dims()[0];
+        let w = Self::per_head_weight(weight, n, self.d_head);
         if n == self.n_heads {
             return w;
         }
-        let d_model = linear.weight.dims()[0];
         w.unsqueeze_dim::<4>(1).expand([n, self.n_heads / n, d_model, self.d_head]).reshape([self.n_heads, d_model, self.d_head])
     }
 
@@ -350,7 +351,7 @@ impl<B: Backend> Attention<B> {
         // As [n, group·b·t, d_model] @ [n, d_model, d_head]: one GEMM per projection head (a
         // key/value head serves its group's query heads, which are adjacent), so each head's
         // weights are packed once and never copied per query head.
-        let w = Self::per_head_weight(linear, n, self.d_head);
+        let w = Self::per_head_weight(linear.weight.val(), n, self.d_head);
         let y = x.reshape([n, group * b * t, d_model]).matmul(w);
         let y = y.reshape([heads, b, t, self.d_head]).swap_dims(0, 1);
         match Self::per_head_bias(linear, n, self.d_head) {
@@ -360,16 +361,26 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// ∂L/∂(the normed input each query head's q, k and v read) from ∂L/∂(their projection outputs)
-    /// [b, heads, t, d_head] (as given by [`Hooks::qkv_outputs`]): g @ W_headᵀ per head, k and v
-    /// through their group's weights; each [heads, b·t, d_model]. With the norm's
-    /// [`Norm::input_gradient`] this is the per-head input path's backward, without its copies.
-    pub fn projection_input_gradients(&self, grads: [Tensor<B, 4>; 3]) -> [Tensor<B, 3>; 3] {
+    /// ∂L/∂(the residual stream `resid` [1, b·t, d_model] that each query head's q, k and v read
+    /// through `norm`) from ∂L/∂(their projection outputs) [b, heads, t, d_head] (as given by
+    /// [`Hooks::qkv_outputs`]): g @ W_headᵀ per head (k and v through their group's weights), then
+    /// the norm's backward ([`Norm::input_gradient`]), `freeze` holding its statistic constant;
+    /// each [heads, b·t, d_model]. This is the per-head input path's backward without its copies.
+    /// With the statistic frozen the norm's backward is linear, so it is folded into the weights
+    /// and the narrow g instead of being applied to the wide product (GIM's most common case).
+    pub fn input_gradients(&self, norm: &Norm<B>, resid: Tensor<B, 3>, grads: [Tensor<B, 4>; 3], freeze: bool) -> [Tensor<B, 3>; 3] {
         let [gq, gk, gv] = grads;
+        let inverse_statistic = freeze.then(|| norm.inverse_statistic(resid.clone())); // [1, b·t, 1]
         let through = |linear: &Linear<B>, n: usize, g: Tensor<B, 4>| {
             let [b, heads, t, dh] = g.dims();
-            let w = self.query_head_weight(linear, n).swap_dims(1, 2); // [heads, d_head, d_model]
-            g.swap_dims(0, 1).reshape([heads, b * t, dh]).matmul(w)
+            let g = g.swap_dims(0, 1).reshape([heads, b * t, dh]);
+            match &inverse_statistic {
+                Some(scale) => {
+                    let folded = norm.frozen_linear(linear.weight.val(), 0);
+                    (g * scale.clone()).matmul(self.query_head_weight(folded, n).swap_dims(1, 2))
+                }
+                None => norm.input_gradient(resid.clone(), g.matmul(self.query_head_weight(linear.weight.val(), n).swap_dims(1, 2)), false),
+            }
         };
         [through(&self.q, self.n_heads, gq), through(&self.k, self.n_kv_heads, gk), through(&self.v, self.n_kv_heads, gv)]
     }
