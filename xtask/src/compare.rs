@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use evaluator::circuit::{MIB_FRACTIONS, edge_budget};
+use evaluator::circuit::MIB_FRACTIONS;
 use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
 use graph::{EdgeMatrix, Graph};
 use patching::{AblationKind, Metric, Positions};
@@ -183,7 +183,7 @@ fn run_circuitbench<B: Backend>(
         stages.push((name.to_string(), StageResult { seconds, scores: Some(scores.values), m: None, flops: Some(flops) }));
     }
     let eap_scores = eap_scores.expect("eap ran first");
-    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, edge_budget(&graph, f), Selection::Signed).edges).collect();
+    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, graph.edge_budget(f), Selection::Signed).edges).collect();
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let start = Instant::now();
     let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
@@ -202,7 +202,7 @@ fn run_circuitbench<B: Backend>(
 
 /// The peers' virtual environment, created and filled from `xtask/peers/requirements.txt` when
 /// missing or when the requirements changed since it was filled (a stamp file holds their hash).
-fn peer_python() -> Result<PathBuf> {
+pub(crate) fn peer_python() -> Result<PathBuf> {
     let peers = crate::workspace().join("xtask").join("peers");
     let requirements = peers.join("requirements.txt");
     let wanted = transformer::fetch::file_sha256(&requirements).with_context(|| format!("reading {}", requirements.display()))?;

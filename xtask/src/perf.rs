@@ -305,10 +305,8 @@ pub fn prefix<B: Backend>(device: &B::Device, args: &PrefixArgs) -> Result<()> {
         crate::scores_of("eap", run_method(&eap, &discovery, &mut |_| {})?)
     };
     let scores = run_eap(&pairs, Positions::Full)?.values;
-    let circuits: Vec<graph::EdgeMatrix<bool>> = evaluator::MIB_FRACTIONS
-        .iter()
-        .map(|&f| evaluator::top_n(&graph, &scores, evaluator::circuit::edge_budget(&graph, f), evaluator::Selection::Signed).edges)
-        .collect();
+    let circuits: Vec<graph::EdgeMatrix<bool>> =
+        evaluator::MIB_FRACTIONS.iter().map(|&f| evaluator::top_n(&graph, &scores, graph.edge_budget(f), evaluator::Selection::Signed).edges).collect();
     let refs: Vec<&graph::EdgeMatrix<bool>> = circuits.iter().collect();
     let evaluate = |pairs: &[tasks::PreparedPair], positions: Positions| -> Result<()> {
         let options = evaluator::EvalOptions { batch_size: args.batch, positions, ..evaluator::EvalOptions::default() };

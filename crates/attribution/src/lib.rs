@@ -3,6 +3,7 @@
 //! passes it spent.
 #![warn(missing_docs)]
 
+pub mod acdc;
 pub mod bootstrap;
 pub mod ensemble;
 pub mod exact;

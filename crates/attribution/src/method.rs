@@ -10,6 +10,7 @@ use patching::{Ablation, AblationError, AblationKind, Metric, Positions};
 use tasks::PreparedPair;
 use transformer::{GradientRules, Transformer};
 
+use crate::acdc::{AcdcError, acdc_budget_circuits};
 use crate::bootstrap::bootstrap_scores;
 use crate::ensemble::{Combine, ensemble_scores};
 use crate::exact::{ExactError, ExactOptions, exact_scores};
@@ -35,6 +36,8 @@ pub enum Method {
     Gradient(GradientMethod),
     /// Information flow routes on the clean run.
     Ifr,
+    /// ACDC: a τ sweep to one circuit per budget ([`crate::acdc`]).
+    Acdc,
     /// `bootstrap:<method>`: the method's mean scores over resamples of the discovery pairs, with
     /// the edges whose 95% interval excludes 0 preferred ([`crate::bootstrap`]).
     Bootstrap {
@@ -59,7 +62,7 @@ pub enum Method {
 pub const COMPOSITE_FORMS: [&str; 4] = ["bootstrap:<method>", "ensemble-mean:<method>+<method>[+...]", "ensemble-min:...", "ensemble-max:..."];
 
 /// The names `Method::parse` accepts.
-pub const METHOD_NAMES: [&str; 13] = [
+pub const METHOD_NAMES: [&str; 14] = [
     "random",
     "exact",
     "eap",
@@ -73,6 +76,7 @@ pub const METHOD_NAMES: [&str; 13] = [
     "grad-tsg",
     "grad-norm",
     "grad-freeze-norm",
+    "acdc",
 ];
 
 /// Why a method cannot run.
@@ -126,6 +130,9 @@ pub enum MethodError {
     /// Exact patching failed.
     #[error(transparent)]
     Exact(#[from] ExactError),
+    /// ACDC failed.
+    #[error(transparent)]
+    Acdc(#[from] AcdcError),
     /// A gradient method failed.
     #[error(transparent)]
     Gradient(#[from] GradientError),
@@ -184,6 +191,7 @@ impl Method {
             "eap-ig-activations" => Method::Gradient(GradientMethod::IgActivations { steps: ig_steps }),
             "clean-corrupted" => Method::Gradient(GradientMethod::CleanCorrupted),
             "ifr" => Method::Ifr,
+            "acdc" => Method::Acdc,
             other => match GradientRules::named(other) {
                 Some(rules) => Method::Gradient(GradientMethod::Eap(rules)),
                 None => return Err(MethodError::Unknown(other.into())),
@@ -191,10 +199,14 @@ impl Method {
         })
     }
 
-    /// The metric the method optimises unless a config or flag says otherwise: MIB's logit
-    /// difference for every method here (random and IFR read no metric at all).
+    /// The metric the method optimises unless a config or flag says otherwise: KL from the full
+    /// model for ACDC (its reference's default), MIB's logit difference for every other method
+    /// (random and IFR read no metric at all).
     pub fn default_metric(&self) -> Metric {
-        Metric::LogitDifference
+        match self {
+            Method::Acdc => Metric::Kl,
+            _ => Metric::LogitDifference,
+        }
     }
 
     /// Whether the method's scores are a mean over the discovery pairs (exact patching and the
@@ -253,6 +265,9 @@ pub struct BudgetCircuits {
     pub circuits: Vec<EdgeMatrix<bool>>,
     /// Each edge's score where the method measures one (written as a score file beside them).
     pub scores: Option<EdgeMatrix<f32>>,
+    /// Per circuit, the threshold that produced it when the method has one (ACDC's τ; None for
+    /// a circuit no threshold made, such as the full graph at 100%).
+    pub taus: Vec<Option<f64>>,
     /// What finding them cost.
     pub passes: PassCount,
 }
@@ -319,6 +334,7 @@ pub fn run_method<B: AutodiffBackend>(method: &Method, discovery: &Discovery<B>,
         Method::Ifr => ifr_scores(&discovery.model.valid(), discovery.graph, discovery.pairs, discovery.batch_size, progress)?,
         Method::Bootstrap { method, resamples, seed } => bootstrap_scores(discovery, method, *resamples, *seed, progress)?,
         Method::Ensemble { combine, members } => ensemble_scores(discovery, members, *combine, progress)?,
+        Method::Acdc => return Ok(MethodOutput::Circuits(acdc_budget_circuits(discovery, progress)?)),
     };
     scores.validate().map_err(MethodError::NonFiniteScores)?;
     Ok(MethodOutput::Scores(scores))

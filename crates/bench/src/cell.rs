@@ -78,6 +78,10 @@ pub struct CellResult {
     /// The top edges by |score|, (name, signed score), for the circuit diagram (none when the
     /// method gave circuits without scores).
     pub top_edges: Vec<(String, f32)>,
+    /// Per curve point, the threshold of the method that made its circuit (ACDC's τ), when it
+    /// has one: `curves.csv`'s `tau`.
+    #[serde(default)]
+    pub taus: Vec<Option<f64>>,
 }
 
 /// A split that held fewer examples than a cell asked for.
@@ -300,5 +304,9 @@ pub fn run_cell<B: AutodiffBackend>(
         peak_memory_mib: memory::peak_mib(),
         peak_gpu_memory_mib: gpu_sampler.and_then(memory::GpuMemorySampler::peak_mib),
         top_edges,
+        taus: match &output {
+            MethodOutput::Circuits(circuits) => circuits.taus.clone(),
+            MethodOutput::Scores(_) => Vec::new(),
+        },
     })
 }

@@ -12,7 +12,7 @@ use crate::BenchError;
 use crate::cell::CellResult;
 
 /// Columns of `curves.csv`.
-pub const CURVE_COLUMNS: [&str; 14] = [
+pub const CURVE_COLUMNS: [&str; 15] = [
     "model",
     "task",
     "method",
@@ -27,6 +27,7 @@ pub const CURVE_COLUMNS: [&str; 14] = [
     "m_circuit",
     "m_full",
     "m_empty",
+    "tau",
 ];
 
 /// Columns of `summary.csv`.
@@ -88,12 +89,13 @@ pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
     cells
         .iter()
         .flat_map(|c| {
-            c.curves.curve.iter().map(move |p| {
+            c.curves.curve.iter().enumerate().map(move |(i, p)| {
                 let (low, high) = ends(p.faithfulness_interval);
+                let tau = c.taus.get(i).copied().flatten();
                 row(json!({
                     "model": c.model, "task": c.task, "method": c.method, "selection": p.kind.name(), "ablation": c.ablation,
                     "fraction": p.fraction, "nominal_edges": p.nominal_edges, "pruned_edges": p.pruned_edges,
-                    "faithfulness": r6(p.faithfulness), "faithfulness_low": low, "faithfulness_high": high, "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty),
+                    "faithfulness": r6(p.faithfulness), "faithfulness_low": low, "faithfulness_high": high, "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty), "tau": tau,
                 }))
             })
         })

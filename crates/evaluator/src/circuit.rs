@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use graph::{Dest, EdgeMatrix, Graph};
+use graph::{EdgeMatrix, Graph};
 
 /// MIB's ten edge budgets, as fractions of all edges.
 pub const MIB_FRACTIONS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -40,20 +40,6 @@ pub struct BuiltCircuit {
     pub edges_after_pruning: usize,
 }
 
-/// n = floor(fraction × |E|), computed in f64 as MIB does.
-pub fn edge_budget(graph: &Graph, fraction: f64) -> usize {
-    (fraction * graph.n_edges() as f64).floor() as usize
-}
-
-/// The node a destination slot belongs to (a head's q, k and v slots all belong to the head).
-fn dest_node(graph: &Graph, bwd: usize) -> usize {
-    match graph.dest_at(bwd) {
-        Some(Dest::Head { layer, head, .. }) => graph.fwd_index(graph::Source::Head { layer, head }).expect("a head slot's head is in the graph"),
-        Some(Dest::Mlp { layer }) => graph.fwd_index(graph::Source::Mlp { layer }).expect("an MLP slot's MLP is in the graph"),
-        Some(Dest::Logits) | None => graph.n_fwd(),
-    }
-}
-
 /// Edges ordered best first: the preferred ones (when a mask is given) before all others, each
 /// group by key descending, then by (fwd, bwd) index so ties are deterministic.
 fn ranked_edges(graph: &Graph, scores: &EdgeMatrix<f32>, preferred: Option<&EdgeMatrix<bool>>, selection: Selection) -> Vec<(usize, usize)> {
@@ -71,7 +57,7 @@ fn ranked_edges(graph: &Graph, scores: &EdgeMatrix<f32>, preferred: Option<&Edge
 /// dangling edges; fixed here). Returns the on-nodes.
 pub fn prune(graph: &Graph, edges: &mut EdgeMatrix<bool>) -> Vec<bool> {
     let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-    let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| dest_node(graph, b)).collect();
+    let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| graph.dest_node(b).expect("a slot of the graph")).collect();
     let mut nodes = vec![false; n_fwd + 1];
     loop {
         let mut has_out = vec![false; n_fwd + 1];
@@ -164,7 +150,7 @@ impl PartialOrd for Candidate {
 /// switching its parent on and making the parent's incoming edges candidates; `n` edges, then pruned.
 pub fn greedy(graph: &Graph, scores: &EdgeMatrix<f32>, n: usize, selection: Selection) -> BuiltCircuit {
     let n_bwd = graph.n_bwd();
-    let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| dest_node(graph, b)).collect();
+    let dest_nodes: Vec<usize> = (0..n_bwd).map(|b| graph.dest_node(b).expect("a slot of the graph")).collect();
     // Incoming edges of each node, grouped once.
     let mut incoming: Vec<Vec<(usize, usize)>> = vec![Vec::new(); graph.n_fwd() + 1];
     for (f, b) in graph.edges() {

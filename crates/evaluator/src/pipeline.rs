@@ -13,7 +13,7 @@ use tasks::PreparedPair;
 use transformer::Transformer;
 
 use crate::bootstrap::{Bootstrap, Interval, Resampling, resample};
-use crate::circuit::{BuiltCircuit, Selection, edge_budget, given, top_n, top_n_preferred};
+use crate::circuit::{BuiltCircuit, Selection, given, top_n, top_n_preferred};
 use crate::evaluate::{EvalError, EvalOptions, evaluate_circuits};
 use crate::metrics::{cmd, cpr, faithfulness};
 
@@ -141,7 +141,7 @@ pub fn circuits_at_budgets(graph: &Graph, candidates: Candidates<'_>, fractions:
     let ranked = |select: &dyn Fn(usize, Selection) -> BuiltCircuit| -> Vec<(CurveKind, f64, BuiltCircuit)> {
         [(CurveKind::Signed, Selection::Signed), (CurveKind::Absolute, Selection::Absolute)]
             .into_iter()
-            .flat_map(|(kind, selection)| fractions.iter().map(move |&x| (kind, x, select(edge_budget(graph, x), selection))))
+            .flat_map(|(kind, selection)| fractions.iter().map(move |&x| (kind, x, select(graph.edge_budget(x), selection))))
             .collect()
     };
     Ok(match candidates {

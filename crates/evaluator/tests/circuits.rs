@@ -1,7 +1,6 @@
 //! Circuit construction from scores: budgets, top-n (with preferred edges first), greedy and
 //! pruning to a fixed point.
 
-use evaluator::circuit::edge_budget;
 use evaluator::pipeline::{CurveKind, circuits_at_budgets};
 use evaluator::{Candidates, EvalError, Selection, given, greedy, prune, top_n, top_n_preferred};
 use graph::{Dest, EdgeMatrix, Graph, GraphShape, Qkv, Source};
@@ -21,7 +20,7 @@ fn idx(g: &Graph, src: Source, dst: Dest) -> (usize, usize) {
 #[test]
 fn budgets_match_mib_for_gpt2() {
     let g = gpt2();
-    let sizes: Vec<usize> = evaluator::MIB_FRACTIONS.iter().map(|&f| edge_budget(&g, f)).collect();
+    let sizes: Vec<usize> = evaluator::MIB_FRACTIONS.iter().map(|&f| g.edge_budget(f)).collect();
     assert_eq!(sizes, vec![32, 64, 162, 324, 649, 1624, 3249, 6498, 16245, 32491]);
 }
 
@@ -178,7 +177,7 @@ fn preferred_scores_give_signed_and_absolute_curves_and_check_their_graph() {
     let built = circuits_at_budgets(&g, Candidates::PreferredScores { scores: &scores, preferred: &preferred }, &fractions).unwrap();
     let kinds: Vec<CurveKind> = built.iter().map(|(k, _, _)| *k).collect();
     assert_eq!(kinds, [[CurveKind::Signed; 3], [CurveKind::Absolute; 3]].concat());
-    let n = edge_budget(&g, 0.5);
+    let n = g.edge_budget(0.5);
     assert_eq!(built[1].2, top_n_preferred(&g, &scores, &preferred, n, Selection::Signed));
     assert_eq!(built[4].2, top_n_preferred(&g, &scores, &preferred, n, Selection::Absolute));
     let other = EdgeMatrix::filled(Graph::new(GraphShape { n_layers: 3, n_heads: 2 }).unwrap(), false);

@@ -3,7 +3,6 @@
 //! judged under an ablation other than the one that found them.
 
 use attribution::random::random_scores;
-use evaluator::circuit::edge_budget;
 use evaluator::{Bootstrap, Candidates, CurveKind, EvalOptions, EvalPlan, EvalResult, MIB_FRACTIONS, Selection, cpr, evaluate_candidates, faithfulness, top_n};
 use graph::{EdgeMatrix, Graph, GraphShape};
 use patching::{Ablation, AblationKind, Metric};
@@ -84,8 +83,7 @@ fn batching_does_not_change_the_curve() {
     let graph = graph_of(&model);
     let pairs = pairs();
     let scores = random_scores(&graph, 3);
-    let circuits: Vec<EdgeMatrix<bool>> =
-        MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, edge_budget(&graph, x), Selection::Signed).edges).collect();
+    let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&x| top_n(&graph, &scores.values, graph.edge_budget(x), Selection::Signed).edges).collect();
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let run = |batch_size, masks_per_pass| {
         evaluate(&model, &graph, &pairs, &refs, &Ablation::Counterfactual, EvalOptions { batch_size, masks_per_pass, ..EvalOptions::default() }).unwrap()
@@ -204,7 +202,7 @@ fn the_pipeline_selects_and_evaluates_as_the_parts_do() {
     let circuits: Vec<EdgeMatrix<bool>> = [Selection::Signed, Selection::Absolute]
         .iter()
         .flat_map(|&s| fractions.iter().map(move |&x| (s, x)))
-        .map(|(s, x)| top_n(&graph, &scores.values, edge_budget(&graph, x), s).edges)
+        .map(|(s, x)| top_n(&graph, &scores.values, graph.edge_budget(x), s).edges)
         .collect();
     let direct = evaluate(&model, &graph, &pairs, &circuits.iter().collect::<Vec<_>>(), &Ablation::Counterfactual, plan.options).unwrap();
     for (p, m) in result.curve.iter().zip(&direct.m_circuits) {

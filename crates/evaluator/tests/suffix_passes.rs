@@ -53,7 +53,8 @@ fn scores(model: &Transformer<AD>, graph: &Graph, pairs: &[PreparedPair], method
     };
     match run_method(method, &discovery, &mut |_| {}).unwrap() {
         MethodOutput::Scores(s) => s.values,
-        MethodOutput::Circuits(_) => panic!("{method:?} gives scores"),
+        // ACDC: each edge's effect size in its smallest-τ run (the same decisions give the same sizes).
+        MethodOutput::Circuits(c) => c.scores.unwrap_or_else(|| panic!("{method:?} gives no scores")),
     }
 }
 

@@ -269,6 +269,23 @@ impl Graph {
         (bwd < self.n_bwd).then(|| self.dest_of(bwd))
     }
 
+    /// The node index a destination slot belongs to (a head's q, k and v slots all belong to the
+    /// head's source index, an MLP's input to the MLP's; `logits` is node `n_fwd`); None past the
+    /// last slot.
+    pub fn dest_node(&self, bwd: usize) -> Option<usize> {
+        self.dest_at(bwd).map(|dest| match dest {
+            Dest::Head { layer, head, .. } => self.fwd_of(Source::Head { layer, head }),
+            Dest::Mlp { layer } => self.fwd_of(Source::Mlp { layer }),
+            Dest::Logits => self.n_fwd,
+        })
+    }
+
+    /// A circuit's edge count at a budget given as a fraction of all edges: n = floor(fraction ×
+    /// |E|), computed in f64 as MIB does.
+    pub fn edge_budget(&self, fraction: f64) -> usize {
+        (fraction * self.n_edges() as f64).floor() as usize
+    }
+
     /// The node at a node index, inverting [`Graph::node_index`].
     pub fn node_at(&self, index: usize) -> Option<Node> {
         (index < self.n_nodes()).then(|| self.node_of(index))

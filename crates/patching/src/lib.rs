@@ -16,8 +16,8 @@ pub mod patch;
 pub mod prefix;
 
 pub use ablation::{Ablation, AblationError, AblationKind};
-pub use activations::{NodeRecorder, record_nodes};
+pub use activations::{NodeRecorder, RecordedRun, record_nodes, record_run};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
 pub use metric::{Metric, NonFiniteMetric, UnknownMetric};
-pub use patch::{EdgeMasks, PatchHooks, patched_logits};
+pub use patch::{EdgeMasks, PatchHooks, patched_logits, patched_logits_from};
 pub use prefix::{PairBatches, Positions, first_differences, shared_prefix};

@@ -8,7 +8,7 @@ use graph::{EdgeMatrix, Graph};
 use transformer::products::selected_rows_product;
 use transformer::{AttentionInput, Batch, Hooks, Readout, Transformer};
 
-use crate::activations::heads_source_major;
+use crate::activations::{RecordedRun, heads_source_major};
 
 /// Keep-weights of every edge, one dense [n_fwd, n_bwd] matrix per replica of the batch: 1 keeps
 /// the edge (it carries the actual activation), 0 ablates it, values between interpolate. A tensor
@@ -271,6 +271,39 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
         let n_bwd = self.graph.n_bwd();
         self.patch_residual(Group { upstream: self.graph.n_fwd(), dst: n_bwd - 1..n_bwd }, resid)
     }
+}
+
+/// [`patched_logits`] from block `layer` on: every destination below `layer` keeps all its edges in
+/// every mask, so below it each replica is exactly `run`, the recorded clean run of `clean`; the
+/// pass starts from its residual at that block, with δ of the sources below taken from its node
+/// outputs. Panics if a mask ablates an edge into a destination below `layer`.
+pub fn patched_logits_from<B: Backend>(
+    model: &Transformer<B>,
+    graph: &Graph,
+    clean: &Batch<B>,
+    run: &RecordedRun<B>,
+    layer: usize,
+    ablated: Tensor<B, 4>,
+    masks: &[&EdgeMatrix<bool>],
+) -> Tensor<B, 2> {
+    let first_dst = graph.layer(layer).expect("the pass starts at a layer of the graph").q_bwd.start;
+    assert!(
+        masks.iter().all(|m| m.edge_values().all(|((_, bwd), &keep)| keep || bwd >= first_dst)),
+        "a pass starting at block {layer} ablates no edge into a block below it"
+    );
+    let device = model.token_embedding.device();
+    let replicas = masks.len();
+    let batch = clean.repeat(replicas);
+    let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
+    let below = graph.layer(layer).expect("checked above").heads_fwd.start;
+    let [_, pairs, t, d] = run.nodes.dims();
+    let repeat = |x: Tensor<B, 4>| {
+        let k = x.dims()[0];
+        x.unsqueeze_dim::<5>(1).expand([k, replicas, pairs, t, d]).reshape([k, replicas * pairs, t, d])
+    };
+    hooks.push_actual(repeat(run.nodes.clone().slice([0..below, 0..pairs, 0..t, 0..d])));
+    let resid = repeat(run.layer_inputs[layer].clone().unsqueeze()).squeeze_dim(0);
+    model.forward_from(&batch, layer, resid, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
 }
 
 /// One patched pass: the `clean` batch repeated once per mask (rows mask-major), each copy with

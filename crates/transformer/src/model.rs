@@ -475,6 +475,27 @@ impl<B: Backend> Transformer<B> {
     /// positions: nothing but the logits reads it, so its output elsewhere is left zero. Readout
     /// positions are absolute and must not lie in a row's prefix.
     pub fn forward_with_rules<H: Hooks<B>>(&self, batch: &Batch<B>, readout: &Readout, hooks: &mut H, rules: &GradientRules) -> Tensor<B, 3> {
+        self.forward_inner(batch, None, readout, hooks, rules)
+    }
+
+    /// [`Transformer::forward_with`] from block `layer` on, given `resid` [b, positions computed,
+    /// d_model], the residual stream that block reads (as a pass over `batch` computed it below):
+    /// a pass that changes nothing below `layer` (ACDC's, the top layers first) need not compute
+    /// it again. Hooks see blocks `layer..` only: no `input_output`, and no node below the layer.
+    pub fn forward_from<H: Hooks<B>>(&self, batch: &Batch<B>, layer: usize, resid: Tensor<B, 3>, readout: &Readout, hooks: &mut H) -> Tensor<B, 3> {
+        assert!(layer < self.blocks.len(), "a pass starts at one of the model's {} blocks, not {layer}", self.blocks.len());
+        assert_eq!(resid.dims(), [batch.size(), batch.computed_len(), self.config.d_model], "the residual stream of the batch's computed positions");
+        self.forward_inner(batch, Some((layer, resid)), readout, hooks, &GradientRules::IDENTITY)
+    }
+
+    fn forward_inner<H: Hooks<B>>(
+        &self,
+        batch: &Batch<B>,
+        start: Option<(usize, Tensor<B, 3>)>,
+        readout: &Readout,
+        hooks: &mut H,
+        rules: &GradientRules,
+    ) -> Tensor<B, 3> {
         let readout_rows: Option<Vec<usize>> = match readout {
             Readout::All => None,
             Readout::LastToken => Some(batch.lengths.iter().map(|l| l - 1).collect()),
@@ -490,7 +511,7 @@ impl<B: Backend> Transformer<B> {
         // Only a suffix pass narrows the last MLP: a full pass's node outputs are read at every
         // position (mean ablations average them).
         let last_mlp_rows = if batch.prefix.is_some() { readout_rows.as_deref() } else { None };
-        let final_in = self.residual_stream(batch, hooks, rules, last_mlp_rows, None);
+        let final_in = self.residual_stream(batch, start, hooks, rules, last_mlp_rows, None);
         let read = match &readout_rows {
             None => final_in,
             Some(rows) => gather_positions(final_in, rows.iter().copied()),
@@ -508,16 +529,18 @@ impl<B: Backend> Transformer<B> {
         assert!(width > 0 && width <= t, "a prefix of 1..={t} positions");
         let prefix = Batch { ids: batch.ids.clone().slice([0..b, 0..width]), lengths: batch.lengths.iter().map(|&l| l.min(width)).collect(), prefix: None };
         let mut layers = Vec::with_capacity(self.blocks.len());
-        self.residual_stream(&prefix, &mut NoHooks, &GradientRules::IDENTITY, Some(&vec![0; b]), Some(&mut layers));
+        self.residual_stream(&prefix, None, &mut NoHooks, &GradientRules::IDENTITY, Some(&vec![0; b]), Some(&mut layers));
         PrefixCache { starts: starts.to_vec(), layers }
     }
 
     /// The residual stream the final norm reads, [b, positions computed, d_model], through
     /// `hooks`; the last layer's MLP runs only at `last_mlp_rows` (one computed position per row)
-    /// when given; each layer's keys and values are pushed to `keys_values` when given.
+    /// when given; each layer's keys and values are pushed to `keys_values` when given. With
+    /// `start` = (l, r) the stream begins at block l reading r.
     fn residual_stream<H: Hooks<B>>(
         &self,
         batch: &Batch<B>,
+        start: Option<(usize, Tensor<B, 3>)>,
         hooks: &mut H,
         rules: &GradientRules,
         last_mlp_rows: Option<&[usize]>,
@@ -530,20 +553,25 @@ impl<B: Backend> Transformer<B> {
         // Row-major absolute positions of the computed positions (None: 0..t in every row).
         let positions = batch.computed_positions();
         let index = |p: &[usize]| Tensor::<B, 1, Int>::from_data(TensorData::new(p.iter().map(|&x| x as i64).collect::<Vec<_>>(), [p.len()]), &device);
-        let ids = match &positions {
-            None => batch.ids.clone(),
-            Some(p) => batch.ids.clone().gather(1, index(p).reshape([b, n])),
-        };
-
-        let embedding = self.token_embedding.val().select(0, ids.reshape([b * n])).reshape([b, n, d]);
-        let mut resid = hooks.input_output(embedding);
-        if let Some(pos) = &self.position_embedding {
-            resid = resid
-                + match &positions {
-                    None => pos.val().slice([0..t, 0..d]).unsqueeze(),
-                    Some(p) => pos.val().select(0, index(p)).reshape([b, n, d]),
+        let (first_layer, mut resid) = match start {
+            Some(start) => start,
+            None => {
+                let ids = match &positions {
+                    None => batch.ids.clone(),
+                    Some(p) => batch.ids.clone().gather(1, index(p).reshape([b, n])),
                 };
-        }
+                let embedding = self.token_embedding.val().select(0, ids.reshape([b * n])).reshape([b, n, d]);
+                let mut resid = hooks.input_output(embedding);
+                if let Some(pos) = &self.position_embedding {
+                    resid = resid
+                        + match &positions {
+                            None => pos.val().slice([0..t, 0..d]).unsqueeze(),
+                            Some(p) => pos.val().select(0, index(p)).reshape([b, n, d]),
+                        };
+                }
+                (0, resid)
+            }
+        };
 
         let mask = batch.attention_mask(&device);
         let rope = match &positions {
@@ -551,7 +579,7 @@ impl<B: Backend> Transformer<B> {
             Some(p) => RopeTables::new(&self.config.positions, self.config.d_head, b, p, &device),
         };
         let n_layers = self.blocks.len();
-        for (layer, block) in self.blocks.iter().enumerate() {
+        for (layer, block) in self.blocks.iter().enumerate().skip(first_layer) {
             let cached = batch.prefix.as_ref().map(|p| &p.layers[layer]);
             let input = hooks.attention_input(layer, resid.clone());
             let (attn, kv) = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), cached, hooks, rules);
