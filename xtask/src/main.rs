@@ -1,5 +1,6 @@
 //! `cargo xtask`: circuitbench's command line.
 
+mod acdc_compare;
 mod attribute;
 mod bench_cmd;
 mod compare;
@@ -9,6 +10,7 @@ mod progress;
 mod tasks_cmd;
 mod train;
 
+use acdc_compare::acdc as perf_acdc;
 use bench_cmd::run as bench_run;
 use compare::compare as perf_compare;
 use perf::{forward as perf_forward, methods as perf_methods, prefix as perf_prefix};
@@ -105,6 +107,9 @@ enum PerfBench {
     /// EAP and an evaluation with full passes and with suffix-only passes (padded per batch, or
     /// grouped by first difference), and where the pairs first differ.
     Prefix(perf::PrefixArgs),
+    /// ACDC in auto-circuit (a Python peer) and in circuitbench on the same task model, pairs, τ
+    /// and edge order: wall times, ratios, and whether the circuits are identical edge for edge.
+    Acdc(acdc_compare::AcdcArgs),
 }
 
 /// The workspace root, where tasks/, configs/ and results/ live (found at run time: see
@@ -162,6 +167,7 @@ fn main() -> Result<()> {
         Command::Perf { bench: PerfBench::Methods(args) } => on_device!(args.device, perf_methods(&args))?,
         Command::Perf { bench: PerfBench::Compare(args) } => on_device!(args.device, perf_compare(&args))?,
         Command::Perf { bench: PerfBench::Prefix(args) } => on_device!(args.device, perf_prefix(&args))?,
+        Command::Perf { bench: PerfBench::Acdc(args) } => on_device!(args.device, perf_acdc(&args))?,
     }
     Ok(())
 }

@@ -299,6 +299,9 @@ pub fn patched_logits_from<B: Backend>(
     let [_, pairs, t, d] = run.nodes.dims();
     let repeat = |x: Tensor<B, 4>| {
         let k = x.dims()[0];
+        if replicas == 1 {
+            return x;
+        }
         x.unsqueeze_dim::<5>(1).expand([k, replicas, pairs, t, d]).reshape([k, replicas * pairs, t, d])
     };
     hooks.push_actual(repeat(run.nodes.clone().slice([0..below, 0..pairs, 0..t, 0..d])));
