@@ -120,6 +120,13 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
                 write_atomic(&path, &circuit.to_json_string()?)?;
                 files.push(path.display().to_string());
             }
+            // The method's own per-edge scores (ACDC's effect sizes) as a score file too, for
+            // `eval --circuit` to rank by.
+            if let Some(values) = &found.scores {
+                let scores = attribution::EdgeScores { values: values.clone(), passes: found.passes, preferred: None };
+                write_atomic(&args.out, &scores.to_circuit(cfg.d_model)?.to_json_string()?)?;
+                files.push(format!("{} (scores)", args.out.display()));
+            }
             files.join(", ")
         }
     };
@@ -137,9 +144,11 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
     Ok(())
 }
 
-/// Writes `text` to `path` through a temporary file beside it and a rename.
+/// Writes `text` to `path` atomically ([`transformer::checkpoint::write_atomic`]), creating the
+/// directory it goes in.
 fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(transformer::checkpoint::write_atomic(path, text.as_bytes())?)
 }
