@@ -62,3 +62,39 @@ fn attribute_and_eval_reproduce_a_bench_cell_under_mean_ablation() {
     }
     let _ = std::fs::remove_file(scores);
 }
+
+/// A method that gives circuits (ACDC) writes one circuit file per MIB budget, into a directory
+/// `attribute` creates, and its per-edge scores beside them, which `eval` ranks by.
+#[test]
+fn attribute_writes_acdc_circuits_and_their_scores() {
+    let dir = scratch("acdc");
+    let out = dir.join("acdc.json");
+    let printed = xtask(&[
+        "attribute",
+        "--model",
+        "task:arithmetic-addition",
+        "--task",
+        "arithmetic-addition",
+        "--method",
+        "acdc",
+        "--examples",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("(scores)"), "{printed}");
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    };
+    let in_graph = |v: &serde_json::Value| v["edges"].as_object().unwrap().values().filter(|e| e["in_graph"].as_bool() == Some(true)).count();
+    let full = read(&dir.join("acdc.1.json"));
+    let total = full["edges"].as_object().unwrap().len();
+    assert_eq!(in_graph(&full), total, "the 100% budget is the whole graph");
+    assert!(in_graph(&read(&dir.join("acdc.0.1.json"))) < total);
+    let scores = read(&out);
+    assert!(scores["edges"].as_object().unwrap().values().any(|e| e["score"].as_f64().is_some_and(|s| s != 0.0)), "effect sizes are written");
+    let evaluated =
+        xtask(&["eval", "--model", "task:arithmetic-addition", "--task", "arithmetic-addition", "--circuit", out.to_str().unwrap(), "--examples", "8"]);
+    assert!(evaluated.lines().any(|l| l.starts_with("CPR ")), "{evaluated}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
