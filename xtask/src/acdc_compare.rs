@@ -18,7 +18,7 @@ use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph, GraphShape};
 use patching::{Ablation, Metric, Positions};
 use serde_json::{Value, json};
-use tasks::{PrepareOptions, PreparedPair, Split, TaskKind};
+use tasks::{PrepareOptions, Split, TaskKind};
 use transformer::{LocalModel, ModelSpec};
 
 /// Options of `perf acdc`.
@@ -88,19 +88,6 @@ impl Tau {
         }
         Tau { base: tau, exp: 0 }
     }
-}
-
-/// The first `n` pairs whose clean and counterfactual prompts all have the most common length.
-fn equal_length_pairs(all: Vec<PreparedPair>, n: usize) -> Result<Vec<PreparedPair>> {
-    let even: Vec<PreparedPair> = all.into_iter().filter(|p| p.clean.len() == p.counterfactual.len()).collect();
-    let mut counts = std::collections::BTreeMap::<usize, usize>::new();
-    for p in &even {
-        *counts.entry(p.clean.len()).or_default() += 1;
-    }
-    let (&len, &count) =
-        counts.iter().max_by_key(|&(len, count)| (*count, std::cmp::Reverse(*len))).context("no pairs with clean and counterfactual prompts of one length")?;
-    ensure!(count >= n, "only {count} pairs share a prompt length ({len} tokens); asked for {n}");
-    Ok(even.into_iter().filter(|p| p.clean.len() == len).take(n).collect())
 }
 
 /// One τ's result from the peer.
@@ -179,7 +166,7 @@ pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
     let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
     let examples = tasks::load_split(&crate::tasks_cmd::default_dir(), args.task, args.split)?;
     let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &PrepareOptions::default())?.pairs;
-    let pairs = equal_length_pairs(prepared, args.pairs)?;
+    let pairs = crate::compare::equal_length_pairs(prepared, args.pairs, args.split.name())?;
     let len = pairs[0].clean.len();
     println!(
         "{} ({}): {} {} {} pairs of {len} tokens, one batch; {} edges; τ {}",
@@ -329,6 +316,8 @@ pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use tasks::PreparedPair;
+
     use super::*;
 
     #[test]
@@ -345,7 +334,7 @@ mod tests {
     fn pairs_of_one_length_clean_and_counterfactual() {
         let pair = |len: usize, cf: usize, tag: u32| PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; cf], correct: 1, incorrect: 2 };
         let all = vec![pair(5, 5, 0), pair(7, 7, 1), pair(7, 8, 2), pair(7, 7, 3), pair(5, 5, 4), pair(7, 7, 5)];
-        let chosen = equal_length_pairs(all, 2).unwrap();
+        let chosen = crate::compare::equal_length_pairs(all, 2, "validation").unwrap();
         assert_eq!(chosen.iter().map(|p| p.clean[0]).collect::<Vec<_>>(), vec![1, 3]);
     }
 }

@@ -93,15 +93,21 @@ impl SystemResult {
     }
 }
 
-/// The first `n` IOI train pairs of the most common prompt length (so nothing is padded).
-fn equal_length_pairs(all: Vec<PreparedPair>, n: usize) -> Result<Vec<PreparedPair>> {
+/// The first `n` pairs of the most common prompt length among those whose clean and
+/// counterfactual prompts are equally long (so nothing is padded); `split` names the pairs' split
+/// in the error.
+pub(crate) fn equal_length_pairs(all: Vec<PreparedPair>, n: usize, split: &str) -> Result<Vec<PreparedPair>> {
+    let even: Vec<PreparedPair> = all.into_iter().filter(|p| p.clean.len() == p.counterfactual.len()).collect();
     let mut counts = std::collections::BTreeMap::<usize, usize>::new();
-    for p in &all {
+    for p in &even {
         *counts.entry(p.clean.len()).or_default() += 1;
     }
-    let (&len, &count) = counts.iter().max_by_key(|&(len, count)| (*count, std::cmp::Reverse(*len))).context("no prepared pairs")?;
-    ensure!(count >= n, "only {count} train pairs share a prompt length ({len} tokens); asked for {n}");
-    Ok(all.into_iter().filter(|p| p.clean.len() == len).take(n).collect())
+    let (&len, &count) = counts
+        .iter()
+        .max_by_key(|&(len, count)| (*count, std::cmp::Reverse(*len)))
+        .context("no prepared pairs with clean and counterfactual prompts of one length")?;
+    ensure!(count >= n, "only {count} {split} pairs share a prompt length ({len} tokens); asked for {n}");
+    Ok(even.into_iter().filter(|p| p.clean.len() == len).take(n).collect())
 }
 
 /// Median GFLOP/s of a large plain f32 matmul: the machine's attainable matmul throughput.
@@ -331,7 +337,7 @@ pub fn compare<B: Backend>(device: &B::Device, args: &CompareArgs) -> Result<()>
     let graph = Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
     let examples = tasks::load_split(&crate::tasks_cmd::default_dir(), tasks::TaskKind::Ioi, tasks::Split::Train)?;
     let prepared = tasks::prepare(&examples, &loaded.tokenizer, cfg, &tasks::PrepareOptions::default())?.pairs;
-    let pairs = equal_length_pairs(prepared, args.pairs)?;
+    let pairs = equal_length_pairs(prepared, args.pairs, "train")?;
     let len = pairs[0].clean.len();
     let peak = peak_matmul_gflops::<B>(device);
     println!("{}: {} IOI pairs of {len} tokens, one batch; plain f32 matmul peak {peak:.1} GFLOP/s", args.model, pairs.len());
@@ -421,9 +427,9 @@ mod tests {
     #[test]
     fn pairs_of_the_most_common_length_in_order() {
         let all = vec![pair(5, 0), pair(7, 1), pair(7, 2), pair(5, 3), pair(7, 4)];
-        let chosen = equal_length_pairs(all.clone(), 2).unwrap();
+        let chosen = equal_length_pairs(all.clone(), 2, "train").unwrap();
         assert_eq!(chosen.iter().map(|p| p.clean[0]).collect::<Vec<_>>(), vec![1, 2]);
-        let err = equal_length_pairs(all, 4).unwrap_err().to_string();
+        let err = equal_length_pairs(all, 4, "train").unwrap_err().to_string();
         assert!(err.contains("only 3 train pairs share a prompt length (7 tokens)"), "{err}");
     }
 

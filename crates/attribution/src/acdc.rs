@@ -179,7 +179,6 @@ fn dest_layer(graph: &Graph, bwd: usize) -> usize {
 
 /// [`AcdcOrder::Reference`]'s edges.
 pub fn reference_order(graph: &Graph) -> Vec<(usize, usize)> {
-    let (n_layers, n_heads) = (graph.shape().n_layers, graph.shape().n_heads);
     let layers: Vec<_> = graph.layers().collect();
     // Sources below `prev`: the latest layer first, its MLP before its heads (0..H−1), `input` last.
     let sources = |prev: usize| -> Vec<usize> {
@@ -197,8 +196,13 @@ pub fn reference_order(graph: &Graph) -> Vec<(usize, usize)> {
             slots.extend(range.clone().rev());
         }
     }
-    debug_assert_eq!(slots.len(), n_layers * (3 * n_heads + 1) + 1);
-    slots.into_iter().flat_map(|bwd| sources((0..graph.n_fwd()).filter(|&u| graph.is_edge(u, bwd)).count()).into_iter().map(move |u| (u, bwd))).collect()
+    slots
+        .into_iter()
+        .flat_map(|bwd| {
+            let prev = graph.prev(graph.dest_at(bwd).expect("a slot of the graph")).expect("a slot of the graph");
+            sources(prev).into_iter().map(move |u| (u, bwd))
+        })
+        .collect()
 }
 
 /// Checks a replayed order: every real edge once, destination layers non-increasing.

@@ -75,7 +75,6 @@ impl<B: Backend> Hooks<B> for NodeRecorder<B> {
 /// One forward pass returning its last-token logits [batch, vocab] and all node outputs
 /// [n_fwd, batch, pos, d_model].
 pub fn record_nodes<B: Backend>(model: &Transformer<B>, batch: &Batch<B>) -> (Tensor<B, 2>, Tensor<B, 4>) {
-    let mut recorder = NodeRecorder::default();
-    let logits = model.forward_with(batch, &Readout::LastToken, &mut recorder);
-    (logits.squeeze_dim(1), recorder.into_nodes())
+    let run = record_run(model, batch);
+    (run.logits, run.nodes)
 }
