@@ -44,9 +44,11 @@ use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use graph::{Dest, EdgeMatrix, Graph};
-use patching::{Ablation, AblationError, Metric, NonFiniteMetric, PairBatches, Positions, RecordedRun, patched_logits_from, record_run};
+use patching::{
+    Ablation, AblationError, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, ResumeState, at_positions, patched_logits_from, record_run,
+};
 use tasks::{PairBatch, PreparedPair};
-use transformer::{Batch, BatchError, Transformer};
+use transformer::{Batch, BatchError, Resume, Transformer};
 
 use crate::method::{BudgetCircuits, Discovery, Progress};
 use crate::scores::PassCount;
@@ -177,6 +179,31 @@ fn dest_layer(graph: &Graph, bwd: usize) -> usize {
     }
 }
 
+/// Where a pass must resume to see a change to slot `bwd`'s input: its block's attention, its
+/// MLP, or the final norm.
+fn dest_point(graph: &Graph, bwd: usize) -> Resume {
+    match graph.dest_at(bwd).expect("a slot of the graph") {
+        Dest::Head { layer, .. } => Resume::Attention(layer),
+        Dest::Mlp { layer } => Resume::Mlp(layer),
+        Dest::Logits => Resume::Final,
+    }
+}
+
+/// One run's latest output of each head of one block under some mask of its incoming edges:
+/// a head whose incoming edges a later pass leaves as they were is not recomputed.
+struct HeadCache<B: Backend> {
+    layer: usize,
+    /// Per head: its incoming edges' keep bits (q, k, v slots, sources in order) and its output
+    /// [pairs, pos, d_model] under them.
+    entries: Vec<Option<(Vec<bool>, Tensor<B, 3>)>>,
+}
+
+impl<B: Backend> HeadCache<B> {
+    fn new() -> Self {
+        Self { layer: usize::MAX, entries: Vec::new() }
+    }
+}
+
 /// [`AcdcOrder::Reference`]'s edges.
 pub fn reference_order(graph: &Graph) -> Vec<(usize, usize)> {
     let layers: Vec<_> = graph.layers().collect();
@@ -228,13 +255,26 @@ fn check_order(graph: &Graph, order: &[(usize, usize)]) -> Result<(), AcdcError>
     }
 }
 
+/// The clean run as one kind of pass reads it: its batch, its recorded run and δ, the ablated
+/// outputs, at every computed position or (`positions`) at one per row.
+struct View<B: Backend> {
+    batch: Batch<B>,
+    run: ResumableRun<B>,
+    ablated: Tensor<B, 4>,
+    positions: Option<Vec<usize>>,
+}
+
 /// What every run on the same pairs shares: the clean run (recorded whole, so passes can start
 /// part-way up), the ablated node outputs and the full model's metric.
 pub struct AcdcSetup<B: Backend> {
     graph: Graph,
-    clean: Batch<B>,
-    run: RecordedRun<B>,
-    ablated: Tensor<B, 4>,
+    /// The passes over every computed position.
+    every: View<B>,
+    /// The passes resumed after the last attention: each row's last position alone.
+    last: View<B>,
+    /// δ = ablated − clean of every source in the clean run [n_fwd, pairs, pos, d_model]: what
+    /// an ablated edge adds to a head's input in a block below every other change.
+    deltas: Tensor<B, 4>,
     answers: Vec<(u32, u32)>,
     metric: Metric,
     ablation: patching::AblationKind,
@@ -261,33 +301,123 @@ impl<B: Backend> AcdcSetup<B> {
         let batches = PairBatches::new(model, &clean, &counterfactual, ablation, positions)?;
         let ablated = ablation.ablated_nodes(model, &batches.counterfactual)?;
         let run = record_run(model, &batches.clean);
-        let mut setup = Self {
-            graph: *graph,
-            clean: batches.clean,
-            run,
-            ablated,
-            answers,
-            metric,
-            ablation: ablation.kind(),
-            full: 0.0,
-            passes: 1 + ablation.forward_passes(),
+        let readout: Vec<usize> = match batches.clean.starts() {
+            Some(starts) => batches.clean.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
+            None => batches.clean.lengths.iter().map(|l| l - 1).collect(),
         };
-        let logits = setup.run.logits.clone();
+        let last = View {
+            batch: batches.clean.last_positions(),
+            run: ResumableRun::new(graph, run.at_positions(&readout), &at_positions(ablated.clone(), &readout)),
+            ablated: at_positions(ablated.clone(), &readout),
+            positions: Some(readout),
+        };
+        let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated, positions: None };
+        let deltas = every.run.source_deltas();
+        let mut setup =
+            Self { graph: *graph, every, last, deltas, answers, metric, ablation: ablation.kind(), full: 0.0, passes: 1 + ablation.forward_passes() };
+        let logits = setup.every.run.run.logits.clone();
         setup.full = setup.mean_losses(logits, 1).map_err(|source| AcdcError::NonFinite { run: "the clean run".into(), source })?[0];
         Ok(setup)
     }
 
     /// The mean loss over the pairs of each of `replicas` copies of them, from last-token logits.
     fn mean_losses(&self, logits: Tensor<B, 2>, replicas: usize) -> Result<Vec<f64>, NonFiniteMetric> {
-        let values = self.metric.finite_values(logits, &self.answers, replicas, &self.run.logits)?;
+        let values = self.metric.finite_values(logits, &self.answers, replicas, &self.every.run.run.logits)?;
         let pairs = self.answers.len();
         Ok(values.chunks(pairs).map(|row| row.iter().map(|&v| self.metric.loss_of(v as f64)).sum::<f64>() / pairs as f64).collect())
     }
 
-    /// The mean loss of each mask, by one pass from block `layer`.
-    fn losses(&self, model: &Transformer<B>, layer: usize, masks: &[&EdgeMatrix<bool>]) -> Result<Vec<f64>, AcdcError> {
-        let logits = patched_logits_from(model, &self.graph, &self.clean, &self.run, layer, self.ablated.clone(), masks);
-        self.mean_losses(logits, masks.len()).map_err(|source| AcdcError::NonFinite { run: format!("a pass from block {layer}"), source })
+    /// The mean loss of each mask, by one pass resumed where the masks first differ from the
+    /// full graph: the final norm when only edges into the logits are ablated; otherwise block
+    /// l's MLP, where l is the lowest block with an ablated edge, block l's heads whose incoming
+    /// edges are ablated recomputed alone ([`Transformer::head_outputs`], `cache` remembering
+    /// each head's latest). Exact for masks that ablate nothing below block l's heads, which is
+    /// all ACDC's order produces.
+    fn losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>) -> Result<Vec<f64>, AcdcError> {
+        let graph = &self.graph;
+        let point =
+            masks.iter().flat_map(|m| m.edge_values().filter(|(_, keep)| !**keep).map(|((_, bwd), _)| dest_point(graph, bwd))).min().unwrap_or(Resume::Final);
+        let view = if point >= Resume::Attention(graph.shape().n_layers - 1) { &self.last } else { &self.every };
+        let state = match point {
+            Resume::Final => ResumeState::stack(vec![view.run.state(Resume::Final); masks.len()]),
+            Resume::Attention(layer) | Resume::Mlp(layer) => self.heads_recomputed(model, layer, masks, cache, view),
+        };
+        let logits = patched_logits_from(model, graph, &view.batch, state, view.ablated.clone(), masks);
+        self.mean_losses(logits, masks.len()).map_err(|source| AcdcError::NonFinite { run: format!("a pass resumed at {point:?}"), source })
+    }
+
+    /// Each mask's state at block `layer`'s MLP in `view`: the clean run below the block, its
+    /// heads as the mask's edges into them make them (recomputed over every position where they
+    /// differ from the clean run and from `cache`), the residual stream with their changes added.
+    fn heads_recomputed(&self, model: &Transformer<B>, layer: usize, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>, view: &View<B>) -> ResumeState<B> {
+        let graph = &self.graph;
+        let li = graph.layer(layer).expect("a layer of the graph");
+        let n_heads = graph.shape().n_heads;
+        let below = li.heads_fwd.start;
+        let [_, pairs, t, d] = view.run.run.nodes.dims();
+        if cache.layer != layer {
+            *cache = HeadCache { layer, entries: vec![None; n_heads] };
+        }
+        let slots = |h: usize| [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h];
+        let key = |m: &EdgeMatrix<bool>, h: usize| -> Vec<bool> { slots(h).into_iter().flat_map(|slot| (0..below).map(move |u| m[(u, slot)])).collect() };
+        let clean_head =
+            |h: usize| view.run.run.nodes.clone().slice([li.heads_fwd.start + h..li.heads_fwd.start + h + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0);
+        // Per mask and head: None = the clean output, Some(key) = under that key.
+        let keys: Vec<Vec<Option<Vec<bool>>>> =
+            masks.iter().map(|m| (0..n_heads).map(|h| Some(key(m, h)).filter(|k| !k.iter().all(|&keep| keep))).collect()).collect();
+        let mut jobs: Vec<(usize, Vec<bool>)> = Vec::new();
+        for (h, k) in keys.iter().flat_map(|per_head| per_head.iter().enumerate()).filter_map(|(h, k)| k.as_ref().map(|k| (h, k))) {
+            let cached = cache.entries[h].as_ref().is_some_and(|(ck, _)| ck == k);
+            if !cached && !jobs.iter().any(|(jh, jk)| *jh == h && jk == k) {
+                jobs.push((h, k.clone()));
+            }
+        }
+        let mut computed: Vec<(usize, Vec<bool>, Tensor<B, 3>)> = Vec::with_capacity(jobs.len());
+        if !jobs.is_empty() {
+            let resid = self.every.run.run.layer_inputs[layer].clone();
+            let input = |k: &[bool], s: usize| {
+                let ablated: Vec<usize> = (0..below).filter(|&u| !k[s * below + u]).collect();
+                if ablated.is_empty() {
+                    return resid.clone();
+                }
+                let index =
+                    Tensor::from_data(burn::tensor::TensorData::new(ablated.iter().map(|&u| u as i64).collect::<Vec<_>>(), [ablated.len()]), &resid.device());
+                resid.clone() + self.deltas.clone().select(0, index).sum_dim(0).squeeze_dim::<3>(0)
+            };
+            let inputs = [0, 1, 2].map(|s| Tensor::stack::<4>(jobs.iter().map(|(_, k)| input(k, s)).collect(), 0));
+            let heads: Vec<usize> = jobs.iter().map(|(h, _)| *h).collect();
+            let outputs = model.head_outputs(&self.every.batch, layer, &heads, inputs);
+            let outputs = match &view.positions {
+                Some(p) => at_positions(outputs, p),
+                None => outputs,
+            };
+            for (j, (h, k)) in jobs.into_iter().enumerate() {
+                computed.push((h, k, outputs.clone().slice([j..j + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0)));
+            }
+        }
+        let output = |h: usize, k: &Vec<bool>| -> Tensor<B, 3> {
+            let fresh = computed.iter().find(|(ch, ck, _)| *ch == h && ck == k).map(|(_, _, out)| out);
+            let cached = cache.entries[h].as_ref().filter(|(ck, _)| ck == k).map(|(_, out)| out);
+            fresh.or(cached).expect("computed above or cached").clone()
+        };
+        let base = view.run.state(Resume::Mlp(layer));
+        let states = keys
+            .iter()
+            .map(|per_head| {
+                per_head.iter().enumerate().fold(base.clone(), |state, (h, k)| match k {
+                    None => state,
+                    Some(k) => {
+                        let source = li.heads_fwd.start + h;
+                        let ablated = view.ablated.clone().slice([source..source + 1, 0..view.ablated.dims()[1], 0..t, 0..d]);
+                        state.replace_source(source, ablated, clean_head(h), output(h, k))
+                    }
+                })
+            })
+            .collect();
+        for (h, k, out) in computed {
+            cache.entries[h] = Some((k, out));
+        }
+        ResumeState::stack(states)
     }
 
     /// One ACDC run under `options`.
@@ -316,8 +446,7 @@ impl<B: Backend> AcdcSetup<B> {
         let mut effects = EdgeMatrix::filled(*graph, 0.0f32);
         let mut visited = vec![false; n_fwd + 1];
         let mut current = self.full;
-        // The lowest block any removal so far feeds: passes start at or below it.
-        let mut lowest = usize::MAX;
+        let mut cache = HeadCache::new();
         let mut out = AcdcRun {
             tau: options.tau,
             circuit: present.clone(),
@@ -349,12 +478,11 @@ impl<B: Backend> AcdcSetup<B> {
                     for &e in &incoming {
                         present[e] = false;
                         decided[e] = true;
-                        lowest = lowest.min(dest_layer(graph, e.1));
                     }
                     out.skipped_nodes += 1;
                     out.dropped_untested += incoming.len();
                     if !incoming.is_empty() {
-                        let loss = self.losses(model, lowest, &[&present])?[0];
+                        let loss = self.losses(model, &[&present], &mut cache)?[0];
                         out.passes += 1;
                         out.replicas += 1;
                         let change = (loss - current).abs();
@@ -390,8 +518,7 @@ impl<B: Backend> AcdcSetup<B> {
                     mask
                 })
                 .collect();
-            let layer = chunk.iter().map(|&j| dest_layer(graph, order[j].1)).min().expect("a pass has a candidate").min(lowest);
-            let losses = self.losses(model, layer, &masks.iter().collect::<Vec<_>>())?;
+            let losses = self.losses(model, &masks.iter().collect::<Vec<_>>(), &mut cache)?;
             out.passes += 1;
             out.replicas += masks.len();
             // Predictions that held double the next pass's width; at a wrong one it shrinks to the
@@ -407,7 +534,6 @@ impl<B: Backend> AcdcSetup<B> {
                 if remove {
                     present[edge] = false;
                     current = loss;
-                    lowest = lowest.min(dest_layer(graph, edge.1));
                 }
                 i = j + 1;
                 if remove != removed_as_predicted {

@@ -8,7 +8,8 @@ use graph::{EdgeMatrix, Graph};
 use transformer::products::selected_rows_product;
 use transformer::{AttentionInput, Batch, Hooks, Readout, Transformer};
 
-use crate::activations::{RecordedRun, heads_source_major};
+use crate::activations::heads_source_major;
+use crate::resume::ResumeState;
 
 /// Keep-weights of every edge, one dense [n_fwd, n_bwd] matrix per replica of the batch: 1 keeps
 /// the edge (it carries the actual activation), 0 ablates it, values between interpolate. A tensor
@@ -136,6 +137,15 @@ impl<B: Backend> PatchHooks<B> {
         };
         self.deltas = Some(buffer.slice_assign([0..self.replicas, start..start + k, 0..width], delta));
         self.produced += k;
+    }
+
+    /// Starts from δ of the first `produced` sources already laid out (a resumed pass).
+    fn resume(&mut self, deltas: Tensor<B, 3>, delta_sum: Tensor<B, 2>, produced: usize) {
+        if self.active {
+            self.deltas = Some(deltas);
+            self.delta_sum = Some(delta_sum);
+        }
+        self.produced = produced;
     }
 
     /// Adds a chunk of deltas [replicas, k, width] to the running sum Σ_u δ_u.
@@ -273,40 +283,25 @@ impl<B: Backend> Hooks<B> for PatchHooks<B> {
     }
 }
 
-/// [`patched_logits`] from block `layer` on: every destination below `layer` keeps all its edges in
-/// every mask, so below it each replica is exactly `run`, the recorded clean run of `clean`; the
-/// pass starts from its residual at that block, with δ of the sources below taken from its node
-/// outputs. Panics if a mask ablates an edge into a destination below `layer`.
+/// [`patched_logits`] resumed at `state.point` from `state` (one replica per mask, as
+/// [`crate::ResumableRun::state`] gives a recorded run's): the residual stream there and δ of
+/// every source before it. The caller vouches that the state is what each mask computes before
+/// the point (ACDC's passes, the top layers first, resume where their masks first differ from
+/// the recorded run's).
 pub fn patched_logits_from<B: Backend>(
     model: &Transformer<B>,
     graph: &Graph,
     clean: &Batch<B>,
-    run: &RecordedRun<B>,
-    layer: usize,
+    state: ResumeState<B>,
     ablated: Tensor<B, 4>,
     masks: &[&EdgeMatrix<bool>],
 ) -> Tensor<B, 2> {
-    let first_dst = graph.layer(layer).expect("the pass starts at a layer of the graph").q_bwd.start;
-    assert!(
-        masks.iter().all(|m| m.edge_values().all(|((_, bwd), &keep)| keep || bwd >= first_dst)),
-        "a pass starting at block {layer} ablates no edge into a block below it"
-    );
     let device = model.token_embedding.device();
-    let replicas = masks.len();
-    let batch = clean.repeat(replicas);
+    let batch = clean.repeat(masks.len());
+    assert_eq!(state.deltas.dims()[0], masks.len(), "one resumed replica per mask");
     let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
-    let below = graph.layer(layer).expect("checked above").heads_fwd.start;
-    let [_, pairs, t, d] = run.nodes.dims();
-    let repeat = |x: Tensor<B, 4>| {
-        let k = x.dims()[0];
-        if replicas == 1 {
-            return x;
-        }
-        x.unsqueeze_dim::<5>(1).expand([k, replicas, pairs, t, d]).reshape([k, replicas * pairs, t, d])
-    };
-    hooks.push_actual(repeat(run.nodes.clone().slice([0..below, 0..pairs, 0..t, 0..d])));
-    let resid = repeat(run.layer_inputs[layer].clone().unsqueeze()).squeeze_dim(0);
-    model.forward_from(&batch, layer, resid, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
+    hooks.resume(state.deltas, state.delta_sum, crate::resume::sources_before(graph, state.point));
+    model.forward_from(&batch, state.point, state.resid, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
 }
 
 /// One patched pass: the `clean` batch repeated once per mask (rows mask-major), each copy with

@@ -96,6 +96,11 @@ impl<B: Backend> PrefixCache<B> {
         &self.starts
     }
 
+    /// Block `layer`'s keys and values; panics for a batch narrowed to its last positions.
+    fn layer(&self, layer: usize) -> &[Tensor<B, 4>; 2] {
+        self.layers.get(layer).expect("a batch narrowed to its last positions runs no attention")
+    }
+
     /// Cached positions of the longest prefix.
     fn width(&self) -> usize {
         self.starts.iter().copied().max().unwrap_or(0)
@@ -225,6 +230,15 @@ impl<B: Backend> Batch<B> {
         Ok(self)
     }
 
+    /// This batch narrowed to each row's last token: a pass over it computes that position only,
+    /// which is all a pass resumed after the last attention reads (nothing but the logits reads
+    /// the last block's MLP and the final norm). It carries no keys or values, so it cannot run
+    /// attention.
+    pub fn last_positions(&self) -> Self {
+        let starts = self.lengths.iter().map(|l| l - 1).collect();
+        Self { ids: self.ids.clone(), lengths: self.lengths.clone(), prefix: Some(PrefixCache { starts, layers: Vec::new() }) }
+    }
+
     /// Each row's first computed position: its cached prefix's length (None: every position).
     pub fn starts(&self) -> Option<&[usize]> {
         self.prefix.as_ref().map(PrefixCache::starts)
@@ -288,6 +302,41 @@ impl<B: Backend> Batch<B> {
         let p = self.prefix.as_ref()?;
         let (n, t) = (self.computed_len(), self.max_len());
         Some(p.starts.iter().flat_map(|&s| (0..n).map(move |q| (s + q).min(t - 1))).collect())
+    }
+}
+
+/// A point of the residual stream a pass can resume from ([`Transformer::forward_from`]),
+/// ordered as a pass reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The stream entering block l: its attention onwards.
+    Attention(usize),
+    /// The stream entering block l's MLP (after its attention).
+    Mlp(usize),
+    /// The stream entering the final norm: the unembedding only.
+    Final,
+}
+
+impl Resume {
+    /// (block, 0 = attention / 1 = MLP), the final norm after every block.
+    fn rank(self) -> (usize, u8) {
+        match self {
+            Self::Attention(l) => (l, 0),
+            Self::Mlp(l) => (l, 1),
+            Self::Final => (usize::MAX, 0),
+        }
+    }
+}
+
+impl PartialOrd for Resume {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Resume {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
     }
 }
 
@@ -478,20 +527,79 @@ impl<B: Backend> Transformer<B> {
         self.forward_inner(batch, None, readout, hooks, rules)
     }
 
-    /// [`Transformer::forward_with`] from block `layer` on, given `resid` [b, positions computed,
-    /// d_model], the residual stream that block reads (as a pass over `batch` computed it below):
-    /// a pass that changes nothing below `layer` (ACDC's, the top layers first) need not compute
-    /// it again. Hooks see blocks `layer..` only: no `input_output`, and no node below the layer.
-    pub fn forward_from<H: Hooks<B>>(&self, batch: &Batch<B>, layer: usize, resid: Tensor<B, 3>, readout: &Readout, hooks: &mut H) -> Tensor<B, 3> {
-        assert!(layer < self.blocks.len(), "a pass starts at one of the model's {} blocks, not {layer}", self.blocks.len());
+    /// [`Transformer::forward_with`] from `point` on, given `resid` [b, positions computed,
+    /// d_model], the residual stream read there (as a pass over `batch` computed it below): a
+    /// pass that changes nothing below `point` (ACDC's, the top layers first) need not compute it
+    /// again. Hooks see what follows `point` only: no `input_output`, and no node before it.
+    pub fn forward_from<H: Hooks<B>>(&self, batch: &Batch<B>, point: Resume, resid: Tensor<B, 3>, readout: &Readout, hooks: &mut H) -> Tensor<B, 3> {
+        if let Resume::Attention(layer) | Resume::Mlp(layer) = point {
+            assert!(layer < self.blocks.len(), "a pass resumes in one of the model's {} blocks, not {layer}", self.blocks.len());
+        }
         assert_eq!(resid.dims(), [batch.size(), batch.computed_len(), self.config.d_model], "the residual stream of the batch's computed positions");
-        self.forward_inner(batch, Some((layer, resid)), readout, hooks, &GradientRules::IDENTITY)
+        self.forward_inner(batch, Some((point, resid)), readout, hooks, &GradientRules::IDENTITY)
+    }
+
+    /// The outputs [jobs, rows, positions computed, d_model] of query heads `heads` of block
+    /// `layer` (without b_O; a head may appear in several jobs), each recomputed from residual
+    /// inputs of its own for its q, k and v, `inputs` [jobs, rows, positions computed, d_model]
+    /// each (before the norm), over `batch`'s cached prefix: what a patched pass computes for
+    /// heads whose inputs alone changed, without the rest of the block (ACDC's candidates).
+    pub fn head_outputs(&self, batch: &Batch<B>, layer: usize, heads: &[usize], inputs: [Tensor<B, 4>; 3]) -> Tensor<B, 4> {
+        let block = &self.blocks[layer];
+        let attn = &block.attn;
+        let device = self.token_embedding.device();
+        let [jobs, rows, t, d] = inputs[0].dims();
+        assert_eq!((jobs, rows, t), (heads.len(), batch.size(), batch.computed_len()), "one job per head over the batch's computed positions");
+        assert!(heads.iter().all(|&h| h < attn.n_heads), "heads of the block's {}", attn.n_heads);
+        let dh = attn.d_head;
+        let index = |ids: Vec<usize>| Tensor::<B, 1, Int>::from_data(TensorData::new(ids.into_iter().map(|i| i as i64).collect::<Vec<_>>(), [jobs]), &device);
+        let query_heads = index(heads.to_vec());
+        // Each job's weights [jobs, d_model, d_head] (a key/value head's for its group's query
+        // heads): projected as one batched GEMM, then [rows, jobs, t, d_head].
+        let project = |linear: &Linear<B>, n: usize, x: Tensor<B, 4>| {
+            let group = attn.n_heads / n;
+            let own = index(heads.iter().map(|h| h / group).collect());
+            let w = Attention::per_head_weight(linear.weight.val(), n, dh).select(0, own.clone());
+            let x = block.attn_norm.forward(x, &GradientRules::IDENTITY).reshape([jobs, rows * t, d]);
+            let y = x.matmul(w).reshape([jobs, rows, t, dh]);
+            let y = match &linear.bias {
+                Some(b) => y + b.val().reshape([n, dh]).select(0, own).reshape([jobs, 1, 1, dh]),
+                None => y,
+            };
+            y.swap_dims(0, 1)
+        };
+        let [q, k, v] = inputs;
+        let (q, k, v) = (project(&attn.q, attn.n_heads, q), project(&attn.k, attn.n_kv_heads, k), project(&attn.v, attn.n_kv_heads, v));
+        let (q, k) = match self.rope_tables(batch) {
+            Some(r) => (r.apply(q), r.apply(k)),
+            None => (q, k),
+        };
+        let (k, v) = match batch.prefix.as_ref().map(|p| p.layer(layer)) {
+            Some([ck, cv]) => {
+                (Tensor::cat(vec![ck.clone().select(1, query_heads.clone()), k], 2), Tensor::cat(vec![cv.clone().select(1, query_heads.clone()), v], 2))
+            }
+            None => (k, v),
+        };
+        let scores = q.matmul(k.swap_dims(2, 3)) * (dh as f64).powf(-0.5);
+        let pattern = attention_softmax(scores.mask_fill(batch.attention_mask(&device), f32::NEG_INFINITY), None);
+        let z = pattern.matmul(v).swap_dims(0, 1).reshape([jobs, rows * t, dh]);
+        let w_o = attn.o.weight.val().reshape([attn.n_heads, dh, attn.o.d_out()]).select(0, query_heads);
+        z.matmul(w_o).reshape([jobs, rows, t, attn.o.d_out()])
+    }
+
+    /// Rotary tables for the positions a pass over `batch` computes (None for learned positions).
+    fn rope_tables(&self, batch: &Batch<B>) -> Option<RopeTables<B>> {
+        let device = self.token_embedding.device();
+        match batch.computed_positions() {
+            None => RopeTables::new(&self.config.positions, self.config.d_head, 1, &(0..batch.max_len()).collect::<Vec<_>>(), &device),
+            Some(p) => RopeTables::new(&self.config.positions, self.config.d_head, batch.size(), &p, &device),
+        }
     }
 
     fn forward_inner<H: Hooks<B>>(
         &self,
         batch: &Batch<B>,
-        start: Option<(usize, Tensor<B, 3>)>,
+        start: Option<(Resume, Tensor<B, 3>)>,
         readout: &Readout,
         hooks: &mut H,
         rules: &GradientRules,
@@ -536,11 +644,11 @@ impl<B: Backend> Transformer<B> {
     /// The residual stream the final norm reads, [b, positions computed, d_model], through
     /// `hooks`; the last layer's MLP runs only at `last_mlp_rows` (one computed position per row)
     /// when given; each layer's keys and values are pushed to `keys_values` when given. With
-    /// `start` = (l, r) the stream begins at block l reading r.
+    /// `start` = (p, r) the stream resumes at p reading r.
     fn residual_stream<H: Hooks<B>>(
         &self,
         batch: &Batch<B>,
-        start: Option<(usize, Tensor<B, 3>)>,
+        start: Option<(Resume, Tensor<B, 3>)>,
         hooks: &mut H,
         rules: &GradientRules,
         last_mlp_rows: Option<&[usize]>,
@@ -553,7 +661,8 @@ impl<B: Backend> Transformer<B> {
         // Row-major absolute positions of the computed positions (None: 0..t in every row).
         let positions = batch.computed_positions();
         let index = |p: &[usize]| Tensor::<B, 1, Int>::from_data(TensorData::new(p.iter().map(|&x| x as i64).collect::<Vec<_>>(), [p.len()]), &device);
-        let (first_layer, mut resid) = match start {
+        let n_layers = self.blocks.len();
+        let (point, mut resid) = match start {
             Some(start) => start,
             None => {
                 let ids = match &positions {
@@ -569,24 +678,27 @@ impl<B: Backend> Transformer<B> {
                             Some(p) => pos.val().select(0, index(p)).reshape([b, n, d]),
                         };
                 }
-                (0, resid)
+                (Resume::Attention(0), resid)
             }
+        };
+        let (first_layer, skip_attention) = match point {
+            Resume::Attention(l) => (l, false),
+            Resume::Mlp(l) => (l, true),
+            Resume::Final => (n_layers, false),
         };
 
         let mask = batch.attention_mask(&device);
-        let rope = match &positions {
-            None => RopeTables::new(&self.config.positions, self.config.d_head, 1, &(0..t).collect::<Vec<_>>(), &device),
-            Some(p) => RopeTables::new(&self.config.positions, self.config.d_head, b, p, &device),
-        };
-        let n_layers = self.blocks.len();
+        let rope = self.rope_tables(batch);
         for (layer, block) in self.blocks.iter().enumerate().skip(first_layer) {
-            let cached = batch.prefix.as_ref().map(|p| &p.layers[layer]);
-            let input = hooks.attention_input(layer, resid.clone());
-            let (attn, kv) = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), cached, hooks, rules);
-            if let Some(sink) = keys_values.as_mut() {
-                sink.push(kv);
+            if !(skip_attention && layer == first_layer) {
+                let cached = batch.prefix.as_ref().map(|p| p.layer(layer));
+                let input = hooks.attention_input(layer, resid.clone());
+                let (attn, kv) = block.attn.forward(layer, input, &block.attn_norm, &mask, rope.as_ref(), cached, hooks, rules);
+                if let Some(sink) = keys_values.as_mut() {
+                    sink.push(kv);
+                }
+                resid = resid + attn;
             }
-            resid = resid + attn;
             let mlp_in = hooks.mlp_input(layer, resid.clone());
             let mlp = |x: Tensor<B, 3>, hooks: &mut H| block.mlp.project(hooks.mlp_hidden(layer, block.mlp.hidden(block.mlp_norm.forward(x, rules), rules)));
             let mlp_out = match last_mlp_rows {
