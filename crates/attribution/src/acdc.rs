@@ -11,25 +11,35 @@
 //! dropped untested when the order first reaches it; the change that makes is measured (ACDC
 //! asserts it is below 3e-3) and reported.
 //!
-//! **Batching, exactly.** A pass tries up to `width` consecutive candidates of one
-//! destination node (of one destination layer without the skip rule) side by side, one replica of
-//! the batch per candidate, each replica's mask being what H would be when the sequential algorithm
-//! reached that candidate *if the outcomes before it in the pass were as predicted*
-//! ([`Speculation`]). The outcomes are then read in order; at the first one that differs from its
-//! prediction (its own replica was still right) the later replicas are discarded and the next pass
-//! starts after it. So every decision is taken on exactly the mask the sequential algorithm would
-//! use, and a pass costs a re-run only when a prediction fails: predicting "kept" is the plain
-//! scheme (every candidate against the current H; after a removal the rest run again), predicting
-//! "removed" suits high τ, and a sweep predicts each edge from the nearest τ already run. The
-//! width adapts as the predictions do: it doubles after a pass whose predictions all held (up to
-//! `replicas_per_pass`) and falls to the number of candidates a pass decided when one failed, so
-//! a wrong prediction wastes about as many replicas as the run of right ones before it.
+//! **One candidate at a time, incrementally** (`replicas_per_pass` = 1, the method's setting).
+//! The run keeps the patched run under H up to date ([`patching::IncrementalRun`]): trying e
+//! adds `ablated − actual` of its source to its destination's input and recomputes only the
+//! nodes that change reaches through H's edges (a head from its three inputs' projections, only
+//! the changed one projected again; an MLP; the logits), and a removal commits that trial. The
+//! order decides the top layers first, so the nodes above a candidate are already sparse: on the
+//! MCQA task model a trial recomputes a few nodes, not the model from the candidate's layer up.
+//! Nodes of the last block and the logits are computed at the answer position alone.
 //!
-//! **Starting part-way up.** The order never tries an edge into a lower layer before the edges
-//! into a higher one, so while the edges into layer l are tried every destination below l still
-//! has all its edges: below l each replica is the recorded clean run, and the pass starts at block
-//! l from its cached residual ([`patching::patched_logits_from`]). Together with suffix-only
-//! positions under counterfactual ablation, a pass computes only what can differ.
+//! **Batching, exactly** (`replicas_per_pass` > 1). A pass tries up to `width` consecutive
+//! candidates of one destination node (of one destination layer without the skip rule) side by
+//! side, one replica of the batch per candidate, each replica's mask being what H would be when
+//! the sequential algorithm reached that candidate *if the outcomes before it in the pass were as
+//! predicted* ([`Speculation`]). The outcomes are then read in order; at the first one that
+//! differs from its prediction (its own replica was still right) the later replicas are discarded
+//! and the next pass starts after it. So every decision is taken on exactly the mask the
+//! sequential algorithm would use, and a pass costs a re-run only when a prediction fails:
+//! predicting "kept" is the plain scheme (every candidate against the current H; after a removal
+//! the rest run again), predicting "removed" suits high τ, and a sweep predicts each edge from
+//! the nearest τ already run. The width adapts as the predictions do: it doubles after a pass
+//! whose predictions all held (up to `replicas_per_pass`) and falls to the number of candidates
+//! a pass decided when one failed, so a wrong prediction wastes about as many replicas as the
+//! run of right ones before it. The order never tries an edge into a lower layer before the
+//! edges into a higher one, so below the lowest block a pass's masks ablate anything in, each
+//! replica is the recorded clean run: a pass resumes at that block's MLP from the clean run's
+//! state ([`patching::patched_logits_from`]), the block's heads whose inputs the masks change
+//! recomputed alone from cached projections ([`Transformer::head_projections`],
+//! [`Transformer::heads_attend`]), and a pass that changes nothing before the last attention
+//! runs at each row's answer position alone ([`Batch::last_positions`]).
 //!
 //! **Budgets.** ACDC gives one circuit per τ. [`acdc_budget_circuits`] sweeps τ over a log grid,
 //! then bisects log τ between the grid points bracketing each MIB budget until the circuit is
@@ -45,10 +55,11 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use graph::{Dest, EdgeMatrix, Graph};
 use patching::{
-    Ablation, AblationError, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, ResumeState, at_positions, patched_logits_from, record_run,
+    Ablation, AblationError, Edit, IncrementalRun, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, ResumeState, Trial, at_positions,
+    patched_logits_from, record_run,
 };
 use tasks::{PairBatch, PreparedPair};
-use transformer::{Batch, BatchError, Resume, Transformer};
+use transformer::{Batch, BatchError, HeadInput, Resume, Transformer};
 
 use crate::method::{BudgetCircuits, Discovery, Progress};
 use crate::scores::PassCount;
@@ -127,7 +138,8 @@ pub struct AcdcRun {
     pub invariant_max: f64,
     /// Drops that changed the metric by [`INVARIANT_TOLERANCE`] or more.
     pub invariant_failures: usize,
-    /// Patched passes run (each over every pair, from its start block).
+    /// Patched passes run over every pair (batched passes from the block they resume at, or
+    /// incremental trials).
     pub passes: usize,
     /// Replicas summed over those passes (replicas / passes: the mean batching).
     pub replicas: usize,
@@ -189,19 +201,94 @@ fn dest_point(graph: &Graph, bwd: usize) -> Resume {
     }
 }
 
-/// One run's latest output of each head of one block under some mask of its incoming edges:
-/// a head whose incoming edges a later pass leaves as they were is not recomputed.
+/// How a run evaluates its candidates (the same losses either way, up to rounding).
+enum Passes<B: Backend> {
+    /// Several candidates side by side, one replica of the batch each, each pass resumed where
+    /// its masks first differ from the clean run.
+    Batched(HeadCache<B>),
+    /// One candidate at a time on a run kept up to date with the hypothesis: a trial recomputes
+    /// only the nodes the candidate's removal reaches ([`IncrementalRun`]).
+    Incremental {
+        run: Box<IncrementalRun<B>>,
+        /// The latest trial and the mask it tried.
+        pending: Option<(EdgeMatrix<bool>, Trial<B>)>,
+    },
+}
+
+impl<B: Backend> Passes<B> {
+    /// Makes `mask` the hypothesis the next candidates are tried against.
+    fn accept(&mut self, model: &Transformer<B>, mask: &EdgeMatrix<bool>) {
+        if let Passes::Incremental { run, pending } = self {
+            let trial = match pending.take() {
+                Some((tried, trial)) if tried == *mask => trial,
+                _ => run.trial(model, &edits_to(run.mask(), mask)),
+            };
+            run.commit(trial);
+        }
+    }
+}
+
+/// The edits that turn mask `from` into `to`.
+fn edits_to(from: &EdgeMatrix<bool>, to: &EdgeMatrix<bool>) -> Vec<Edit> {
+    from.edge_values().filter(|&(e, &keep)| to[e] != keep).map(|(e, _)| (e, to[e])).collect()
+}
+
+/// The keep bits of one head input's incoming edges (sources in forward order).
+type SlotKey = Vec<bool>;
+
+/// Latest values under their keep bits, most recent first.
+type Kept<K, B> = Vec<(K, Tensor<B, 3>)>;
+
+/// One run's latest computations for the heads of one block, so a pass recomputes only what
+/// its masks change: each head's output under the keep bits of its q, k and v inputs, and each
+/// input's projection under its own bits (a candidate changes one input of one head).
 struct HeadCache<B: Backend> {
     layer: usize,
-    /// Per head: its incoming edges' keep bits (q, k, v slots, sources in order) and its output
-    /// [pairs, pos, d_model] under them.
-    entries: Vec<Option<(Vec<bool>, Tensor<B, 3>)>>,
+    /// Per head: outputs [pairs, positions read, d_model] with their three inputs' bits, most
+    /// recent first.
+    outputs: Vec<Kept<[SlotKey; 3], B>>,
+    /// Per head and input (q, k, v): the latest projections [pairs, positions, d_head] with
+    /// their bits, most recent first.
+    projections: Vec<[Kept<SlotKey, B>; 3]>,
 }
+
+/// Entries kept per head and per head input: the current hypothesis's and the latest candidate's.
+const KEPT: usize = 2;
 
 impl<B: Backend> HeadCache<B> {
     fn new() -> Self {
-        Self { layer: usize::MAX, entries: Vec::new() }
+        Self { layer: usize::MAX, outputs: Vec::new(), projections: Vec::new() }
     }
+
+    /// Empties the cache unless it holds block `layer`'s heads.
+    fn hold(&mut self, layer: usize, n_heads: usize) {
+        if self.layer != layer {
+            *self = Self { layer, outputs: vec![Vec::new(); n_heads], projections: (0..n_heads).map(|_| Default::default()).collect() };
+        }
+    }
+
+    fn output(&self, head: usize, key: &[SlotKey; 3]) -> Option<Tensor<B, 3>> {
+        self.outputs[head].iter().find(|(k, _)| k == key).map(|(_, out)| out.clone())
+    }
+
+    fn keep_output(&mut self, head: usize, key: [SlotKey; 3], output: Tensor<B, 3>) {
+        keep_latest(&mut self.outputs[head], key, output);
+    }
+
+    fn projection(&self, head: usize, slot: usize, key: &SlotKey) -> Option<Tensor<B, 3>> {
+        self.projections[head][slot].iter().find(|(k, _)| k == key).map(|(_, p)| p.clone())
+    }
+
+    fn keep_projection(&mut self, head: usize, slot: usize, key: SlotKey, projection: Tensor<B, 3>) {
+        keep_latest(&mut self.projections[head][slot], key, projection);
+    }
+}
+
+/// Puts (key, value) first in `kept`, keeping the [`KEPT`] latest.
+fn keep_latest<K: PartialEq, V>(kept: &mut Vec<(K, V)>, key: K, value: V) {
+    kept.retain(|(k, _)| *k != key);
+    kept.insert(0, (key, value));
+    kept.truncate(KEPT);
 }
 
 /// [`AcdcOrder::Reference`]'s edges.
@@ -327,13 +414,27 @@ impl<B: Backend> AcdcSetup<B> {
         Ok(values.chunks(pairs).map(|row| row.iter().map(|&v| self.metric.loss_of(v as f64)).sum::<f64>() / pairs as f64).collect())
     }
 
+    /// The mean loss of each mask, by `passes`.
+    fn losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], passes: &mut Passes<B>) -> Result<Vec<f64>, AcdcError> {
+        match passes {
+            Passes::Batched(cache) => self.batched_losses(model, masks, cache),
+            Passes::Incremental { run, pending } => {
+                let [mask] = masks else { unreachable!("one candidate at a time on an incremental run") };
+                let trial = run.trial(model, &edits_to(run.mask(), mask));
+                let losses = self.mean_losses(trial.logits.clone(), 1).map_err(|source| AcdcError::NonFinite { run: "an incremental trial".into(), source })?;
+                *pending = Some(((*mask).clone(), trial));
+                Ok(losses)
+            }
+        }
+    }
+
     /// The mean loss of each mask, by one pass resumed where the masks first differ from the
     /// full graph: the final norm when only edges into the logits are ablated; otherwise block
     /// l's MLP, where l is the lowest block with an ablated edge, block l's heads whose incoming
-    /// edges are ablated recomputed alone ([`Transformer::head_outputs`], `cache` remembering
-    /// each head's latest). Exact for masks that ablate nothing below block l's heads, which is
+    /// edges are ablated recomputed alone (`cache` remembering their latest projections and
+    /// outputs). Exact for masks that ablate nothing below block l's heads, which is
     /// all ACDC's order produces.
-    fn losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>) -> Result<Vec<f64>, AcdcError> {
+    fn batched_losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>) -> Result<Vec<f64>, AcdcError> {
         let graph = &self.graph;
         let point =
             masks.iter().flat_map(|m| m.edge_values().filter(|(_, keep)| !**keep).map(|((_, bwd), _)| dest_point(graph, bwd))).min().unwrap_or(Resume::Final);
@@ -347,77 +448,114 @@ impl<B: Backend> AcdcSetup<B> {
     }
 
     /// Each mask's state at block `layer`'s MLP in `view`: the clean run below the block, its
-    /// heads as the mask's edges into them make them (recomputed over every position where they
-    /// differ from the clean run and from `cache`), the residual stream with their changes added.
+    /// heads as the mask's edges into them make them (recomputed where they differ from the
+    /// clean run and from `cache`, their queries at the positions the view reads), the residual
+    /// stream with their changes added.
     fn heads_recomputed(&self, model: &Transformer<B>, layer: usize, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>, view: &View<B>) -> ResumeState<B> {
         let graph = &self.graph;
         let li = graph.layer(layer).expect("a layer of the graph");
         let n_heads = graph.shape().n_heads;
         let below = li.heads_fwd.start;
         let [_, pairs, t, d] = view.run.run.nodes.dims();
-        if cache.layer != layer {
-            *cache = HeadCache { layer, entries: vec![None; n_heads] };
-        }
+        cache.hold(layer, n_heads);
         let slots = |h: usize| [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h];
-        let key = |m: &EdgeMatrix<bool>, h: usize| -> Vec<bool> { slots(h).into_iter().flat_map(|slot| (0..below).map(move |u| m[(u, slot)])).collect() };
-        let clean_head =
-            |h: usize| view.run.run.nodes.clone().slice([li.heads_fwd.start + h..li.heads_fwd.start + h + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0);
-        // Per mask and head: None = the clean output, Some(key) = under that key.
-        let keys: Vec<Vec<Option<Vec<bool>>>> =
-            masks.iter().map(|m| (0..n_heads).map(|h| Some(key(m, h)).filter(|k| !k.iter().all(|&keep| keep))).collect()).collect();
-        let mut jobs: Vec<(usize, Vec<bool>)> = Vec::new();
-        for (h, k) in keys.iter().flat_map(|per_head| per_head.iter().enumerate()).filter_map(|(h, k)| k.as_ref().map(|k| (h, k))) {
-            let cached = cache.entries[h].as_ref().is_some_and(|(ck, _)| ck == k);
-            if !cached && !jobs.iter().any(|(jh, jk)| *jh == h && jk == k) {
+        let keys = |m: &EdgeMatrix<bool>, h: usize| -> [SlotKey; 3] { slots(h).map(|slot| (0..below).map(|u| m[(u, slot)]).collect()) };
+        // Per mask and head: None = the clean output, Some(keys) = under those bits.
+        let head_keys: Vec<Vec<Option<[SlotKey; 3]>>> =
+            masks.iter().map(|m| (0..n_heads).map(|h| Some(keys(m, h)).filter(|k| !k.iter().flatten().all(|&keep| keep))).collect()).collect();
+        let mut jobs: Vec<(usize, [SlotKey; 3])> = Vec::new();
+        for (h, k) in head_keys.iter().flat_map(|per_head| per_head.iter().enumerate()).filter_map(|(h, k)| k.as_ref().map(|k| (h, k))) {
+            if cache.output(h, k).is_none() && !jobs.iter().any(|(jh, jk)| *jh == h && jk == k) {
                 jobs.push((h, k.clone()));
             }
         }
-        let mut computed: Vec<(usize, Vec<bool>, Tensor<B, 3>)> = Vec::with_capacity(jobs.len());
-        if !jobs.is_empty() {
-            let resid = self.every.run.run.layer_inputs[layer].clone();
-            let input = |k: &[bool], s: usize| {
-                let ablated: Vec<usize> = (0..below).filter(|&u| !k[s * below + u]).collect();
-                if ablated.is_empty() {
-                    return resid.clone();
-                }
-                let index =
-                    Tensor::from_data(burn::tensor::TensorData::new(ablated.iter().map(|&u| u as i64).collect::<Vec<_>>(), [ablated.len()]), &resid.device());
-                resid.clone() + self.deltas.clone().select(0, index).sum_dim(0).squeeze_dim::<3>(0)
-            };
-            let inputs = [0, 1, 2].map(|s| Tensor::stack::<4>(jobs.iter().map(|(_, k)| input(k, s)).collect(), 0));
-            let heads: Vec<usize> = jobs.iter().map(|(h, _)| *h).collect();
-            let outputs = model.head_outputs(&self.every.batch, layer, &heads, inputs);
-            let outputs = match &view.positions {
-                Some(p) => at_positions(outputs, p),
-                None => outputs,
-            };
-            for (j, (h, k)) in jobs.into_iter().enumerate() {
-                computed.push((h, k, outputs.clone().slice([j..j + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0)));
-            }
-        }
-        let output = |h: usize, k: &Vec<bool>| -> Tensor<B, 3> {
-            let fresh = computed.iter().find(|(ch, ck, _)| *ch == h && ck == k).map(|(_, _, out)| out);
-            let cached = cache.entries[h].as_ref().filter(|(ck, _)| ck == k).map(|(_, out)| out);
-            fresh.or(cached).expect("computed above or cached").clone()
+        let fresh = if jobs.is_empty() { Vec::new() } else { self.compute_heads(model, layer, &jobs, cache, view.positions.as_deref()) };
+        let output = |h: usize, k: &[SlotKey; 3]| {
+            let computed = jobs.iter().position(|(jh, jk)| *jh == h && jk == k).map(|j| fresh[j].clone());
+            computed.or_else(|| cache.output(h, k)).expect("computed above or cached")
         };
+        let clean_head = |h: usize| view.run.run.nodes.clone().slice([below + h..below + h + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0);
         let base = view.run.state(Resume::Mlp(layer));
-        let states = keys
+        let states = head_keys
             .iter()
             .map(|per_head| {
                 per_head.iter().enumerate().fold(base.clone(), |state, (h, k)| match k {
                     None => state,
                     Some(k) => {
-                        let source = li.heads_fwd.start + h;
+                        let source = below + h;
                         let ablated = view.ablated.clone().slice([source..source + 1, 0..view.ablated.dims()[1], 0..t, 0..d]);
                         state.replace_source(source, ablated, clean_head(h), output(h, k))
                     }
                 })
             })
             .collect();
-        for (h, k, out) in computed {
-            cache.entries[h] = Some((k, out));
+        for ((h, k), out) in jobs.into_iter().zip(fresh) {
+            cache.keep_output(h, k, out);
         }
         ResumeState::stack(states)
+    }
+
+    /// The outputs [pairs, positions read, d_model] of `jobs` (head, its inputs' bits) of block
+    /// `layer`, projecting only the inputs `cache` does not hold (the new ones kept there);
+    /// queries at `at` (one position per row) when given.
+    fn compute_heads(
+        &self,
+        model: &Transformer<B>,
+        layer: usize,
+        jobs: &[(usize, [SlotKey; 3])],
+        cache: &mut HeadCache<B>,
+        at: Option<&[usize]>,
+    ) -> Vec<Tensor<B, 3>> {
+        let below = self.graph.layer(layer).expect("a layer of the graph").heads_fwd.start;
+        let resid = self.every.run.run.layer_inputs[layer].clone();
+        let input = |key: &SlotKey| {
+            let ablated: Vec<i64> = (0..below).filter(|&u| !key[u]).map(|u| u as i64).collect();
+            if ablated.is_empty() {
+                return resid.clone();
+            }
+            let n = ablated.len();
+            let index = Tensor::from_data(burn::tensor::TensorData::new(ablated, [n]), &resid.device());
+            resid.clone() + self.deltas.clone().select(0, index).sum_dim(0).squeeze_dim::<3>(0)
+        };
+        let qkv = [HeadInput::Query, HeadInput::Key, HeadInput::Value].into_iter().enumerate().map(|(slot, kind)| {
+            let mut missing: Vec<(usize, &SlotKey)> = Vec::new();
+            for (h, keys) in jobs {
+                let key = &keys[slot];
+                if cache.projection(*h, slot, key).is_none() && !missing.contains(&(*h, key)) {
+                    missing.push((*h, key));
+                }
+            }
+            let mut fresh: Vec<Tensor<B, 3>> = Vec::with_capacity(missing.len());
+            if !missing.is_empty() {
+                let heads: Vec<usize> = missing.iter().map(|(h, _)| *h).collect();
+                let inputs = Tensor::stack::<4>(missing.iter().map(|(_, key)| input(key)).collect(), 0);
+                let (inputs, at) = match at {
+                    Some(at) if kind == HeadInput::Query => (at_positions(inputs, at), Some(at)),
+                    _ => (inputs, None),
+                };
+                let projected = model.head_projections(&self.every.batch, layer, kind, &heads, inputs, at);
+                let [rows, _, tp, dh] = projected.dims();
+                fresh = (0..missing.len()).map(|j| projected.clone().slice([0..rows, j..j + 1, 0..tp, 0..dh]).squeeze_dim(1)).collect();
+            }
+            let per_job: Vec<Tensor<B, 3>> = jobs
+                .iter()
+                .map(|(h, keys)| match missing.iter().position(|&(mh, mk)| mh == *h && *mk == keys[slot]) {
+                    Some(j) => fresh[j].clone(),
+                    None => cache.projection(*h, slot, &keys[slot]).expect("cached"),
+                })
+                .collect();
+            let kept: Vec<(usize, SlotKey)> = missing.iter().map(|&(h, k)| (h, k.clone())).collect();
+            for ((h, key), projection) in kept.into_iter().zip(fresh) {
+                cache.keep_projection(h, slot, key, projection);
+            }
+            Tensor::stack::<4>(per_job, 1)
+        });
+        let qkv: Vec<Tensor<B, 4>> = qkv.collect();
+        let qkv: [Tensor<B, 4>; 3] = qkv.try_into().expect("three inputs");
+        let heads: Vec<usize> = jobs.iter().map(|(h, _)| *h).collect();
+        let outputs = model.heads_attend(&self.every.batch, layer, &heads, qkv, at);
+        let [_, pairs, tq, d] = outputs.dims();
+        (0..jobs.len()).map(|j| outputs.clone().slice([j..j + 1, 0..pairs, 0..tq, 0..d]).squeeze_dim(0)).collect()
     }
 
     /// One ACDC run under `options`.
@@ -446,7 +584,11 @@ impl<B: Backend> AcdcSetup<B> {
         let mut effects = EdgeMatrix::filled(*graph, 0.0f32);
         let mut visited = vec![false; n_fwd + 1];
         let mut current = self.full;
-        let mut cache = HeadCache::new();
+        let mut passes = if options.replicas_per_pass == 1 {
+            Passes::Incremental { run: Box::new(IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone())), pending: None }
+        } else {
+            Passes::Batched(HeadCache::new())
+        };
         let mut out = AcdcRun {
             tau: options.tau,
             circuit: present.clone(),
@@ -482,7 +624,8 @@ impl<B: Backend> AcdcSetup<B> {
                     out.skipped_nodes += 1;
                     out.dropped_untested += incoming.len();
                     if !incoming.is_empty() {
-                        let loss = self.losses(model, &[&present], &mut cache)?[0];
+                        let loss = self.losses(model, &[&present], &mut passes)?[0];
+                        passes.accept(model, &present);
                         out.passes += 1;
                         out.replicas += 1;
                         let change = (loss - current).abs();
@@ -518,7 +661,7 @@ impl<B: Backend> AcdcSetup<B> {
                     mask
                 })
                 .collect();
-            let losses = self.losses(model, &masks.iter().collect::<Vec<_>>(), &mut cache)?;
+            let losses = self.losses(model, &masks.iter().collect::<Vec<_>>(), &mut passes)?;
             out.passes += 1;
             out.replicas += masks.len();
             // Predictions that held double the next pass's width; at a wrong one it shrinks to the
@@ -534,6 +677,7 @@ impl<B: Backend> AcdcSetup<B> {
                 if remove {
                     present[edge] = false;
                     current = loss;
+                    passes.accept(model, &present);
                 }
                 i = j + 1;
                 if remove != removed_as_predicted {
@@ -655,11 +799,10 @@ pub fn acdc_budget_circuits<B: AutodiffBackend>(discovery: &Discovery<B>, progre
     Ok(BudgetCircuits { circuits, scores: Some(smallest.effects.clone()), taus, passes: PassCount { forward, backward: 0 } })
 }
 
-/// Replicas per pass of the `acdc` method: one. On burn-ndarray a replica in a batched pass costs
-/// more than a pass of its own (measured on the MCQA task model, 24 pairs, auto-circuit's order:
-/// 310 single-replica passes 3.8 s; up to 32 side by side, 497 replicas in 113 passes, 9.3 s), the
-/// per-head attention inputs' copies growing with the rows; [`AcdcOptions::replicas_per_pass`]
-/// batches where a backend rewards it.
+/// Replicas per pass of the `acdc` method: one, on the incremental run. Measured on the MCQA task
+/// model, 24 pairs, ACDC's order, τ 1e-3 (`cargo xtask perf acdc --peer none --replicas R`):
+/// incremental 0.44 s; batched passes of up to 4 replicas 0.96 s (129 passes), up to 32 1.8 s
+/// (87 passes); [`AcdcOptions::replicas_per_pass`] batches where a backend rewards it.
 pub const REPLICAS_PER_PASS: usize = 1;
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod ablation;
 pub mod activations;
+pub mod incremental;
 pub mod mask_gradient;
 pub mod metric;
 pub mod patch;
@@ -18,6 +19,7 @@ pub mod resume;
 
 pub use ablation::{Ablation, AblationError, AblationKind};
 pub use activations::{NodeRecorder, RecordedRun, at_positions, record_nodes, record_run};
+pub use incremental::{Edit, IncrementalRun, Trial};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
 pub use metric::{Metric, NonFiniteMetric, UnknownMetric};
 pub use patch::{EdgeMasks, PatchHooks, patched_logits, patched_logits_from};

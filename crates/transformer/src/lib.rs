@@ -29,7 +29,7 @@ pub use error::LoadError;
 pub use finite::{NonFinite, ensure_finite};
 pub use hooks::{AttentionInput, Hooks, NoHooks, Trace};
 pub use load::{LoadedModel, LocalModel, ModelSpec, load_model};
-pub use model::{Batch, BatchError, PrefixCache, PrefixError, Readout, Resume, Transformer};
+pub use model::{Batch, BatchError, HeadInput, PrefixCache, PrefixError, Readout, Resume, Transformer};
 pub use rules::GradientRules;
 pub use tokenizer::Tokenizer;
 

@@ -280,19 +280,30 @@ impl<B: Backend> Batch<B> {
     /// longest prefix; row i reads its first `starts[i]`) and then the computed positions' keys.
     /// Each row's first computed position is real, so no row is fully masked.
     fn attention_mask(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
+        self.attention_mask_at(None, device)
+    }
+
+    /// [`Batch::attention_mask`] for the queries at one computed position per row (`at`), or at
+    /// every one: [batch, 1, queries, keys].
+    fn attention_mask_at(&self, at: Option<&[usize]>, device: &B::Device) -> Tensor<B, 4, Bool> {
         let n = self.computed_len();
         let (starts, width) = match &self.prefix {
             Some(p) => (p.starts.clone(), p.width()),
             None => (vec![0; self.size()], 0),
         };
-        let mut mask = Vec::with_capacity(self.size() * n * (width + n));
-        for (&len, &start) in self.lengths.iter().zip(&starts) {
-            for query in 0..n {
+        let queries = at.map_or(n, |_| 1);
+        let mut mask = Vec::with_capacity(self.size() * queries * (width + n));
+        for (row, (&len, &start)) in self.lengths.iter().zip(&starts).enumerate() {
+            let rows_queries = match at {
+                Some(at) => at[row]..at[row] + 1,
+                None => 0..n,
+            };
+            for query in rows_queries {
                 mask.extend((0..width).map(|key| key >= start));
                 mask.extend((0..n).map(|key| key > query || start + key >= len));
             }
         }
-        Tensor::from_data(TensorData::new(mask, [self.size(), 1, n, width + n]), device)
+        Tensor::from_data(TensorData::new(mask, [self.size(), 1, queries, width + n]), device)
     }
 
     /// The absolute position of each computed position, row-major [rows × computed], clamped to
@@ -303,6 +314,17 @@ impl<B: Backend> Batch<B> {
         let (n, t) = (self.computed_len(), self.max_len());
         Some(p.starts.iter().flat_map(|&s| (0..n).map(move |q| (s + q).min(t - 1))).collect())
     }
+}
+
+/// One of an attention head's three inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadInput {
+    /// What its queries read.
+    Query,
+    /// What its keys read.
+    Key,
+    /// What its values read.
+    Value,
 }
 
 /// A point of the residual stream a pass can resume from ([`Transformer::forward_from`]),
@@ -539,41 +561,74 @@ impl<B: Backend> Transformer<B> {
         self.forward_inner(batch, Some((point, resid)), readout, hooks, &GradientRules::IDENTITY)
     }
 
-    /// The outputs [jobs, rows, positions computed, d_model] of query heads `heads` of block
-    /// `layer` (without b_O; a head may appear in several jobs), each recomputed from residual
-    /// inputs of its own for its q, k and v, `inputs` [jobs, rows, positions computed, d_model]
-    /// each (before the norm), over `batch`'s cached prefix: what a patched pass computes for
-    /// heads whose inputs alone changed, without the rest of the block (ACDC's candidates).
-    pub fn head_outputs(&self, batch: &Batch<B>, layer: usize, heads: &[usize], inputs: [Tensor<B, 4>; 3]) -> Tensor<B, 4> {
+    /// Query heads `heads` of block `layer` (a head may appear in several jobs) projected from
+    /// residual inputs of their own, `inputs` [jobs, rows, positions, d_model] (before the norm)
+    /// at every computed position or, with `at`, at one per row (`at[row]`): [rows, jobs,
+    /// positions, d_head], RoPE applied to queries and keys. With
+    /// [`Transformer::heads_attend`], what a patched pass computes for heads whose inputs alone
+    /// changed, without the rest of the block (ACDC's candidates).
+    pub fn head_projections(
+        &self,
+        batch: &Batch<B>,
+        layer: usize,
+        input: HeadInput,
+        heads: &[usize],
+        inputs: Tensor<B, 4>,
+        at: Option<&[usize]>,
+    ) -> Tensor<B, 4> {
         let block = &self.blocks[layer];
         let attn = &block.attn;
-        let device = self.token_embedding.device();
-        let [jobs, rows, t, d] = inputs[0].dims();
-        assert_eq!((jobs, rows, t), (heads.len(), batch.size(), batch.computed_len()), "one job per head over the batch's computed positions");
+        let [jobs, rows, tq, d] = inputs.dims();
+        let positions = at.map_or(batch.computed_len(), |_| 1);
+        assert_eq!((jobs, rows, tq), (heads.len(), batch.size(), positions), "one job per head over the batch's computed positions, or one per row");
         assert!(heads.iter().all(|&h| h < attn.n_heads), "heads of the block's {}", attn.n_heads);
+        let (linear, n) = match input {
+            HeadInput::Query => (&attn.q, attn.n_heads),
+            HeadInput::Key => (&attn.k, attn.n_kv_heads),
+            HeadInput::Value => (&attn.v, attn.n_kv_heads),
+        };
+        let device = self.token_embedding.device();
         let dh = attn.d_head;
-        let index = |ids: Vec<usize>| Tensor::<B, 1, Int>::from_data(TensorData::new(ids.into_iter().map(|i| i as i64).collect::<Vec<_>>(), [jobs]), &device);
-        let query_heads = index(heads.to_vec());
+        let group = attn.n_heads / n;
+        let own = index_tensor(heads.iter().map(|h| h / group), &device);
         // Each job's weights [jobs, d_model, d_head] (a key/value head's for its group's query
-        // heads): projected as one batched GEMM, then [rows, jobs, t, d_head].
-        let project = |linear: &Linear<B>, n: usize, x: Tensor<B, 4>| {
-            let group = attn.n_heads / n;
-            let own = index(heads.iter().map(|h| h / group).collect());
-            let w = Attention::per_head_weight(linear.weight.val(), n, dh).select(0, own.clone());
-            let x = block.attn_norm.forward(x, &GradientRules::IDENTITY).reshape([jobs, rows * t, d]);
-            let y = x.matmul(w).reshape([jobs, rows, t, dh]);
-            let y = match &linear.bias {
-                Some(b) => y + b.val().reshape([n, dh]).select(0, own).reshape([jobs, 1, 1, dh]),
-                None => y,
-            };
-            y.swap_dims(0, 1)
+        // heads): one batched GEMM.
+        let w = Attention::per_head_weight(linear.weight.val(), n, dh).select(0, own.clone());
+        let x = block.attn_norm.forward(inputs, &GradientRules::IDENTITY).reshape([jobs, rows * tq, d]);
+        let y = x.matmul(w).reshape([jobs, rows, tq, dh]);
+        let y = match &linear.bias {
+            Some(b) => y + b.val().reshape([n, dh]).select(0, own).reshape([jobs, 1, 1, dh]),
+            None => y,
         };
-        let [q, k, v] = inputs;
-        let (q, k, v) = (project(&attn.q, attn.n_heads, q), project(&attn.k, attn.n_kv_heads, k), project(&attn.v, attn.n_kv_heads, v));
-        let (q, k) = match self.rope_tables(batch) {
-            Some(r) => (r.apply(q), r.apply(k)),
-            None => (q, k),
+        let y = y.swap_dims(0, 1);
+        if input == HeadInput::Value {
+            return y;
+        }
+        let rope = match at {
+            Some(at) => {
+                let absolute: Vec<usize> = match batch.starts() {
+                    Some(starts) => starts.iter().zip(at).map(|(s, a)| s + a).collect(),
+                    None => at.to_vec(),
+                };
+                RopeTables::new(&self.config.positions, dh, rows, &absolute, &device)
+            }
+            None => self.rope_tables(batch),
         };
+        match rope {
+            Some(r) => r.apply(y),
+            None => y,
+        }
+    }
+
+    /// The outputs [jobs, rows, queries, d_model] (without b_O) of query heads `heads` of block
+    /// `layer` from their projections [rows, jobs, ·, d_head] as [`Transformer::head_projections`]
+    /// gives them (queries at every computed position, or at `at`, one per row), attending over
+    /// `batch`'s cached prefix and these keys and values.
+    pub fn heads_attend(&self, batch: &Batch<B>, layer: usize, heads: &[usize], [q, k, v]: [Tensor<B, 4>; 3], at: Option<&[usize]>) -> Tensor<B, 4> {
+        let attn = &self.blocks[layer].attn;
+        let device = self.token_embedding.device();
+        let [rows, jobs, tq, dh] = q.dims();
+        let query_heads = index_tensor(heads.iter().copied(), &device);
         let (k, v) = match batch.prefix.as_ref().map(|p| p.layer(layer)) {
             Some([ck, cv]) => {
                 (Tensor::cat(vec![ck.clone().select(1, query_heads.clone()), k], 2), Tensor::cat(vec![cv.clone().select(1, query_heads.clone()), v], 2))
@@ -581,10 +636,23 @@ impl<B: Backend> Transformer<B> {
             None => (k, v),
         };
         let scores = q.matmul(k.swap_dims(2, 3)) * (dh as f64).powf(-0.5);
-        let pattern = attention_softmax(scores.mask_fill(batch.attention_mask(&device), f32::NEG_INFINITY), None);
-        let z = pattern.matmul(v).swap_dims(0, 1).reshape([jobs, rows * t, dh]);
+        let pattern = attention_softmax(scores.mask_fill(batch.attention_mask_at(at, &device), f32::NEG_INFINITY), None);
+        let z = pattern.matmul(v).swap_dims(0, 1).reshape([jobs, rows * tq, dh]);
         let w_o = attn.o.weight.val().reshape([attn.n_heads, dh, attn.o.d_out()]).select(0, query_heads);
-        z.matmul(w_o).reshape([jobs, rows, t, attn.o.d_out()])
+        z.matmul(w_o).reshape([jobs, rows, tq, attn.o.d_out()])
+    }
+
+    /// Block `layer`'s MLP output (its bias included) for the residual stream `input` [rows,
+    /// positions, d_model] it reads: a node recomputed alone.
+    pub fn mlp_node(&self, layer: usize, input: Tensor<B, 3>) -> Tensor<B, 3> {
+        let block = &self.blocks[layer];
+        block.mlp.forward(block.mlp_norm.forward(input, &GradientRules::IDENTITY), &GradientRules::IDENTITY)
+    }
+
+    /// Logits [rows, vocab] of the residual stream entering the final norm at one position per
+    /// row, `resid` [rows, 1, d_model].
+    pub fn logits_of(&self, resid: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.unembed(self.final_norm.forward(resid, &GradientRules::IDENTITY)).squeeze_dim(1)
     }
 
     /// Rotary tables for the positions a pass over `batch` computes (None for learned positions).
@@ -721,6 +789,13 @@ impl<B: Backend> Transformer<B> {
         };
         matmul_last(x, w)
     }
+}
+
+/// An index tensor of `ids`.
+fn index_tensor<B: Backend>(ids: impl Iterator<Item = usize>, device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = ids.map(|i| i as i64).collect();
+    let n = ids.len();
+    Tensor::from_data(TensorData::new(ids, [n]), device)
 }
 
 /// One position per row back in place: [b, 1, d] → [b, len, d], zero elsewhere.

@@ -1,0 +1,290 @@
+//! A patched run kept up to date as its hard mask is edited a few edges at a time: the same
+//! values as [`crate::patched_logits`] (each destination reads the actual outputs of its kept
+//! sources and the ablated outputs of the others), computed by recomputing only the nodes an
+//! edit reaches.
+//!
+//! The run holds, under its current mask, every destination slot's input and every node's
+//! output. Removing edge (u, v) adds `ablated_u − actual_u` to v's input (restoring it subtracts
+//! that); a node whose input changed is recomputed alone (a head from the projections of its
+//! three inputs, only the changed ones projected again; an MLP; the logits), and its change in
+//! output is added to the inputs of the slots it still feeds — so an edit costs the nodes it
+//! reaches through kept edges, few once the layers above are sparse (ACDC's order decides the top
+//! layers first). Nodes of the last block and the logits are kept at each row's read position
+//! alone (nothing else reads them); everything else at every position the batch computes, over
+//! its cached prefix.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use graph::{Dest, EdgeMatrix, Graph, Qkv, Source};
+use transformer::{Batch, HeadInput, Transformer};
+
+use crate::RecordedRun;
+use crate::activations::at_positions;
+
+/// An edit: an edge and whether it is to be kept.
+pub type Edit = ((usize, usize), bool);
+
+/// A patched run under a hard mask, updated edit by edit ([`IncrementalRun::trial`], then
+/// [`IncrementalRun::commit`]).
+pub struct IncrementalRun<B: Backend> {
+    graph: Graph,
+    batch: Batch<B>,
+    mask: EdgeMatrix<bool>,
+    /// Ablated outputs [n_fwd, rows or 1, pos, d_model], and at each row's read position.
+    ablated: Tensor<B, 4>,
+    ablated_read: Tensor<B, 4>,
+    /// Each row's read position among the computed ones.
+    readout: Vec<usize>,
+    /// Per source: its output under the mask, [rows, pos, d_model] (pos 1 in the last block).
+    outputs: Vec<Tensor<B, 3>>,
+    /// Per destination slot: its input under the mask, [rows, pos, d_model].
+    inputs: Vec<Compensated<B>>,
+    /// Per head slot: the projection [rows, pos, d_head] of its input, once needed.
+    projections: Vec<Option<Tensor<B, 3>>>,
+    logits: Tensor<B, 2>,
+}
+
+/// The result of edits tried on an [`IncrementalRun`], to read and then commit or drop.
+pub struct Trial<B: Backend> {
+    edits: Vec<Edit>,
+    inputs: BTreeMap<usize, Compensated<B>>,
+    projections: BTreeMap<usize, Tensor<B, 3>>,
+    outputs: BTreeMap<usize, Tensor<B, 3>>,
+    /// Logits at each row's read position under the edited mask, [rows, vocab].
+    pub logits: Tensor<B, 2>,
+}
+
+impl<B: Backend> IncrementalRun<B> {
+    /// The run of `batch` under the full graph, from its recorded clean run `run` (over the same
+    /// batch), with `ablated` [n_fwd, rows or 1, pos, d_model] the ablation's node outputs at the
+    /// batch's computed positions.
+    pub fn new(graph: &Graph, batch: &Batch<B>, run: &RecordedRun<B>, ablated: Tensor<B, 4>) -> Self {
+        let [n_fwd, rows, t, d] = run.nodes.dims();
+        assert_eq!(n_fwd, graph.n_fwd(), "a run of the graph's model");
+        let readout: Vec<usize> = match batch.starts() {
+            Some(starts) => batch.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
+            None => batch.lengths.iter().map(|l| l - 1).collect(),
+        };
+        let ablated_read = at_positions(ablated.clone(), &readout);
+        let last = graph.shape().n_layers - 1;
+        let read = |x: &Tensor<B, 3>| at_positions(x.clone().unsqueeze(), &readout).squeeze_dim::<3>(0);
+        let outputs = (0..n_fwd)
+            .map(|u| {
+                let out = run.nodes.clone().slice([u..u + 1, 0..rows, 0..t, 0..d]).squeeze_dim::<3>(0);
+                if Self::node_in_last_block(graph, u) { read(&out) } else { out }
+            })
+            .collect();
+        let last_query = read(&run.layer_inputs[last]);
+        let inputs = (0..graph.n_bwd())
+            .map(|v| match graph.dest_at(v).expect("a slot of the graph") {
+                Dest::Head { layer, qkv: Qkv::Q, .. } if layer == last => last_query.clone(),
+                Dest::Head { layer, .. } => run.layer_inputs[layer].clone(),
+                Dest::Mlp { layer } if layer == last => read(&run.mlp_inputs[layer]),
+                Dest::Mlp { layer } => run.mlp_inputs[layer].clone(),
+                Dest::Logits => read(&run.final_input),
+            })
+            .map(Compensated::new)
+            .collect();
+        Self {
+            graph: *graph,
+            batch: batch.clone(),
+            mask: graph.real_edge_mask(),
+            ablated,
+            ablated_read,
+            readout,
+            outputs,
+            inputs,
+            projections: vec![None; graph.n_bwd()],
+            logits: run.logits.clone(),
+        }
+    }
+
+    /// The current mask.
+    pub fn mask(&self) -> &EdgeMatrix<bool> {
+        &self.mask
+    }
+
+    /// Logits at each row's read position under the current mask, [rows, vocab].
+    pub fn logits(&self) -> Tensor<B, 2> {
+        self.logits.clone()
+    }
+
+    fn node_in_last_block(graph: &Graph, u: usize) -> bool {
+        let last = graph.shape().n_layers - 1;
+        matches!(graph.source_at(u), Some(Source::Head { layer, .. } | Source::Mlp { layer }) if layer == last)
+    }
+
+    /// Whether slot `v` is kept at the read positions alone.
+    fn slot_at_readout(&self, v: usize) -> bool {
+        let last = self.graph.shape().n_layers - 1;
+        match self.graph.dest_at(v).expect("a slot of the graph") {
+            Dest::Head { layer, qkv, .. } => layer == last && qkv == Qkv::Q,
+            Dest::Mlp { layer } => layer == last,
+            Dest::Logits => true,
+        }
+    }
+
+    /// Source `u`'s tensor `x` (at its own positions) at slot `v`'s positions.
+    fn at_slot(&self, x: Tensor<B, 3>, u: usize, v: usize) -> Tensor<B, 3> {
+        if self.slot_at_readout(v) && !Self::node_in_last_block(&self.graph, u) { at_positions(x.unsqueeze(), &self.readout).squeeze_dim(0) } else { x }
+    }
+
+    /// Source `u`'s ablated output at slot `v`'s positions, [rows or 1, pos, d_model].
+    fn ablated_at(&self, u: usize, v: usize) -> Tensor<B, 3> {
+        let source = if self.slot_at_readout(v) { &self.ablated_read } else { &self.ablated };
+        let [_, rows, t, d] = source.dims();
+        source.clone().slice([u..u + 1, 0..rows, 0..t, 0..d]).squeeze_dim(0)
+    }
+
+    /// The logits under the current mask with `edits` applied, and what committing them changes.
+    pub fn trial(&mut self, model: &Transformer<B>, edits: &[Edit]) -> Trial<B> {
+        let graph = self.graph;
+        let mut mask = self.mask.clone();
+        let mut deltas: BTreeMap<usize, Tensor<B, 3>> = BTreeMap::new();
+        for &((u, v), keep) in edits {
+            assert!(graph.is_edge(u, v), "an edit of a real edge");
+            if mask[(u, v)] == keep {
+                continue;
+            }
+            mask[(u, v)] = keep;
+            let change = self.ablated_at(u, v) - self.at_slot(self.outputs[u].clone(), u, v);
+            add(&mut deltas, v, if keep { change.neg() } else { change });
+        }
+        let mut trial =
+            Trial { edits: edits.to_vec(), inputs: BTreeMap::new(), projections: BTreeMap::new(), outputs: BTreeMap::new(), logits: self.logits.clone() };
+        for li in graph.layers() {
+            let heads: Vec<usize> = (0..graph.shape().n_heads)
+                .filter(|&h| [li.q_bwd.start, li.k_bwd.start, li.v_bwd.start].iter().any(|s| deltas.contains_key(&(s + h))))
+                .collect();
+            if !heads.is_empty() {
+                let slots = |h: usize| [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h];
+                for h in &heads {
+                    for v in slots(*h) {
+                        if let Some(delta) = deltas.get(&v) {
+                            trial.inputs.insert(v, self.inputs[v].plus(delta.clone()));
+                        }
+                    }
+                }
+                let outputs = self.heads(model, li.layer, &heads, &mut trial);
+                for (h, out) in heads.iter().zip(outputs) {
+                    self.propagate(&mask, &mut deltas, &mut trial, li.heads_fwd.start + h, out);
+                }
+            }
+            if let Some(delta) = deltas.get(&li.mlp_bwd) {
+                let input = self.inputs[li.mlp_bwd].plus(delta.clone());
+                let out = model.mlp_node(li.layer, input.sum.clone());
+                trial.inputs.insert(li.mlp_bwd, input);
+                self.propagate(&mask, &mut deltas, &mut trial, li.mlp_fwd, out);
+            }
+        }
+        let logits_slot = graph.n_bwd() - 1;
+        if let Some(delta) = deltas.get(&logits_slot) {
+            let input = self.inputs[logits_slot].plus(delta.clone());
+            trial.logits = model.logits_of(input.sum.clone());
+            trial.inputs.insert(logits_slot, input);
+        }
+        trial
+    }
+
+    /// A recomputed node's new output `out`: its change reaches the inputs it still feeds under `mask`.
+    fn propagate(&self, mask: &EdgeMatrix<bool>, deltas: &mut BTreeMap<usize, Tensor<B, 3>>, trial: &mut Trial<B>, u: usize, out: Tensor<B, 3>) {
+        let change = out.clone() - self.outputs[u].clone();
+        for v in (0..self.graph.n_bwd()).filter(|&v| self.graph.is_edge(u, v) && mask[(u, v)]) {
+            add(deltas, v, self.at_slot(change.clone(), u, v));
+        }
+        trial.outputs.insert(u, out);
+    }
+
+    /// Heads `heads` of block `layer` recomputed from their inputs (the trial's where it changed
+    /// them): each input projected again only if changed (or never projected), the run's own
+    /// projections filled in as needed; outputs at the block's positions.
+    fn heads(&mut self, model: &Transformer<B>, layer: usize, heads: &[usize], trial: &mut Trial<B>) -> Vec<Tensor<B, 3>> {
+        let li = self.graph.layer(layer).expect("a layer of the graph");
+        let last = layer + 1 == self.graph.shape().n_layers;
+        let qkv: Vec<Tensor<B, 4>> = [(li.q_bwd.start, HeadInput::Query), (li.k_bwd.start, HeadInput::Key), (li.v_bwd.start, HeadInput::Value)]
+            .into_iter()
+            .map(|(first, kind)| {
+                let at = (last && kind == HeadInput::Query).then_some(self.readout.as_slice());
+                let slot = |h: usize| first + h;
+                let missing: Vec<usize> =
+                    heads.iter().copied().filter(|&h| trial.inputs.contains_key(&slot(h)) || self.projections[slot(h)].is_none()).collect();
+                if !missing.is_empty() {
+                    let inputs = missing.iter().map(|&h| trial.inputs.get(&slot(h)).unwrap_or(&self.inputs[slot(h)]).sum.clone()).collect();
+                    let projected = model.head_projections(&self.batch, layer, kind, &missing, Tensor::stack(inputs, 0), at);
+                    let [rows, _, t, dh] = projected.dims();
+                    for (j, &h) in missing.iter().enumerate() {
+                        let p = projected.clone().slice([0..rows, j..j + 1, 0..t, 0..dh]).squeeze_dim::<3>(1);
+                        if trial.inputs.contains_key(&slot(h)) {
+                            trial.projections.insert(slot(h), p);
+                        } else {
+                            self.projections[slot(h)] = Some(p);
+                        }
+                    }
+                }
+                let per_head =
+                    heads.iter().map(|&h| trial.projections.get(&slot(h)).or(self.projections[slot(h)].as_ref()).expect("projected above").clone()).collect();
+                Tensor::stack(per_head, 1)
+            })
+            .collect();
+        let qkv: [Tensor<B, 4>; 3] = qkv.try_into().unwrap_or_else(|_| unreachable!("three inputs"));
+        let at = last.then_some(self.readout.as_slice());
+        let outputs = model.heads_attend(&self.batch, layer, heads, qkv, at);
+        let [_, rows, t, d] = outputs.dims();
+        (0..heads.len()).map(|j| outputs.clone().slice([j..j + 1, 0..rows, 0..t, 0..d]).squeeze_dim(0)).collect()
+    }
+
+    /// Applies a trial of this run's current state: its edits, inputs, outputs and logits.
+    pub fn commit(&mut self, trial: Trial<B>) {
+        let Trial { edits, inputs, mut projections, outputs, logits } = trial;
+        for ((u, v), keep) in edits {
+            self.mask[(u, v)] = keep;
+        }
+        for (v, input) in inputs {
+            self.inputs[v] = input;
+            // A changed head input was projected again; other slots have no projection.
+            self.projections[v] = projections.remove(&v);
+        }
+        for (u, out) in outputs {
+            self.outputs[u] = out;
+        }
+        self.logits = logits;
+    }
+}
+
+/// A running sum with Kahan's compensation: a slot's input is its clean value plus every change
+/// an edit made to it, and without compensation their rounding errors add up (they show where
+/// most of an input's sources are ablated away and a norm rescales what is left).
+#[derive(Debug, Clone)]
+struct Compensated<B: Backend> {
+    sum: Tensor<B, 3>,
+    /// The low-order part lost so far (negated), None while nothing was.
+    lost: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Compensated<B> {
+    fn new(sum: Tensor<B, 3>) -> Self {
+        Self { sum, lost: None }
+    }
+
+    /// This sum plus `x`.
+    fn plus(&self, x: Tensor<B, 3>) -> Self {
+        let y = match &self.lost {
+            Some(lost) => x - lost.clone(),
+            None => x,
+        };
+        let sum = self.sum.clone() + y.clone();
+        let lost = (sum.clone() - self.sum.clone()) - y;
+        Self { sum, lost: Some(lost) }
+    }
+}
+
+/// Adds `x` to slot `v`'s change.
+fn add<B: Backend>(deltas: &mut BTreeMap<usize, Tensor<B, 3>>, v: usize, x: Tensor<B, 3>) {
+    let sum = match deltas.remove(&v) {
+        Some(prev) => prev + x,
+        None => x,
+    };
+    deltas.insert(v, sum);
+}
