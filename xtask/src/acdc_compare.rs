@@ -136,14 +136,18 @@ fn kept_names(graph: &Graph, circuit: &EdgeMatrix<bool>) -> Result<std::collecti
 
 /// Runs both ACDCs, prints the table and writes `acdc.csv`, the job and the peer's result.
 pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
-    let model_dir = match ModelSpec::parse(&args.model)?.materialise()? {
-        LocalModel::Dir(dir) => std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))?,
-        LocalModel::Gguf(_) | LocalModel::Random(_) => bail!("{}: the ACDC peer loads a Hugging Face checkpoint directory; give a task model", args.model),
-    };
     let peer = match args.peer.as_str() {
         "autocircuit" | "auto-circuit" => Some("autocircuit"),
         "none" => None,
         other => bail!("unknown peer `{other}` (known: autocircuit, none)"),
+    };
+    // The peer loads a checkpoint directory; circuitbench alone runs any model.
+    let model_dir = match ModelSpec::parse(&args.model)?.materialise()? {
+        LocalModel::Dir(dir) => std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))?,
+        LocalModel::Gguf(file) if peer.is_none() => file,
+        LocalModel::Gguf(_) | LocalModel::Random(_) => {
+            bail!("{}: the ACDC peer loads a Hugging Face checkpoint directory; give a task model, or --peer none", args.model)
+        }
     };
     let taus: Vec<(f64, Tau)> = args
         .taus

@@ -34,12 +34,11 @@
 //! whose predictions all held (up to `replicas_per_pass`) and falls to the number of candidates
 //! a pass decided when one failed, so a wrong prediction wastes about as many replicas as the
 //! run of right ones before it. The order never tries an edge into a lower layer before the
-//! edges into a higher one, so below the lowest block a pass's masks ablate anything in, each
-//! replica is the recorded clean run: a pass resumes at that block's MLP from the clean run's
-//! state ([`patching::patched_logits_from`]), the block's heads whose inputs the masks change
-//! recomputed alone from cached projections ([`Transformer::head_projections`],
-//! [`Transformer::heads_attend`]), and a pass that changes nothing before the last attention
-//! runs at each row's answer position alone ([`Batch::last_positions`]).
+//! edges into a higher one, so before the lowest destination a pass's masks ablate anything
+//! into, each replica is the recorded clean run: the pass resumes there from the clean run's
+//! state ([`patching::patched_logits_from`]: a block's attention, its MLP or the final norm),
+//! and one that resumes after the last attention runs at each row's answer position alone
+//! ([`Batch::last_positions`]).
 //!
 //! **Budgets.** ACDC gives one circuit per τ. [`acdc_budget_circuits`] sweeps τ over a log grid,
 //! then bisects log τ between the grid points bracketing each MIB budget until the circuit is
@@ -55,11 +54,11 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use graph::{Dest, EdgeMatrix, Graph};
 use patching::{
-    Ablation, AblationError, Edit, IncrementalRun, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, ResumeState, Trial, at_positions,
-    patched_logits_from, record_run,
+    Ablation, AblationError, Edit, IncrementalRun, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, Trial, at_positions, patched_logits_from,
+    record_run,
 };
 use tasks::{PairBatch, PreparedPair};
-use transformer::{Batch, BatchError, HeadInput, Resume, Transformer};
+use transformer::{Batch, BatchError, Resume, Transformer};
 
 use crate::method::{BudgetCircuits, Discovery, Progress};
 use crate::scores::PassCount;
@@ -205,7 +204,7 @@ fn dest_point(graph: &Graph, bwd: usize) -> Resume {
 enum Passes<B: Backend> {
     /// Several candidates side by side, one replica of the batch each, each pass resumed where
     /// its masks first differ from the clean run.
-    Batched(HeadCache<B>),
+    Batched,
     /// One candidate at a time on a run kept up to date with the hypothesis: a trial recomputes
     /// only the nodes the candidate's removal reaches ([`IncrementalRun`]).
     Incremental {
@@ -231,64 +230,6 @@ impl<B: Backend> Passes<B> {
 /// The edits that turn mask `from` into `to`.
 fn edits_to(from: &EdgeMatrix<bool>, to: &EdgeMatrix<bool>) -> Vec<Edit> {
     from.edge_values().filter(|&(e, &keep)| to[e] != keep).map(|(e, _)| (e, to[e])).collect()
-}
-
-/// The keep bits of one head input's incoming edges (sources in forward order).
-type SlotKey = Vec<bool>;
-
-/// Latest values under their keep bits, most recent first.
-type Kept<K, B> = Vec<(K, Tensor<B, 3>)>;
-
-/// One run's latest computations for the heads of one block, so a pass recomputes only what
-/// its masks change: each head's output under the keep bits of its q, k and v inputs, and each
-/// input's projection under its own bits (a candidate changes one input of one head).
-struct HeadCache<B: Backend> {
-    layer: usize,
-    /// Per head: outputs [pairs, positions read, d_model] with their three inputs' bits, most
-    /// recent first.
-    outputs: Vec<Kept<[SlotKey; 3], B>>,
-    /// Per head and input (q, k, v): the latest projections [pairs, positions, d_head] with
-    /// their bits, most recent first.
-    projections: Vec<[Kept<SlotKey, B>; 3]>,
-}
-
-/// Entries kept per head and per head input: the current hypothesis's and the latest candidate's.
-const KEPT: usize = 2;
-
-impl<B: Backend> HeadCache<B> {
-    fn new() -> Self {
-        Self { layer: usize::MAX, outputs: Vec::new(), projections: Vec::new() }
-    }
-
-    /// Empties the cache unless it holds block `layer`'s heads.
-    fn hold(&mut self, layer: usize, n_heads: usize) {
-        if self.layer != layer {
-            *self = Self { layer, outputs: vec![Vec::new(); n_heads], projections: (0..n_heads).map(|_| Default::default()).collect() };
-        }
-    }
-
-    fn output(&self, head: usize, key: &[SlotKey; 3]) -> Option<Tensor<B, 3>> {
-        self.outputs[head].iter().find(|(k, _)| k == key).map(|(_, out)| out.clone())
-    }
-
-    fn keep_output(&mut self, head: usize, key: [SlotKey; 3], output: Tensor<B, 3>) {
-        keep_latest(&mut self.outputs[head], key, output);
-    }
-
-    fn projection(&self, head: usize, slot: usize, key: &SlotKey) -> Option<Tensor<B, 3>> {
-        self.projections[head][slot].iter().find(|(k, _)| k == key).map(|(_, p)| p.clone())
-    }
-
-    fn keep_projection(&mut self, head: usize, slot: usize, key: SlotKey, projection: Tensor<B, 3>) {
-        keep_latest(&mut self.projections[head][slot], key, projection);
-    }
-}
-
-/// Puts (key, value) first in `kept`, keeping the [`KEPT`] latest.
-fn keep_latest<K: PartialEq, V>(kept: &mut Vec<(K, V)>, key: K, value: V) {
-    kept.retain(|(k, _)| *k != key);
-    kept.insert(0, (key, value));
-    kept.truncate(KEPT);
 }
 
 /// [`AcdcOrder::Reference`]'s edges.
@@ -342,13 +283,12 @@ fn check_order(graph: &Graph, order: &[(usize, usize)]) -> Result<(), AcdcError>
     }
 }
 
-/// The clean run as one kind of pass reads it: its batch, its recorded run and δ, the ablated
-/// outputs, at every computed position or (`positions`) at one per row.
+/// The clean run as one kind of batched pass reads it: its batch, its recorded run and δ, the
+/// ablated outputs, at every computed position or at each row's answer position alone.
 struct View<B: Backend> {
     batch: Batch<B>,
     run: ResumableRun<B>,
     ablated: Tensor<B, 4>,
-    positions: Option<Vec<usize>>,
 }
 
 /// What every run on the same pairs shares: the clean run (recorded whole, so passes can start
@@ -359,9 +299,6 @@ pub struct AcdcSetup<B: Backend> {
     every: View<B>,
     /// The passes resumed after the last attention: each row's last position alone.
     last: View<B>,
-    /// δ = ablated − clean of every source in the clean run [n_fwd, pairs, pos, d_model]: what
-    /// an ablated edge adds to a head's input in a block below every other change.
-    deltas: Tensor<B, 4>,
     answers: Vec<(u32, u32)>,
     metric: Metric,
     ablation: patching::AblationKind,
@@ -396,12 +333,9 @@ impl<B: Backend> AcdcSetup<B> {
             batch: batches.clean.last_positions(),
             run: ResumableRun::new(graph, run.at_positions(&readout), &at_positions(ablated.clone(), &readout)),
             ablated: at_positions(ablated.clone(), &readout),
-            positions: Some(readout),
         };
-        let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated, positions: None };
-        let deltas = every.run.source_deltas();
-        let mut setup =
-            Self { graph: *graph, every, last, deltas, answers, metric, ablation: ablation.kind(), full: 0.0, passes: 1 + ablation.forward_passes() };
+        let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated };
+        let mut setup = Self { graph: *graph, every, last, answers, metric, ablation: ablation.kind(), full: 0.0, passes: 1 + ablation.forward_passes() };
         let logits = setup.every.run.run.logits.clone();
         setup.full = setup.mean_losses(logits, 1).map_err(|source| AcdcError::NonFinite { run: "the clean run".into(), source })?[0];
         Ok(setup)
@@ -417,7 +351,7 @@ impl<B: Backend> AcdcSetup<B> {
     /// The mean loss of each mask, by `passes`.
     fn losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], passes: &mut Passes<B>) -> Result<Vec<f64>, AcdcError> {
         match passes {
-            Passes::Batched(cache) => self.batched_losses(model, masks, cache),
+            Passes::Batched => self.batched_losses(model, masks),
             Passes::Incremental { run, pending } => {
                 let [mask] = masks else { unreachable!("one candidate at a time on an incremental run") };
                 let trial = run.trial(model, &edits_to(run.mask(), mask));
@@ -429,133 +363,18 @@ impl<B: Backend> AcdcSetup<B> {
     }
 
     /// The mean loss of each mask, by one pass resumed where the masks first differ from the
-    /// full graph: the final norm when only edges into the logits are ablated; otherwise block
-    /// l's MLP, where l is the lowest block with an ablated edge, block l's heads whose incoming
-    /// edges are ablated recomputed alone (`cache` remembering their latest projections and
-    /// outputs). Exact for masks that ablate nothing below block l's heads, which is
-    /// all ACDC's order produces.
-    fn batched_losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>) -> Result<Vec<f64>, AcdcError> {
+    /// full graph (the lowest destination of an ablated edge: a block's attention, its MLP, or
+    /// the final norm), over each row's answer position alone when that is after the last
+    /// attention. Exact for masks that ablate nothing below that point, which is all ACDC's
+    /// order produces.
+    fn batched_losses(&self, model: &Transformer<B>, masks: &[&EdgeMatrix<bool>]) -> Result<Vec<f64>, AcdcError> {
         let graph = &self.graph;
         let point =
             masks.iter().flat_map(|m| m.edge_values().filter(|(_, keep)| !**keep).map(|((_, bwd), _)| dest_point(graph, bwd))).min().unwrap_or(Resume::Final);
-        let view = if point >= Resume::Attention(graph.shape().n_layers - 1) { &self.last } else { &self.every };
-        let state = match point {
-            Resume::Final => ResumeState::stack(vec![view.run.state(Resume::Final); masks.len()]),
-            Resume::Attention(layer) | Resume::Mlp(layer) => self.heads_recomputed(model, layer, masks, cache, view),
-        };
+        let view = if point > Resume::Attention(graph.shape().n_layers - 1) { &self.last } else { &self.every };
+        let state = view.run.state(point, masks.len());
         let logits = patched_logits_from(model, graph, &view.batch, state, view.ablated.clone(), masks);
         self.mean_losses(logits, masks.len()).map_err(|source| AcdcError::NonFinite { run: format!("a pass resumed at {point:?}"), source })
-    }
-
-    /// Each mask's state at block `layer`'s MLP in `view`: the clean run below the block, its
-    /// heads as the mask's edges into them make them (recomputed where they differ from the
-    /// clean run and from `cache`, their queries at the positions the view reads), the residual
-    /// stream with their changes added.
-    fn heads_recomputed(&self, model: &Transformer<B>, layer: usize, masks: &[&EdgeMatrix<bool>], cache: &mut HeadCache<B>, view: &View<B>) -> ResumeState<B> {
-        let graph = &self.graph;
-        let li = graph.layer(layer).expect("a layer of the graph");
-        let n_heads = graph.shape().n_heads;
-        let below = li.heads_fwd.start;
-        let [_, pairs, t, d] = view.run.run.nodes.dims();
-        cache.hold(layer, n_heads);
-        let slots = |h: usize| [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h];
-        let keys = |m: &EdgeMatrix<bool>, h: usize| -> [SlotKey; 3] { slots(h).map(|slot| (0..below).map(|u| m[(u, slot)]).collect()) };
-        // Per mask and head: None = the clean output, Some(keys) = under those bits.
-        let head_keys: Vec<Vec<Option<[SlotKey; 3]>>> =
-            masks.iter().map(|m| (0..n_heads).map(|h| Some(keys(m, h)).filter(|k| !k.iter().flatten().all(|&keep| keep))).collect()).collect();
-        let mut jobs: Vec<(usize, [SlotKey; 3])> = Vec::new();
-        for (h, k) in head_keys.iter().flat_map(|per_head| per_head.iter().enumerate()).filter_map(|(h, k)| k.as_ref().map(|k| (h, k))) {
-            if cache.output(h, k).is_none() && !jobs.iter().any(|(jh, jk)| *jh == h && jk == k) {
-                jobs.push((h, k.clone()));
-            }
-        }
-        let fresh = if jobs.is_empty() { Vec::new() } else { self.compute_heads(model, layer, &jobs, cache, view.positions.as_deref()) };
-        let output = |h: usize, k: &[SlotKey; 3]| {
-            let computed = jobs.iter().position(|(jh, jk)| *jh == h && jk == k).map(|j| fresh[j].clone());
-            computed.or_else(|| cache.output(h, k)).expect("computed above or cached")
-        };
-        let clean_head = |h: usize| view.run.run.nodes.clone().slice([below + h..below + h + 1, 0..pairs, 0..t, 0..d]).squeeze_dim::<3>(0);
-        let base = view.run.state(Resume::Mlp(layer));
-        let states = head_keys
-            .iter()
-            .map(|per_head| {
-                per_head.iter().enumerate().fold(base.clone(), |state, (h, k)| match k {
-                    None => state,
-                    Some(k) => {
-                        let source = below + h;
-                        let ablated = view.ablated.clone().slice([source..source + 1, 0..view.ablated.dims()[1], 0..t, 0..d]);
-                        state.replace_source(source, ablated, clean_head(h), output(h, k))
-                    }
-                })
-            })
-            .collect();
-        for ((h, k), out) in jobs.into_iter().zip(fresh) {
-            cache.keep_output(h, k, out);
-        }
-        ResumeState::stack(states)
-    }
-
-    /// The outputs [pairs, positions read, d_model] of `jobs` (head, its inputs' bits) of block
-    /// `layer`, projecting only the inputs `cache` does not hold (the new ones kept there);
-    /// queries at `at` (one position per row) when given.
-    fn compute_heads(
-        &self,
-        model: &Transformer<B>,
-        layer: usize,
-        jobs: &[(usize, [SlotKey; 3])],
-        cache: &mut HeadCache<B>,
-        at: Option<&[usize]>,
-    ) -> Vec<Tensor<B, 3>> {
-        let below = self.graph.layer(layer).expect("a layer of the graph").heads_fwd.start;
-        let resid = self.every.run.run.layer_inputs[layer].clone();
-        let input = |key: &SlotKey| {
-            let ablated: Vec<i64> = (0..below).filter(|&u| !key[u]).map(|u| u as i64).collect();
-            if ablated.is_empty() {
-                return resid.clone();
-            }
-            let n = ablated.len();
-            let index = Tensor::from_data(burn::tensor::TensorData::new(ablated, [n]), &resid.device());
-            resid.clone() + self.deltas.clone().select(0, index).sum_dim(0).squeeze_dim::<3>(0)
-        };
-        let qkv = [HeadInput::Query, HeadInput::Key, HeadInput::Value].into_iter().enumerate().map(|(slot, kind)| {
-            let mut missing: Vec<(usize, &SlotKey)> = Vec::new();
-            for (h, keys) in jobs {
-                let key = &keys[slot];
-                if cache.projection(*h, slot, key).is_none() && !missing.contains(&(*h, key)) {
-                    missing.push((*h, key));
-                }
-            }
-            let mut fresh: Vec<Tensor<B, 3>> = Vec::with_capacity(missing.len());
-            if !missing.is_empty() {
-                let heads: Vec<usize> = missing.iter().map(|(h, _)| *h).collect();
-                let inputs = Tensor::stack::<4>(missing.iter().map(|(_, key)| input(key)).collect(), 0);
-                let (inputs, at) = match at {
-                    Some(at) if kind == HeadInput::Query => (at_positions(inputs, at), Some(at)),
-                    _ => (inputs, None),
-                };
-                let projected = model.head_projections(&self.every.batch, layer, kind, &heads, inputs, at);
-                let [rows, _, tp, dh] = projected.dims();
-                fresh = (0..missing.len()).map(|j| projected.clone().slice([0..rows, j..j + 1, 0..tp, 0..dh]).squeeze_dim(1)).collect();
-            }
-            let per_job: Vec<Tensor<B, 3>> = jobs
-                .iter()
-                .map(|(h, keys)| match missing.iter().position(|&(mh, mk)| mh == *h && *mk == keys[slot]) {
-                    Some(j) => fresh[j].clone(),
-                    None => cache.projection(*h, slot, &keys[slot]).expect("cached"),
-                })
-                .collect();
-            let kept: Vec<(usize, SlotKey)> = missing.iter().map(|&(h, k)| (h, k.clone())).collect();
-            for ((h, key), projection) in kept.into_iter().zip(fresh) {
-                cache.keep_projection(h, slot, key, projection);
-            }
-            Tensor::stack::<4>(per_job, 1)
-        });
-        let qkv: Vec<Tensor<B, 4>> = qkv.collect();
-        let qkv: [Tensor<B, 4>; 3] = qkv.try_into().expect("three inputs");
-        let heads: Vec<usize> = jobs.iter().map(|(h, _)| *h).collect();
-        let outputs = model.heads_attend(&self.every.batch, layer, &heads, qkv, at);
-        let [_, pairs, tq, d] = outputs.dims();
-        (0..jobs.len()).map(|j| outputs.clone().slice([j..j + 1, 0..pairs, 0..tq, 0..d]).squeeze_dim(0)).collect()
     }
 
     /// One ACDC run under `options`.
@@ -587,7 +406,7 @@ impl<B: Backend> AcdcSetup<B> {
         let mut passes = if options.replicas_per_pass == 1 {
             Passes::Incremental { run: Box::new(IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone())), pending: None }
         } else {
-            Passes::Batched(HeadCache::new())
+            Passes::Batched
         };
         let mut out = AcdcRun {
             tau: options.tau,

@@ -61,53 +61,24 @@ impl<B: Backend> ResumableRun<B> {
         Self { run, graph: *graph, deltas, prefix_sums }
     }
 
-    /// Every source's δ [n_fwd, rows, pos, d_model].
-    pub fn source_deltas(&self) -> Tensor<B, 4> {
-        self.deltas.clone().reshape(self.run.nodes.dims())
-    }
-
-    /// The run's state at `point`, one replica.
-    pub fn state(&self, point: Resume) -> ResumeState<B> {
+    /// The run's state at `point`, `replicas` times over (rows replica-major).
+    pub fn state(&self, point: Resume, replicas: usize) -> ResumeState<B> {
         let resid = match point {
             Resume::Attention(l) => self.run.layer_inputs[l].clone(),
             Resume::Mlp(l) => self.run.mlp_inputs[l].clone(),
             Resume::Final => self.run.final_input.clone(),
         };
         let k = sources_before(&self.graph, point);
-        ResumeState { point, resid, deltas: self.deltas.clone(), delta_sum: self.prefix_sums[k].clone() }
+        ResumeState {
+            point,
+            resid: repeat(resid, replicas),
+            deltas: repeat(self.deltas.clone(), replicas),
+            delta_sum: repeat(self.prefix_sums[k].clone(), replicas),
+        }
     }
 }
 
-impl<B: Backend> ResumeState<B> {
-    /// The states of several replicas as one (all at the same point).
-    pub fn stack(states: Vec<Self>) -> Self {
-        let point = states.first().expect("at least one replica").point;
-        assert!(states.iter().all(|s| s.point == point), "replicas resume at one point");
-        if states.len() == 1 {
-            return states.into_iter().next().expect("one state");
-        }
-        let (mut resid, mut deltas, mut sums) = (Vec::new(), Vec::new(), Vec::new());
-        for s in states {
-            resid.push(s.resid);
-            deltas.push(s.deltas);
-            sums.push(s.delta_sum);
-        }
-        Self { point, resid: Tensor::cat(resid, 0), deltas: Tensor::cat(deltas, 0), delta_sum: Tensor::cat(sums, 0) }
-    }
-
-    /// This state with source `source`'s output replaced: `old` [rows, pos, d_model] by `new`,
-    /// δ by `ablated − new` (`ablated` [1, rows or 1, pos, d_model]); the stream gains new − old.
-    pub fn replace_source(self, source: usize, ablated: Tensor<B, 4>, old: Tensor<B, 3>, new: Tensor<B, 3>) -> Self {
-        let [r, _, width] = self.deltas.dims();
-        assert_eq!(r, 1, "one replica at a time");
-        let new_delta: Tensor<B, 3> = (ablated - new.clone().unsqueeze()).reshape([1, 1, width]);
-        let old_delta = self.deltas.clone().slice([0..1, source..source + 1, 0..width]);
-        let change: Tensor<B, 2> = (new_delta.clone() - old_delta).squeeze_dim(1);
-        Self {
-            point: self.point,
-            resid: self.resid + new - old,
-            deltas: self.deltas.slice_assign([0..1, source..source + 1, 0..width], new_delta),
-            delta_sum: self.delta_sum + change,
-        }
-    }
+/// `x` repeated `times` along its first dimension.
+fn repeat<B: Backend, const D: usize>(x: Tensor<B, D>, times: usize) -> Tensor<B, D> {
+    if times == 1 { x } else { Tensor::cat(vec![x; times], 0) }
 }

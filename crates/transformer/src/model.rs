@@ -566,7 +566,7 @@ impl<B: Backend> Transformer<B> {
     /// at every computed position or, with `at`, at one per row (`at[row]`): [rows, jobs,
     /// positions, d_head], RoPE applied to queries and keys. With
     /// [`Transformer::heads_attend`], what a patched pass computes for heads whose inputs alone
-    /// changed, without the rest of the block (ACDC's candidates).
+    /// changed, without the rest of the block (an incremental patched run's).
     pub fn head_projections(
         &self,
         batch: &Batch<B>,
