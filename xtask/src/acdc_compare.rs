@@ -48,6 +48,9 @@ pub struct AcdcArgs {
     /// Candidates circuitbench tries side by side in one pass (replicas of the batch).
     #[arg(long, default_value_t = attribution::acdc::REPLICAS_PER_PASS)]
     replicas: usize,
+    /// The metric (`kl`, the peer's; others with `--peer none` only).
+    #[arg(long, default_value = "kl")]
+    metric: String,
     /// Where the job, the peer's result and `acdc.csv` go (default `results/perf/acdc`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -141,6 +144,8 @@ pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
         "none" => None,
         other => bail!("unknown peer `{other}` (known: autocircuit, none)"),
     };
+    let metric: Metric = args.metric.parse()?;
+    ensure!(peer.is_none() || metric == Metric::Kl, "the auto-circuit peer runs ACDC with KL; --metric {} needs --peer none", args.metric);
     // The peer loads a checkpoint directory; circuitbench alone runs any model.
     let model_dir = match ModelSpec::parse(&args.model)?.materialise()? {
         LocalModel::Dir(dir) => std::path::absolute(&dir).with_context(|| format!("resolving {}", dir.display()))?,
@@ -229,7 +234,7 @@ pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
         None => AcdcOrder::Reference,
     };
 
-    let setup = AcdcSetup::new(model, &graph, &pairs, &Ablation::Counterfactual, Metric::Kl, Positions::Suffix)?;
+    let setup = AcdcSetup::new(model, &graph, &pairs, &Ablation::Counterfactual, metric, Positions::Suffix)?;
     let options = |tau: f64| AcdcOptions { skip_disconnected: false, order: order.clone(), ..AcdcOptions::new(tau, true, args.replicas) };
     // One untimed warm-up run (first-touch allocation is no run's cost).
     let _ = setup.run(model, &options(taus[0].0))?;

@@ -54,8 +54,8 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use graph::{Dest, EdgeMatrix, Graph};
 use patching::{
-    Ablation, AblationError, Edit, IncrementalRun, Metric, NonFiniteMetric, PairBatches, Positions, ResumableRun, Trial, at_positions, patched_logits_from,
-    record_run,
+    Ablation, AblationError, Edit, IncrementalRun, Metric, MetricReference, NonFiniteMetric, PairBatches, Positions, ResumableRun, Trial, at_positions,
+    patched_logits_from, record_run,
 };
 use tasks::{PairBatch, PreparedPair};
 use transformer::{Batch, BatchError, Resume, Transformer};
@@ -227,9 +227,11 @@ impl<B: Backend> Passes<B> {
     }
 }
 
-/// The edits that turn mask `from` into `to`.
+/// The edits that turn mask `from` into `to` (one pass over the row-major cells: on SmolLM2 the
+/// per-edge iterator made this a tenth of a trial).
 fn edits_to(from: &EdgeMatrix<bool>, to: &EdgeMatrix<bool>) -> Vec<Edit> {
-    from.edge_values().filter(|&(e, &keep)| to[e] != keep).map(|(e, _)| (e, to[e])).collect()
+    let n_bwd = from.graph().n_bwd();
+    from.as_slice().iter().zip(to.as_slice()).enumerate().filter(|(_, (a, b))| a != b).map(|(i, (_, &keep))| ((i / n_bwd, i % n_bwd), keep)).collect()
 }
 
 /// [`AcdcOrder::Reference`]'s edges.
@@ -301,6 +303,10 @@ pub struct AcdcSetup<B: Backend> {
     last: View<B>,
     answers: Vec<(u32, u32)>,
     metric: Metric,
+    reference: MetricReference<B>,
+    /// For a metric that reads the answers alone: the answer tokens, and each pair's answers as
+    /// indices into them (incremental trials unembed only those columns).
+    answer_columns: Option<(Vec<u32>, Vec<(u32, u32)>)>,
     ablation: patching::AblationKind,
     /// The full model's mean loss (0 for KL).
     full: f64,
@@ -335,15 +341,37 @@ impl<B: Backend> AcdcSetup<B> {
             ablated: at_positions(ablated.clone(), &readout),
         };
         let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated };
-        let mut setup = Self { graph: *graph, every, last, answers, metric, ablation: ablation.kind(), full: 0.0, passes: 1 + ablation.forward_passes() };
+        let reference = metric.reference(&every.run.run.logits);
+        let answer_columns = metric.reads_answers_only().then(|| {
+            let mut tokens: Vec<u32> = answers.iter().flat_map(|&(c, i)| [c, i]).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            let column = |t: u32| tokens.binary_search(&t).expect("an answer token") as u32;
+            let remapped = answers.iter().map(|&(c, i)| (column(c), column(i))).collect();
+            (tokens, remapped)
+        });
+        let mut setup = Self {
+            graph: *graph,
+            every,
+            last,
+            answers,
+            metric,
+            reference,
+            answer_columns,
+            ablation: ablation.kind(),
+            full: 0.0,
+            passes: 1 + ablation.forward_passes(),
+        };
         let logits = setup.every.run.run.logits.clone();
-        setup.full = setup.mean_losses(logits, 1).map_err(|source| AcdcError::NonFinite { run: "the clean run".into(), source })?[0];
+        setup.full = setup.mean_losses(logits, 1, &setup.answers).map_err(|source| AcdcError::NonFinite { run: "the clean run".into(), source })?[0];
         Ok(setup)
     }
 
     /// The mean loss over the pairs of each of `replicas` copies of them, from last-token logits.
-    fn mean_losses(&self, logits: Tensor<B, 2>, replicas: usize) -> Result<Vec<f64>, NonFiniteMetric> {
-        let values = self.metric.finite_values(logits, &self.answers, replicas, &self.every.run.run.logits)?;
+    /// `answers` are the pairs' answer columns of `logits`: token ids, or indices into the
+    /// answer tokens alone.
+    fn mean_losses(&self, logits: Tensor<B, 2>, replicas: usize, answers: &[(u32, u32)]) -> Result<Vec<f64>, NonFiniteMetric> {
+        let values = self.metric.finite_values_against(logits, answers, replicas, &self.reference)?;
         let pairs = self.answers.len();
         Ok(values.chunks(pairs).map(|row| row.iter().map(|&v| self.metric.loss_of(v as f64)).sum::<f64>() / pairs as f64).collect())
     }
@@ -355,7 +383,9 @@ impl<B: Backend> AcdcSetup<B> {
             Passes::Incremental { run, pending } => {
                 let [mask] = masks else { unreachable!("one candidate at a time on an incremental run") };
                 let trial = run.trial(model, &edits_to(run.mask(), mask));
-                let losses = self.mean_losses(trial.logits.clone(), 1).map_err(|source| AcdcError::NonFinite { run: "an incremental trial".into(), source })?;
+                let answers = self.answer_columns.as_ref().map_or(&self.answers, |(_, remapped)| remapped);
+                let losses =
+                    self.mean_losses(trial.logits.clone(), 1, answers).map_err(|source| AcdcError::NonFinite { run: "an incremental trial".into(), source })?;
                 *pending = Some(((*mask).clone(), trial));
                 Ok(losses)
             }
@@ -374,7 +404,7 @@ impl<B: Backend> AcdcSetup<B> {
         let view = if point > Resume::Attention(graph.shape().n_layers - 1) { &self.last } else { &self.every };
         let state = view.run.state(point, masks.len());
         let logits = patched_logits_from(model, graph, &view.batch, state, view.ablated.clone(), masks);
-        self.mean_losses(logits, masks.len()).map_err(|source| AcdcError::NonFinite { run: format!("a pass resumed at {point:?}"), source })
+        self.mean_losses(logits, masks.len(), &self.answers).map_err(|source| AcdcError::NonFinite { run: format!("a pass resumed at {point:?}"), source })
     }
 
     /// One ACDC run under `options`.
@@ -404,7 +434,12 @@ impl<B: Backend> AcdcSetup<B> {
         let mut visited = vec![false; n_fwd + 1];
         let mut current = self.full;
         let mut passes = if options.replicas_per_pass == 1 {
-            Passes::Incremental { run: Box::new(IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone())), pending: None }
+            let run = IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone());
+            let run = match &self.answer_columns {
+                Some((tokens, _)) => run.reading(tokens.clone()),
+                None => run,
+            };
+            Passes::Incremental { run: Box::new(run), pending: None }
         } else {
             Passes::Batched
         };

@@ -39,10 +39,15 @@ pub struct IncrementalRun<B: Backend> {
     readout: Vec<usize>,
     /// Per source: its output under the mask, [rows, pos, d_model] (pos 1 in the last block).
     outputs: Vec<Tensor<B, 3>>,
+    /// Per source: its output is out of date (its inputs changed while it fed no kept edge, so
+    /// nothing read it); recomputed when an edit keeps an edge from it again.
+    stale: Vec<bool>,
     /// Per destination slot: its input under the mask, [rows, pos, d_model].
     inputs: Vec<Compensated<B>>,
     /// Per head slot: the projection [rows, pos, d_head] of its input, once needed.
     projections: Vec<Option<Tensor<B, 3>>>,
+    /// The vocabulary columns the logits are read at (None: all).
+    tokens: Option<Vec<u32>>,
     logits: Tensor<B, 2>,
 }
 
@@ -52,6 +57,8 @@ pub struct Trial<B: Backend> {
     inputs: BTreeMap<usize, Compensated<B>>,
     projections: BTreeMap<usize, Tensor<B, 3>>,
     outputs: BTreeMap<usize, Tensor<B, 3>>,
+    /// Sources whose inputs changed but which feed no kept edge: left out of date.
+    stale: Vec<usize>,
     /// Logits at each row's read position under the edited mask, [rows, vocab].
     pub logits: Tensor<B, 2>,
 }
@@ -95,10 +102,22 @@ impl<B: Backend> IncrementalRun<B> {
             ablated_read,
             readout,
             outputs,
+            stale: vec![false; n_fwd],
             inputs,
             projections: vec![None; graph.n_bwd()],
+            tokens: None,
             logits: run.logits.clone(),
         }
+    }
+
+    /// This run with its logits read at `tokens`' columns alone, [rows, tokens] (the answers a
+    /// logit difference reads): the unembedding of a large vocabulary is most of a trial's work.
+    pub fn reading(mut self, tokens: Vec<u32>) -> Self {
+        let index =
+            Tensor::from_data(burn::tensor::TensorData::new(tokens.iter().map(|&t| t as i64).collect::<Vec<_>>(), [tokens.len()]), &self.logits.device());
+        self.logits = self.logits.select(1, index);
+        self.tokens = Some(tokens);
+        self
     }
 
     /// The current mask.
@@ -106,7 +125,8 @@ impl<B: Backend> IncrementalRun<B> {
         &self.mask
     }
 
-    /// Logits at each row's read position under the current mask, [rows, vocab].
+    /// Logits at each row's read position under the current mask, [rows, vocab] (or [rows,
+    /// tokens], [`IncrementalRun::reading`]).
     pub fn logits(&self) -> Tensor<B, 2> {
         self.logits.clone()
     }
@@ -139,34 +159,48 @@ impl<B: Backend> IncrementalRun<B> {
     }
 
     /// The logits under the current mask with `edits` applied, and what committing them changes.
+    /// A node whose inputs change is recomputed only if it still feeds a kept edge.
     pub fn trial(&mut self, model: &Transformer<B>, edits: &[Edit]) -> Trial<B> {
         let graph = self.graph;
         let mut mask = self.mask.clone();
         let mut deltas: BTreeMap<usize, Tensor<B, 3>> = BTreeMap::new();
+        let mut trial = Trial {
+            edits: edits.to_vec(),
+            inputs: BTreeMap::new(),
+            projections: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            stale: Vec::new(),
+            logits: self.logits.clone(),
+        };
         for &((u, v), keep) in edits {
             assert!(graph.is_edge(u, v), "an edit of a real edge");
             if mask[(u, v)] == keep {
                 continue;
             }
             mask[(u, v)] = keep;
-            let change = self.ablated_at(u, v) - self.at_slot(self.outputs[u].clone(), u, v);
+            if keep && self.stale[u] && !trial.outputs.contains_key(&u) {
+                let fresh = self.recompute(model, u, &mut trial);
+                trial.outputs.insert(u, fresh);
+            }
+            let actual = trial.outputs.get(&u).unwrap_or(&self.outputs[u]).clone();
+            let change = self.ablated_at(u, v) - self.at_slot(actual, u, v);
             add(&mut deltas, v, if keep { change.neg() } else { change });
         }
-        let mut trial =
-            Trial { edits: edits.to_vec(), inputs: BTreeMap::new(), projections: BTreeMap::new(), outputs: BTreeMap::new(), logits: self.logits.clone() };
+        let feeds = |u: usize| (0..graph.n_bwd()).any(|v| graph.is_edge(u, v) && mask[(u, v)]);
         for li in graph.layers() {
-            let heads: Vec<usize> = (0..graph.shape().n_heads)
+            let dirty: Vec<usize> = (0..graph.shape().n_heads)
                 .filter(|&h| [li.q_bwd.start, li.k_bwd.start, li.v_bwd.start].iter().any(|s| deltas.contains_key(&(s + h))))
                 .collect();
-            if !heads.is_empty() {
-                let slots = |h: usize| [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h];
-                for h in &heads {
-                    for v in slots(*h) {
-                        if let Some(delta) = deltas.get(&v) {
-                            trial.inputs.insert(v, self.inputs[v].plus(delta.clone()));
-                        }
+            for &h in &dirty {
+                for v in [li.q_bwd.start + h, li.k_bwd.start + h, li.v_bwd.start + h] {
+                    if let Some(delta) = deltas.get(&v) {
+                        trial.inputs.insert(v, self.inputs[v].plus(delta.clone()));
                     }
                 }
+            }
+            let (heads, unread): (Vec<usize>, Vec<usize>) = dirty.into_iter().partition(|&h| feeds(li.heads_fwd.start + h));
+            trial.stale.extend(unread.into_iter().map(|h| li.heads_fwd.start + h));
+            if !heads.is_empty() {
                 let outputs = self.heads(model, li.layer, &heads, &mut trial);
                 for (h, out) in heads.iter().zip(outputs) {
                     self.propagate(&mask, &mut deltas, &mut trial, li.heads_fwd.start + h, out);
@@ -174,23 +208,39 @@ impl<B: Backend> IncrementalRun<B> {
             }
             if let Some(delta) = deltas.get(&li.mlp_bwd) {
                 let input = self.inputs[li.mlp_bwd].plus(delta.clone());
-                let out = model.mlp_node(li.layer, input.sum.clone());
+                let out = feeds(li.mlp_fwd).then(|| model.mlp_node(li.layer, input.sum.clone()));
                 trial.inputs.insert(li.mlp_bwd, input);
-                self.propagate(&mask, &mut deltas, &mut trial, li.mlp_fwd, out);
+                match out {
+                    Some(out) => self.propagate(&mask, &mut deltas, &mut trial, li.mlp_fwd, out),
+                    None => trial.stale.push(li.mlp_fwd),
+                }
             }
         }
         let logits_slot = graph.n_bwd() - 1;
         if let Some(delta) = deltas.get(&logits_slot) {
             let input = self.inputs[logits_slot].plus(delta.clone());
-            trial.logits = model.logits_of(input.sum.clone());
+            trial.logits = model.logits_of(input.sum.clone(), self.tokens.as_deref());
             trial.inputs.insert(logits_slot, input);
         }
         trial
     }
 
+    /// Source `u`'s output from its current inputs (an out-of-date node about to be read again).
+    fn recompute(&mut self, model: &Transformer<B>, u: usize, trial: &mut Trial<B>) -> Tensor<B, 3> {
+        match self.graph.source_at(u).expect("a source of the graph") {
+            Source::Head { layer, head } => self.heads(model, layer, &[head], trial).remove(0),
+            Source::Mlp { layer } => {
+                let slot = self.graph.layer(layer).expect("a layer of the graph").mlp_bwd;
+                model.mlp_node(layer, self.inputs[slot].sum.clone())
+            }
+            Source::Input => unreachable!("the input node has no inputs to go out of date"),
+        }
+    }
+
     /// A recomputed node's new output `out`: its change reaches the inputs it still feeds under `mask`.
     fn propagate(&self, mask: &EdgeMatrix<bool>, deltas: &mut BTreeMap<usize, Tensor<B, 3>>, trial: &mut Trial<B>, u: usize, out: Tensor<B, 3>) {
-        let change = out.clone() - self.outputs[u].clone();
+        let before = trial.outputs.get(&u).unwrap_or(&self.outputs[u]).clone();
+        let change = out.clone() - before;
         for v in (0..self.graph.n_bwd()).filter(|&v| self.graph.is_edge(u, v) && mask[(u, v)]) {
             add(deltas, v, self.at_slot(change.clone(), u, v));
         }
@@ -237,7 +287,7 @@ impl<B: Backend> IncrementalRun<B> {
 
     /// Applies a trial of this run's current state: its edits, inputs, outputs and logits.
     pub fn commit(&mut self, trial: Trial<B>) {
-        let Trial { edits, inputs, mut projections, outputs, logits } = trial;
+        let Trial { edits, inputs, mut projections, outputs, stale, logits } = trial;
         for ((u, v), keep) in edits {
             self.mask[(u, v)] = keep;
         }
@@ -248,6 +298,10 @@ impl<B: Backend> IncrementalRun<B> {
         }
         for (u, out) in outputs {
             self.outputs[u] = out;
+            self.stale[u] = false;
+        }
+        for u in stale {
+            self.stale[u] = true;
         }
         self.logits = logits;
     }

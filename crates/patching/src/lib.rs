@@ -21,7 +21,7 @@ pub use ablation::{Ablation, AblationError, AblationKind};
 pub use activations::{NodeRecorder, RecordedRun, at_positions, record_nodes, record_run};
 pub use incremental::{Edit, IncrementalRun, Trial};
 pub use mask_gradient::{DestinationGradients, MaskGradientHooks};
-pub use metric::{Metric, NonFiniteMetric, UnknownMetric};
+pub use metric::{Metric, MetricReference, NonFiniteMetric, UnknownMetric};
 pub use patch::{EdgeMasks, PatchHooks, patched_logits, patched_logits_from};
 pub use prefix::{PairBatches, Positions, first_differences, shared_prefix};
 pub use resume::{ResumableRun, ResumeState, sources_before};

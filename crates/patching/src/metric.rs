@@ -27,6 +27,13 @@ pub enum Metric {
     AnswerNll,
 }
 
+/// What a metric compares logits against ([`Metric::reference`]).
+#[derive(Debug, Clone)]
+pub struct MetricReference<B: Backend> {
+    /// KL's reference probabilities and log-probabilities [pairs, vocab].
+    kl: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+}
+
 /// A metric name that is not one of [`Metric::NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll)")]
@@ -68,6 +75,21 @@ impl Metric {
     /// `answers`; `full` [pairs, vocab] are the full model's logits on the same clean prompts,
     /// which KL compares against (the other metrics do not read them).
     pub fn per_row<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize, full: &Tensor<B, 2>) -> Tensor<B, 1> {
+        self.per_row_against(logits, answers, replicas, &self.reference(full))
+    }
+
+    /// What this metric compares against, prepared once for many passes over the same pairs:
+    /// for KL, the full model's log-probabilities and probabilities (nothing for the others).
+    pub fn reference<B: Backend>(self, full: &Tensor<B, 2>) -> MetricReference<B> {
+        let kl = (self == Metric::Kl).then(|| {
+            let log_p = log_softmax(full.clone(), 1);
+            (log_p.clone().exp(), log_p)
+        });
+        MetricReference { kl }
+    }
+
+    /// [`Metric::per_row`] against a prepared reference.
+    pub fn per_row_against<B: Backend>(self, logits: Tensor<B, 2>, answers: &[(u32, u32)], replicas: usize, reference: &MetricReference<B>) -> Tensor<B, 1> {
         let rows = answers.len() * replicas;
         let [found, vocab] = logits.dims();
         assert_eq!(found, rows, "one logit row per pair and replica");
@@ -93,9 +115,9 @@ impl Metric {
             }
             Metric::Kl => {
                 let pairs = answers.len();
-                let reference = log_softmax(full.clone(), 1);
-                let reference = reference.unsqueeze_dim::<3>(0).expand([replicas, pairs, vocab]).reshape([rows, vocab]);
-                let divergence = reference.clone().exp() * (reference - log_softmax(logits, 1));
+                let (p, log_p) = reference.kl.clone().expect("a KL reference for KL");
+                let repeat = |x: Tensor<B, 2>| if replicas == 1 { x } else { x.unsqueeze_dim::<3>(0).expand([replicas, pairs, vocab]).reshape([rows, vocab]) };
+                let divergence = repeat(p) * (repeat(log_p) - log_softmax(logits, 1));
                 divergence.sum_dim(1).reshape([rows])
             }
         }
@@ -115,11 +137,27 @@ impl Metric {
         replicas: usize,
         full: &Tensor<B, 2>,
     ) -> Result<Vec<f32>, NonFiniteMetric> {
-        let values = self.values(logits, answers, replicas, full);
+        self.finite_values_against(logits, answers, replicas, &self.reference(full))
+    }
+
+    /// [`Metric::finite_values`] against a prepared reference.
+    pub fn finite_values_against<B: Backend>(
+        self,
+        logits: Tensor<B, 2>,
+        answers: &[(u32, u32)],
+        replicas: usize,
+        reference: &MetricReference<B>,
+    ) -> Result<Vec<f32>, NonFiniteMetric> {
+        let values: Vec<f32> = self.per_row_against(logits, answers, replicas, reference).into_data().to_vec().expect("metric values are f32");
         match values.iter().position(|v| !v.is_finite()) {
             Some(row) => Err(NonFiniteMetric { metric: self, row, pair: row % answers.len().max(1), value: values[row] }),
             None => Ok(values),
         }
+    }
+
+    /// Whether the metric reads only the answer tokens' logits (so a pass may unembed just those).
+    pub fn reads_answers_only(self) -> bool {
+        self == Metric::LogitDifference
     }
 
     /// The loss summed over the rows (one replica): the value where lower is better, its negation

@@ -3,7 +3,7 @@
 //! committed) on GPT-2- and Llama-shaped tiny models, suffix and full positions, counterfactual
 //! and mean ablation.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use graph::{EdgeMatrix, Graph, GraphShape};
 use patching::{Ablation, IncrementalRun, PairBatches, Positions, patched_logits, record_run};
 use rand::seq::IndexedRandom;
@@ -56,6 +56,10 @@ fn edits_give_the_full_patched_pass() {
             let ablated = ablation.ablated_nodes(&model, &batches.counterfactual).unwrap();
             let run = record_run(&model, &batches.clean);
             let mut incremental = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone());
+            // The same run reading three vocabulary columns alone, as a logit difference does.
+            let tokens = vec![1, 4, 9];
+            let mut narrow = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone()).reading(tokens.clone());
+            let columns = |x: Tensor<B, 2>| x.select(1, Tensor::from_data(TensorData::new(vec![1i64, 4, 9], [3]), &Default::default()));
             let full = |mask: &EdgeMatrix<bool>| patched_logits(&model, &graph, &batches.clean, ablated.clone(), &[mask]);
             assert!(difference(incremental.logits(), full(&graph.real_edge_mask())) < 1e-6);
             let edges: Vec<(usize, usize)> = graph.edges().collect();
@@ -72,8 +76,11 @@ fn edits_give_the_full_patched_pass() {
                 let trial = incremental.trial(&model, &edits);
                 let tried = difference(trial.logits.clone(), full(&mask));
                 assert!(tried < tolerance, "{name} {ablation:?} {positions:?} step {step}: {tried}");
+                let narrow_trial = narrow.trial(&model, &edits);
+                assert!(difference(narrow_trial.logits.clone(), columns(trial.logits.clone())) < 1e-6, "{name}: the columns read alone");
                 if step % 3 != 2 {
                     incremental.commit(trial);
+                    narrow.commit(narrow_trial);
                     expected = mask;
                 }
                 assert_eq!(incremental.mask(), &expected);
@@ -82,5 +89,37 @@ fn edits_give_the_full_patched_pass() {
             let kept = expected.edge_values().filter(|(_, k)| **k).count();
             assert!(kept < graph.n_edges() / 2, "{name}: the edits reached a sparse mask ({kept} of {} kept)", graph.n_edges());
         }
+    }
+}
+
+/// A node cut off from everything it feeds is left out of date while its inputs change, and
+/// recomputed when an edge from it is kept again.
+#[test]
+fn a_node_feeding_nothing_is_brought_up_to_date_when_read_again() {
+    for name in ["gpt2-tiny", "llama-tiny"] {
+        let (model, graph) = load(name);
+        let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
+        let batches = PairBatches::new(&model, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Suffix).unwrap();
+        let ablated = Ablation::Counterfactual.ablated_nodes(&model, &batches.counterfactual).unwrap();
+        let run = record_run(&model, &batches.clean);
+        let mut incremental = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone());
+        let full = |mask: &EdgeMatrix<bool>| patched_logits(&model, &graph, &batches.clean, ablated.clone(), &[mask]);
+        let head = graph.layer(0).unwrap().heads_fwd.start; // a0.h0
+        let outgoing: Vec<(usize, usize)> = graph.edges().filter(|&(u, _)| u == head).collect();
+        let incoming: Vec<(usize, usize)> = graph.edges().filter(|&(_, v)| graph.dest_node(v) == Some(head)).collect();
+        let mut mask = graph.real_edge_mask();
+        let mut apply = |edits: Vec<((usize, usize), bool)>, mask: &mut EdgeMatrix<bool>| {
+            for &(e, keep) in &edits {
+                mask[e] = keep;
+            }
+            let trial = incremental.trial(&model, &edits);
+            incremental.commit(trial);
+            difference(incremental.logits(), full(mask))
+        };
+        assert!(apply(outgoing.iter().map(|&e| (e, false)).collect(), &mut mask) < 2e-6);
+        // Its inputs change while it feeds nothing, then one of its edges is kept again.
+        assert!(apply(incoming.iter().step_by(2).map(|&e| (e, false)).collect(), &mut mask) < 2e-6);
+        let restored = *outgoing.last().unwrap();
+        assert!(apply(vec![(restored, true)], &mut mask) < 2e-6, "{name}: restoring {}", graph.edge_name(restored.0, restored.1).unwrap());
     }
 }

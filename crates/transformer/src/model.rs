@@ -650,9 +650,19 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Logits [rows, vocab] of the residual stream entering the final norm at one position per
-    /// row, `resid` [rows, 1, d_model].
-    pub fn logits_of(&self, resid: Tensor<B, 3>) -> Tensor<B, 2> {
-        self.unembed(self.final_norm.forward(resid, &GradientRules::IDENTITY)).squeeze_dim(1)
+    /// row, `resid` [rows, 1, d_model]; only `tokens`' columns [rows, tokens] when given (a
+    /// metric that reads the answers alone need not unembed the vocabulary).
+    pub fn logits_of(&self, resid: Tensor<B, 3>, tokens: Option<&[u32]>) -> Tensor<B, 2> {
+        let normed = self.final_norm.forward(resid, &GradientRules::IDENTITY);
+        let Some(tokens) = tokens else {
+            return self.unembed(normed).squeeze_dim(1);
+        };
+        let index = index_tensor(tokens.iter().map(|&t| t as usize), &normed.device());
+        let w = match &self.unembedding {
+            Some(w) => w.val().select(1, index),
+            None => self.token_embedding.val().select(0, index).transpose(),
+        };
+        matmul_last(normed, w).squeeze_dim(1)
     }
 
     /// Rotary tables for the positions a pass over `batch` computes (None for learned positions).
