@@ -285,6 +285,12 @@ fn check_order(graph: &Graph, order: &[(usize, usize)]) -> Result<(), AcdcError>
     }
 }
 
+/// The answer tokens of a batch, and each pair's answers as indices into them.
+struct AnswerColumns {
+    tokens: Vec<u32>,
+    answers: Vec<(u32, u32)>,
+}
+
 /// The clean run as one kind of batched pass reads it: its batch, its recorded run and δ, the
 /// ablated outputs, at every computed position or at each row's answer position alone.
 struct View<B: Backend> {
@@ -304,9 +310,8 @@ pub struct AcdcSetup<B: Backend> {
     answers: Vec<(u32, u32)>,
     metric: Metric,
     reference: MetricReference<B>,
-    /// For a metric that reads the answers alone: the answer tokens, and each pair's answers as
-    /// indices into them (incremental trials unembed only those columns).
-    answer_columns: Option<(Vec<u32>, Vec<(u32, u32)>)>,
+    /// For a metric that reads the answers alone: incremental trials unembed only those columns.
+    answer_columns: Option<AnswerColumns>,
     ablation: patching::AblationKind,
     /// The full model's mean loss (0 for KL).
     full: f64,
@@ -348,7 +353,7 @@ impl<B: Backend> AcdcSetup<B> {
             tokens.dedup();
             let column = |t: u32| tokens.binary_search(&t).expect("an answer token") as u32;
             let remapped = answers.iter().map(|&(c, i)| (column(c), column(i))).collect();
-            (tokens, remapped)
+            AnswerColumns { tokens, answers: remapped }
         });
         let mut setup = Self {
             graph: *graph,
@@ -383,7 +388,7 @@ impl<B: Backend> AcdcSetup<B> {
             Passes::Incremental { run, pending } => {
                 let [mask] = masks else { unreachable!("one candidate at a time on an incremental run") };
                 let trial = run.trial(model, &edits_to(run.mask(), mask));
-                let answers = self.answer_columns.as_ref().map_or(&self.answers, |(_, remapped)| remapped);
+                let answers = self.answer_columns.as_ref().map_or(&self.answers, |columns| &columns.answers);
                 let losses =
                     self.mean_losses(trial.logits.clone(), 1, answers).map_err(|source| AcdcError::NonFinite { run: "an incremental trial".into(), source })?;
                 *pending = Some(((*mask).clone(), trial));
@@ -436,7 +441,7 @@ impl<B: Backend> AcdcSetup<B> {
         let mut passes = if options.replicas_per_pass == 1 {
             let run = IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone());
             let run = match &self.answer_columns {
-                Some((tokens, _)) => run.reading(tokens.clone()),
+                Some(columns) => run.reading(columns.tokens.clone()),
                 None => run,
             };
             Passes::Incremental { run: Box::new(run), pending: None }
