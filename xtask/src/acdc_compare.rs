@@ -7,7 +7,10 @@
 //! set's order, fixed by `PYTHONHASHSEED` = `--hash-seed`), which circuitbench then replays
 //! ([`AcdcOrder::Replay`]). auto-circuit has no disconnected-node rule, so circuitbench runs
 //! without it. Both time each τ with the shared clean and counterfactual passes and model loading
-//! excluded; circuitbench does one untimed warm-up run first.
+//! excluded; circuitbench does one untimed warm-up run first (`--no-warm-up`: none).
+//!
+//! With `--peer none`, circuitbench runs alone as the `acdc` method does (ACDC's reference order,
+//! the disconnected-node rule), on any model, with any metric (`--metric`): what one run costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +51,9 @@ pub struct AcdcArgs {
     /// Candidates circuitbench tries side by side in one pass (replicas of the batch).
     #[arg(long, default_value_t = attribution::acdc::REPLICAS_PER_PASS)]
     replicas: usize,
+    /// No untimed warm-up run before the timed ones (for models where one run takes minutes).
+    #[arg(long)]
+    no_warm_up: bool,
     /// The metric (`kl`, the peer's; others with `--peer none` only).
     #[arg(long, default_value = "kl")]
     metric: String,
@@ -235,19 +241,23 @@ pub fn acdc<B: Backend>(device: &B::Device, args: &AcdcArgs) -> Result<()> {
     };
 
     let setup = AcdcSetup::new(model, &graph, &pairs, &Ablation::Counterfactual, metric, Positions::Suffix)?;
-    let options = |tau: f64| AcdcOptions { skip_disconnected: false, order: order.clone(), ..AcdcOptions::new(tau, true, args.replicas) };
-    // One untimed warm-up run (first-touch allocation is no run's cost).
-    let _ = setup.run(model, &options(taus[0].0))?;
+    // Beside the peer, its settings (auto-circuit drops no disconnected node); alone, the method's.
+    let options = |tau: f64| AcdcOptions { skip_disconnected: peer.is_none(), order: order.clone(), ..AcdcOptions::new(tau, true, args.replicas) };
+    // One untimed warm-up run (first-touch allocation is no run's cost), unless a run is long
+    // enough not to need one.
+    if !args.no_warm_up {
+        let _ = setup.run(model, &options(taus[0].0))?;
+    }
 
     if let Some(result) = &peer_result {
         println!("autocircuit   {} ({} threads), PYTHONHASHSEED={}", result.system, result.threads.map_or("?".into(), |t| t.to_string()), args.hash_seed);
     }
     println!(
-        "circuitbench  circuitbench {} ({}), suffix-only passes, {} replicas per pass at most, order {}",
+        "circuitbench  circuitbench {} ({}), suffix-only passes, {} replicas per pass at most, order {}, metric {metric}",
         env!("CARGO_PKG_VERSION"),
         std::any::type_name::<B>(),
         args.replicas,
-        if peer_result.is_some() { "replayed from auto-circuit" } else { "ACDC's reference" }
+        if peer_result.is_some() { "replayed from auto-circuit, no node skipped" } else { "ACDC's reference, disconnected nodes' inputs dropped untested" }
     );
     println!(
         "{:>9} {:>14} {:>14} {:>7} {:>12} {:>12} {:>9} {:>7} {:>13}",

@@ -439,7 +439,8 @@ impl<B: Backend> AcdcSetup<B> {
         let mut visited = vec![false; n_fwd + 1];
         let mut current = self.full;
         let mut passes = if options.replicas_per_pass == 1 {
-            let run = IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone());
+            // ACDC only ever removes edges.
+            let run = IncrementalRun::new(graph, &self.every.batch, &self.every.run.run, self.every.ablated.clone()).shrinking();
             let run = match &self.answer_columns {
                 Some(columns) => run.reading(columns.tokens.clone()),
                 None => run,

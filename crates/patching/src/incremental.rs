@@ -42,6 +42,11 @@ pub struct IncrementalRun<B: Backend> {
     /// Per source: its output is out of date (its inputs changed while it fed no kept edge, so
     /// nothing read it); recomputed when an edit keeps an edge from it again.
     stale: Vec<bool>,
+    /// Per source: kept at each row's read position alone (the last block's nodes, and in a
+    /// shrinking run every node whose kept edges lead only to read positions).
+    narrow: Vec<bool>,
+    /// Edits only remove edges ([`IncrementalRun::shrinking`]).
+    shrinking: bool,
     /// Per destination slot: its input under the mask, [rows, pos, d_model].
     inputs: Vec<Compensated<B>>,
     /// Per head slot: the projection [rows, pos, d_head] of its input, once needed.
@@ -103,10 +108,58 @@ impl<B: Backend> IncrementalRun<B> {
             readout,
             outputs,
             stale: vec![false; n_fwd],
+            narrow: (0..n_fwd).map(|u| Self::node_in_last_block(graph, u)).collect(),
+            shrinking: false,
             inputs,
             projections: vec![None; graph.n_bwd()],
             tokens: None,
             logits: run.logits.clone(),
+        }
+    }
+
+    /// This run for edits that only remove edges (ACDC's): a node whose kept edges come to lead
+    /// only to read positions (the logits, MLPs and queries that are themselves read there) is
+    /// then computed at each row's read position alone, as the last block's are — an MLP chain
+    /// into the logits costs a position per row instead of the suffix. Restoring an edge in such
+    /// a run panics.
+    pub fn shrinking(mut self) -> Self {
+        self.shrinking = true;
+        self.narrow_by_demand();
+        self
+    }
+
+    /// In a shrinking run, narrows every node whose kept edges lead only to read positions:
+    /// its output and the inputs it reads at its read position (its MLP input, its query input)
+    /// gathered there once; its query projection dropped, to be projected there when needed.
+    fn narrow_by_demand(&mut self) {
+        let graph = self.graph;
+        for u in (1..graph.n_fwd()).rev() {
+            if self.narrow[u] {
+                continue;
+            }
+            let needs_every_position = (0..graph.n_bwd()).any(|v| {
+                graph.is_edge(u, v)
+                    && self.mask[(u, v)]
+                    && match graph.dest_at(v).expect("a slot of the graph") {
+                        Dest::Head { qkv: Qkv::K | Qkv::V, .. } => true,
+                        Dest::Head { qkv: Qkv::Q, .. } | Dest::Mlp { .. } => !self.narrow[graph.dest_node(v).expect("a slot of the graph")],
+                        Dest::Logits => false,
+                    }
+            });
+            if needs_every_position {
+                continue;
+            }
+            let read = |x: &Tensor<B, 3>| at_positions(x.clone().unsqueeze(), &self.readout).squeeze_dim::<3>(0);
+            let slot = match graph.source_at(u).expect("a source of the graph") {
+                Source::Head { layer, head } => graph.layer(layer).expect("a layer of the graph").q_bwd.start + head,
+                Source::Mlp { layer } => graph.layer(layer).expect("a layer of the graph").mlp_bwd,
+                Source::Input => unreachable!("the input node is skipped"),
+            };
+            self.outputs[u] = read(&self.outputs[u]);
+            let input = &self.inputs[slot];
+            self.inputs[slot] = Compensated { sum: read(&input.sum), lost: input.lost.as_ref().map(read) };
+            self.projections[slot] = None;
+            self.narrow[u] = true;
         }
     }
 
@@ -136,19 +189,24 @@ impl<B: Backend> IncrementalRun<B> {
         matches!(graph.source_at(u), Some(Source::Head { layer, .. } | Source::Mlp { layer }) if layer == last)
     }
 
-    /// Whether slot `v` is kept at the read positions alone.
+    /// Positions a full-width tensor of the run has.
+    fn batch_positions(&self) -> usize {
+        self.ablated.dims()[2]
+    }
+
+    /// Whether slot `v` is kept at the read positions alone: the query or MLP input of a narrow
+    /// node, and the logits.
     fn slot_at_readout(&self, v: usize) -> bool {
-        let last = self.graph.shape().n_layers - 1;
         match self.graph.dest_at(v).expect("a slot of the graph") {
-            Dest::Head { layer, qkv, .. } => layer == last && qkv == Qkv::Q,
-            Dest::Mlp { layer } => layer == last,
+            Dest::Head { qkv: Qkv::K | Qkv::V, .. } => false,
+            Dest::Head { qkv: Qkv::Q, .. } | Dest::Mlp { .. } => self.narrow[self.graph.dest_node(v).expect("a slot of the graph")],
             Dest::Logits => true,
         }
     }
 
     /// Source `u`'s tensor `x` (at its own positions) at slot `v`'s positions.
     fn at_slot(&self, x: Tensor<B, 3>, u: usize, v: usize) -> Tensor<B, 3> {
-        if self.slot_at_readout(v) && !Self::node_in_last_block(&self.graph, u) { at_positions(x.unsqueeze(), &self.readout).squeeze_dim(0) } else { x }
+        if self.slot_at_readout(v) && !self.narrow[u] { at_positions(x.unsqueeze(), &self.readout).squeeze_dim(0) } else { x }
     }
 
     /// Source `u`'s ablated output at slot `v`'s positions, [rows or 1, pos, d_model].
@@ -174,6 +232,7 @@ impl<B: Backend> IncrementalRun<B> {
         };
         for &((u, v), keep) in edits {
             assert!(graph.is_edge(u, v), "an edit of a real edge");
+            assert!(!(keep && self.shrinking && !self.mask[(u, v)]), "a shrinking run only removes edges");
             if mask[(u, v)] == keep {
                 continue;
             }
@@ -251,12 +310,25 @@ impl<B: Backend> IncrementalRun<B> {
     /// them): each input projected again only if changed (or never projected), the run's own
     /// projections filled in as needed; outputs at the block's positions.
     fn heads(&mut self, model: &Transformer<B>, layer: usize, heads: &[usize], trial: &mut Trial<B>) -> Vec<Tensor<B, 3>> {
+        let first = self.graph.layer(layer).expect("a layer of the graph").heads_fwd.start;
+        let (narrow, wide): (Vec<usize>, Vec<usize>) = heads.iter().partition(|&&h| self.narrow[first + h]);
+        let mut outputs: BTreeMap<usize, Tensor<B, 3>> = BTreeMap::new();
+        for (group, at_readout) in [(narrow, true), (wide, false)] {
+            if !group.is_empty() {
+                let computed = self.head_group(model, layer, &group, at_readout, trial);
+                outputs.extend(group.into_iter().zip(computed));
+            }
+        }
+        heads.iter().map(|h| outputs.remove(h).expect("computed above")).collect()
+    }
+
+    /// [`IncrementalRun::heads`] for heads all at the read positions or all at every one.
+    fn head_group(&mut self, model: &Transformer<B>, layer: usize, heads: &[usize], at_readout: bool, trial: &mut Trial<B>) -> Vec<Tensor<B, 3>> {
         let li = self.graph.layer(layer).expect("a layer of the graph");
-        let last = layer + 1 == self.graph.shape().n_layers;
         let qkv: Vec<Tensor<B, 4>> = [(li.q_bwd.start, HeadInput::Query), (li.k_bwd.start, HeadInput::Key), (li.v_bwd.start, HeadInput::Value)]
             .into_iter()
             .map(|(first, kind)| {
-                let at = (last && kind == HeadInput::Query).then_some(self.readout.as_slice());
+                let at = (at_readout && kind == HeadInput::Query).then_some(self.readout.as_slice());
                 let slot = |h: usize| first + h;
                 let missing: Vec<usize> =
                     heads.iter().copied().filter(|&h| trial.inputs.contains_key(&slot(h)) || self.projections[slot(h)].is_none()).collect();
@@ -273,13 +345,15 @@ impl<B: Backend> IncrementalRun<B> {
                         }
                     }
                 }
-                let per_head =
+                let per_head: Vec<Tensor<B, 3>> =
                     heads.iter().map(|&h| trial.projections.get(&slot(h)).or(self.projections[slot(h)].as_ref()).expect("projected above").clone()).collect();
+                let positions = if at.is_some() { 1 } else { self.batch_positions() };
+                assert!(per_head.iter().all(|p| p.dims()[1] == positions), "a projection at the positions its head is computed at");
                 Tensor::stack(per_head, 1)
             })
             .collect();
         let qkv: [Tensor<B, 4>; 3] = qkv.try_into().unwrap_or_else(|_| unreachable!("three inputs"));
-        let at = last.then_some(self.readout.as_slice());
+        let at = at_readout.then_some(self.readout.as_slice());
         let outputs = model.heads_attend(&self.batch, layer, heads, qkv, at);
         let [_, rows, t, d] = outputs.dims();
         (0..heads.len()).map(|j| outputs.clone().slice([j..j + 1, 0..rows, 0..t, 0..d]).squeeze_dim(0)).collect()
@@ -304,6 +378,9 @@ impl<B: Backend> IncrementalRun<B> {
             self.stale[u] = true;
         }
         self.logits = logits;
+        if self.shrinking {
+            self.narrow_by_demand();
+        }
     }
 }
 
