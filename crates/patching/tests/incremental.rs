@@ -5,11 +5,11 @@
 
 use burn::tensor::{Tensor, TensorData};
 use graph::{EdgeMatrix, Graph, GraphShape};
-use patching::{Ablation, IncrementalRun, PairBatches, Positions, patched_logits, record_run};
+use patching::{Ablation, IncrementalRun, PairBatches, Positions, RecordedRun, patched_logits, record_run};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use transformer::{CpuBackend, LocalModel, Transformer};
+use transformer::{Batch, CpuBackend, LocalModel, Transformer};
 
 type B = CpuBackend;
 
@@ -42,25 +42,50 @@ fn difference(ours: Tensor<B, 2>, reference: Tensor<B, 2>) -> f32 {
     (ours - reference).abs().max().into_scalar() / scale
 }
 
+/// A tiny model with its pairs' clean batch, ablated outputs and recorded clean run.
+struct Fixture {
+    model: Transformer<B>,
+    graph: Graph,
+    clean: Batch<B>,
+    ablated: Tensor<B, 4>,
+    run: RecordedRun<B>,
+}
+
+impl Fixture {
+    fn new(name: &str, ablation: &Ablation<B>, positions: Positions) -> Self {
+        let (model, graph) = load(name);
+        let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
+        let batches = PairBatches::new(&model, &clean, &counterfactual, ablation, positions).unwrap();
+        let ablated = ablation.ablated_nodes(&model, &batches.counterfactual).unwrap();
+        let run = record_run(&model, &batches.clean);
+        Self { model, graph, clean: batches.clean, ablated, run }
+    }
+
+    fn incremental(&self) -> IncrementalRun<B> {
+        IncrementalRun::new(&self.graph, &self.clean, &self.run, self.ablated.clone())
+    }
+
+    /// The full patched pass's logits under `mask`.
+    fn full(&self, mask: &EdgeMatrix<bool>) -> Tensor<B, 2> {
+        patched_logits(&self.model, &self.graph, &self.clean, self.ablated.clone(), &[mask])
+    }
+}
+
 #[test]
 fn edits_give_the_full_patched_pass() {
     for name in ["gpt2-tiny", "llama-tiny"] {
-        let (model, graph) = load(name);
-        let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
         // Zero ablation ablates most of an input away and the norm rescales what is left, so the
         // two computations' roundings (both sums of many node outputs) differ more there.
         for (ablation, positions, tolerance) in
             [(Ablation::Counterfactual, Positions::Suffix, 2e-6), (Ablation::Counterfactual, Positions::Full, 2e-6), (Ablation::Zero, Positions::Suffix, 5e-5)]
         {
-            let batches = PairBatches::new(&model, &clean, &counterfactual, &ablation, positions).unwrap();
-            let ablated = ablation.ablated_nodes(&model, &batches.counterfactual).unwrap();
-            let run = record_run(&model, &batches.clean);
-            let mut incremental = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone());
+            let fixture = Fixture::new(name, &ablation, positions);
+            let (model, graph) = (&fixture.model, fixture.graph);
+            let mut incremental = fixture.incremental();
             // The same run reading three vocabulary columns alone, as a logit difference does.
-            let tokens = vec![1, 4, 9];
-            let mut narrow = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone()).reading(tokens.clone());
+            let mut narrow = fixture.incremental().reading(vec![1, 4, 9]);
             let columns = |x: Tensor<B, 2>| x.select(1, Tensor::from_data(TensorData::new(vec![1i64, 4, 9], [3]), &Default::default()));
-            let full = |mask: &EdgeMatrix<bool>| patched_logits(&model, &graph, &batches.clean, ablated.clone(), &[mask]);
+            let full = |mask: &EdgeMatrix<bool>| fixture.full(mask);
             assert!(difference(incremental.logits(), full(&graph.real_edge_mask())) < 1e-6);
             let edges: Vec<(usize, usize)> = graph.edges().collect();
             let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -73,10 +98,10 @@ fn edits_give_the_full_patched_pass() {
                 for &(e, keep) in &edits {
                     mask[e] = keep;
                 }
-                let trial = incremental.trial(&model, &edits);
+                let trial = incremental.trial(model, &edits);
                 let tried = difference(trial.logits.clone(), full(&mask));
                 assert!(tried < tolerance, "{name} {ablation:?} {positions:?} step {step}: {tried}");
-                let narrow_trial = narrow.trial(&model, &edits);
+                let narrow_trial = narrow.trial(model, &edits);
                 assert!(difference(narrow_trial.logits.clone(), columns(trial.logits.clone())) < 1e-6, "{name}: the columns read alone");
                 if step % 3 != 2 {
                     incremental.commit(trial);
@@ -97,13 +122,9 @@ fn edits_give_the_full_patched_pass() {
 #[test]
 fn a_node_feeding_nothing_is_brought_up_to_date_when_read_again() {
     for name in ["gpt2-tiny", "llama-tiny"] {
-        let (model, graph) = load(name);
-        let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
-        let batches = PairBatches::new(&model, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Suffix).unwrap();
-        let ablated = Ablation::Counterfactual.ablated_nodes(&model, &batches.counterfactual).unwrap();
-        let run = record_run(&model, &batches.clean);
-        let mut incremental = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone());
-        let full = |mask: &EdgeMatrix<bool>| patched_logits(&model, &graph, &batches.clean, ablated.clone(), &[mask]);
+        let fixture = Fixture::new(name, &Ablation::Counterfactual, Positions::Suffix);
+        let (model, graph) = (&fixture.model, fixture.graph);
+        let mut incremental = fixture.incremental();
         let head = graph.layer(0).unwrap().heads_fwd.start; // a0.h0
         let outgoing: Vec<(usize, usize)> = graph.edges().filter(|&(u, _)| u == head).collect();
         let incoming: Vec<(usize, usize)> = graph.edges().filter(|&(_, v)| graph.dest_node(v) == Some(head)).collect();
@@ -112,9 +133,9 @@ fn a_node_feeding_nothing_is_brought_up_to_date_when_read_again() {
             for &(e, keep) in &edits {
                 mask[e] = keep;
             }
-            let trial = incremental.trial(&model, &edits);
+            let trial = incremental.trial(model, &edits);
             incremental.commit(trial);
-            difference(incremental.logits(), full(mask))
+            difference(incremental.logits(), fixture.full(mask))
         };
         assert!(apply(outgoing.iter().map(|&e| (e, false)).collect(), &mut mask) < 2e-6);
         // Its inputs change while it feeds nothing, then one of its edges is kept again.
@@ -129,13 +150,9 @@ fn a_node_feeding_nothing_is_brought_up_to_date_when_read_again() {
 #[test]
 fn a_shrinking_run_equals_the_full_pass_as_edges_go() {
     for name in ["gpt2-tiny", "llama-tiny"] {
-        let (model, graph) = load(name);
-        let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
-        let batches = PairBatches::new(&model, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Suffix).unwrap();
-        let ablated = Ablation::Counterfactual.ablated_nodes(&model, &batches.counterfactual).unwrap();
-        let run = record_run(&model, &batches.clean);
-        let mut shrinking = IncrementalRun::new(&graph, &batches.clean, &run, ablated.clone()).shrinking();
-        let full = |mask: &EdgeMatrix<bool>| patched_logits(&model, &graph, &batches.clean, ablated.clone(), &[mask]);
+        let fixture = Fixture::new(name, &Ablation::Counterfactual, Positions::Suffix);
+        let (model, graph) = (&fixture.model, fixture.graph);
+        let mut shrinking = fixture.incremental().shrinking();
         let mut edges: Vec<(usize, usize)> = graph.edges().collect();
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         edges.shuffle(&mut rng);
@@ -148,12 +165,12 @@ fn a_shrinking_run_equals_the_full_pass_as_edges_go() {
                 if edits.is_empty() {
                     continue;
                 }
-                let trial = shrinking.trial(&model, &edits);
+                let trial = shrinking.trial(model, &edits);
                 let mut tried = mask.clone();
                 for &(e, _) in &edits {
                     tried[e] = false;
                 }
-                assert!(difference(trial.logits.clone(), full(&tried)) < 2e-6, "{name} pass {pass} step {step}");
+                assert!(difference(trial.logits.clone(), fixture.full(&tried)) < 2e-6, "{name} pass {pass} step {step}");
                 if pass == 1 || step % 4 != 3 {
                     shrinking.commit(trial);
                     mask = tried;
