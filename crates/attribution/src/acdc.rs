@@ -336,15 +336,10 @@ impl<B: Backend> AcdcSetup<B> {
         let batches = PairBatches::new(model, &clean, &counterfactual, ablation, positions)?;
         let ablated = ablation.ablated_nodes(model, &batches.counterfactual)?;
         let run = record_run(model, &batches.clean);
-        let readout: Vec<usize> = match batches.clean.starts() {
-            Some(starts) => batches.clean.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
-            None => batches.clean.lengths.iter().map(|l| l - 1).collect(),
-        };
-        let last = View {
-            batch: batches.clean.last_positions(),
-            run: ResumableRun::new(graph, run.at_positions(&readout), &at_positions(ablated.clone(), &readout)),
-            ablated: at_positions(ablated.clone(), &readout),
-        };
+        let readout = batches.clean.last_computed();
+        let ablated_read = at_positions(ablated.clone(), &readout);
+        let last =
+            View { batch: batches.clean.last_positions(), run: ResumableRun::new(graph, run.at_positions(&readout), &ablated_read), ablated: ablated_read };
         let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated };
         let reference = metric.reference(&every.run.run.logits);
         let answer_columns = metric.reads_answers_only().then(|| {

@@ -75,13 +75,10 @@ impl<B: Backend> IncrementalRun<B> {
     pub fn new(graph: &Graph, batch: &Batch<B>, run: &RecordedRun<B>, ablated: Tensor<B, 4>) -> Self {
         let [n_fwd, rows, t, d] = run.nodes.dims();
         assert_eq!(n_fwd, graph.n_fwd(), "a run of the graph's model");
-        let readout: Vec<usize> = match batch.starts() {
-            Some(starts) => batch.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
-            None => batch.lengths.iter().map(|l| l - 1).collect(),
-        };
+        let readout = batch.last_computed();
         let ablated_read = at_positions(ablated.clone(), &readout);
         let last = graph.shape().n_layers - 1;
-        let read = |x: &Tensor<B, 3>| at_positions(x.clone().unsqueeze(), &readout).squeeze_dim::<3>(0);
+        let read = |x: &Tensor<B, 3>| at_rows(x, &readout);
         let outputs = (0..n_fwd)
             .map(|u| {
                 let out = run.nodes.clone().slice([u..u + 1, 0..rows, 0..t, 0..d]).squeeze_dim::<3>(0);
@@ -149,7 +146,7 @@ impl<B: Backend> IncrementalRun<B> {
             if needs_every_position {
                 continue;
             }
-            let read = |x: &Tensor<B, 3>| at_positions(x.clone().unsqueeze(), &self.readout).squeeze_dim::<3>(0);
+            let read = |x: &Tensor<B, 3>| at_rows(x, &self.readout);
             let slot = match graph.source_at(u).expect("a source of the graph") {
                 Source::Head { layer, head } => graph.layer(layer).expect("a layer of the graph").q_bwd.start + head,
                 Source::Mlp { layer } => graph.layer(layer).expect("a layer of the graph").mlp_bwd,
@@ -206,7 +203,7 @@ impl<B: Backend> IncrementalRun<B> {
 
     /// Source `u`'s tensor `x` (at its own positions) at slot `v`'s positions.
     fn at_slot(&self, x: Tensor<B, 3>, u: usize, v: usize) -> Tensor<B, 3> {
-        if self.slot_at_readout(v) && !self.narrow[u] { at_positions(x.unsqueeze(), &self.readout).squeeze_dim(0) } else { x }
+        if self.slot_at_readout(v) && !self.narrow[u] { at_rows(&x, &self.readout) } else { x }
     }
 
     /// Source `u`'s ablated output at slot `v`'s positions, [rows or 1, pos, d_model].
@@ -382,6 +379,11 @@ impl<B: Backend> IncrementalRun<B> {
             self.narrow_by_demand();
         }
     }
+}
+
+/// [rows, pos, d] at one position per row: [rows, 1, d].
+fn at_rows<B: Backend>(x: &Tensor<B, 3>, positions: &[usize]) -> Tensor<B, 3> {
+    at_positions(x.clone().unsqueeze(), positions).squeeze_dim(0)
 }
 
 /// A running sum with Kahan's compensation: a slot's input is its clean value plus every change

@@ -239,6 +239,15 @@ impl<B: Backend> Batch<B> {
         Self { ids: self.ids.clone(), lengths: self.lengths.clone(), prefix: Some(PrefixCache { starts, layers: Vec::new() }) }
     }
 
+    /// Each row's last token as an index into the positions a pass over this batch computes
+    /// (where its logits are read).
+    pub fn last_computed(&self) -> Vec<usize> {
+        match self.starts() {
+            Some(starts) => self.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
+            None => self.lengths.iter().map(|l| l - 1).collect(),
+        }
+    }
+
     /// Each row's first computed position: its cached prefix's length (None: every position).
     pub fn starts(&self) -> Option<&[usize]> {
         self.prefix.as_ref().map(PrefixCache::starts)
