@@ -351,7 +351,8 @@ mod tests {
 
     #[test]
     fn pairs_of_one_length_clean_and_counterfactual() {
-        let pair = |len: usize, cf: usize, tag: u32| PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; cf], correct: 1, incorrect: 2 };
+        let pair =
+            |len: usize, cf: usize, tag: u32| PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; cf], correct: 1, incorrect: 2, read: None };
         let all = vec![pair(5, 5, 0), pair(7, 7, 1), pair(7, 8, 2), pair(7, 7, 3), pair(5, 5, 4), pair(7, 7, 5)];
         let chosen = crate::compare::equal_length_pairs(all, 2, "validation").unwrap();
         assert_eq!(chosen.iter().map(|p| p.clean[0]).collect::<Vec<_>>(), vec![1, 3]);

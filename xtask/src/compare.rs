@@ -421,7 +421,7 @@ mod tests {
     use super::*;
 
     fn pair(len: usize, tag: u32) -> PreparedPair {
-        PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; len], correct: 1, incorrect: 2 }
+        PreparedPair { clean: vec![tag; len], counterfactual: vec![tag + 1; len], correct: 1, incorrect: 2, read: None }
     }
 
     #[test]

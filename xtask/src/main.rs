@@ -177,7 +177,7 @@ fn logits<B: Backend>(device: &B::Device, model: &str, prompt: &str, top: usize)
     let ids = loaded.tokenizer.encode(prompt)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt tokenizes to no tokens");
     let batch = Batch::new(std::slice::from_ref(&ids), &loaded.model.config, device)?;
-    let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let logits: Vec<f32> = loaded.model.forward(&batch, &Readout::ReadPosition).into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     // NaN would print as null and rank arbitrarily: fail instead, naming the model and the prompt.
     transformer::ensure_finite(&logits, || format!("model `{model}`, prompt {prompt:?}: last-position logits"))?;
     let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();

@@ -47,7 +47,7 @@ fn matmul_shapes(cfg: &ModelConfig, tokens: usize, readouts: usize) -> Vec<(usiz
     let kv = cfg.n_kv_heads * cfg.d_head;
     let mut layer = vec![(tokens, d, q), (tokens, d, kv), (tokens, d, kv), (tokens, q, d)];
     match cfg.mlp {
-        transformer::config::MlpKind::GeluTanh => layer.extend([(tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)]),
+        transformer::config::MlpKind::GeluTanh | transformer::config::MlpKind::Relu => layer.extend([(tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)]),
         transformer::config::MlpKind::SwiGlu => layer.extend([(tokens, d, cfg.d_mlp), (tokens, d, cfg.d_mlp), (tokens, cfg.d_mlp, d)]),
     }
     let mut all: Vec<_> = (0..cfg.n_layers).flat_map(|_| layer.clone()).collect();
@@ -85,7 +85,7 @@ pub fn forward<B: Backend>(device: &B::Device, args: &ForwardArgs) -> Result<()>
     for &b in &args.batch {
         let batch = Batch::<B>::new(&vec![seq.clone(); b], &cfg, device)?;
         let t = median_time(args.reps, || {
-            let _ = loaded.model.forward(&batch, &Readout::LastToken).into_data();
+            let _ = loaded.model.forward(&batch, &Readout::ReadPosition).into_data();
         });
         let tokens = b * args.seq;
         let gflops = cfg.forward_flops(tokens, args.seq, b) / t.as_secs_f64() / 1e9;

@@ -253,7 +253,7 @@ fn measure<B: Backend>(model: &Transformer<B>, prepared: &Prepared, batch: usize
         // Clean prompts in the first rows, counterfactual prompts after them.
         let sequences: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).chain(chunk.iter().map(|p| p.counterfactual.clone())).collect();
         let batch = Batch::new(&sequences, &model.config, device)?;
-        let logits: Vec<f32> = model.forward(&batch, &Readout::LastToken).into_data().to_vec().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        let logits: Vec<f32> = model.forward(&batch, &Readout::ReadPosition).into_data().to_vec().map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
         let vocab = model.config.vocab_size;
         for (row, values) in logits.chunks(vocab).enumerate() {
             let (pair, prompt) = (index * pairs_per_batch + row % chunk.len(), if row < chunk.len() { "clean" } else { "counterfactual" });

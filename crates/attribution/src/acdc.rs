@@ -38,7 +38,7 @@
 //! into, each replica is the recorded clean run: the pass resumes there from the clean run's
 //! state ([`patching::patched_logits_from`]: a block's attention, its MLP or the final norm),
 //! and one that resumes after the last attention runs at each row's answer position alone
-//! ([`Batch::last_positions`]).
+//! ([`Batch::read_positions`]).
 //!
 //! **Budgets.** ACDC gives one circuit per τ. [`acdc_budget_circuits`] sweeps τ over a log grid,
 //! then bisects log τ between the grid points bracketing each MIB budget until the circuit is
@@ -332,14 +332,14 @@ impl<B: Backend> AcdcSetup<B> {
         if pairs.is_empty() {
             return Err(AcdcError::NoPairs);
         }
-        let PairBatch { clean, counterfactual, answers } = PairBatch::of(pairs);
-        let batches = PairBatches::new(model, &clean, &counterfactual, ablation, positions)?;
+        let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(pairs);
+        let batches = PairBatches::new(model, &clean, &counterfactual, &reads, ablation, positions)?;
         let ablated = ablation.ablated_nodes(model, &batches.counterfactual)?;
         let run = record_run(model, &batches.clean);
-        let readout = batches.clean.last_computed();
+        let readout = batches.clean.read_computed();
         let ablated_read = at_positions(ablated.clone(), &readout);
         let last =
-            View { batch: batches.clean.last_positions(), run: ResumableRun::new(graph, run.at_positions(&readout), &ablated_read), ablated: ablated_read };
+            View { batch: batches.clean.read_positions(), run: ResumableRun::new(graph, run.at_positions(&readout), &ablated_read), ablated: ablated_read };
         let every = View { batch: batches.clean, run: ResumableRun::new(graph, run, &ablated), ablated };
         let reference = metric.reference(&every.run.run.logits);
         let answer_columns = metric.reads_answers_only().then(|| {

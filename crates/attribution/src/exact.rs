@@ -99,9 +99,9 @@ pub fn exact_scores<B: Backend>(
     let total = pairs.len().div_ceil(batch_size);
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
-        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
-        let batches = PairBatches::new(model, &clean, &counterfactual, ablation, options.positions)?;
-        let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
+        let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(chunk);
+        let batches = PairBatches::new(model, &clean, &counterfactual, &reads, ablation, options.positions)?;
+        let full = model.forward(&batches.clean, &Readout::ReadPosition).squeeze_dim::<2>(1);
         let first_pair = done * batch_size;
         let non_finite = |run: String, e: NonFiniteMetric| ExactError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
         let clean_values = metric.finite_values(full.clone(), &answers, 1, &full).map_err(|e| non_finite("the clean run".into(), e))?;

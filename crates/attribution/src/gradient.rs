@@ -128,7 +128,7 @@ fn gradient_pass<B: AutodiffBackend>(
 ) -> (MaskGradientHooks<B>, B::Gradients) {
     passes.forward += 1;
     passes.backward += 1;
-    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut hooks, rules).squeeze_dim::<2>(1);
+    let logits = model.forward_with_rules(batch, &Readout::ReadPosition, &mut hooks, rules).squeeze_dim::<2>(1);
     let full = match full {
         Some(full) => Tensor::from_inner(full.clone()),
         None => logits.clone().detach(),
@@ -163,10 +163,10 @@ pub fn gradient_scores<B: AutodiffBackend>(
     let total = pairs.len().div_ceil(batch_size);
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
-        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
+        let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(chunk);
         // Under counterfactual ablation every pass below computes only the positions from the
         // first differing token on (patching::prefix); δ is zero before it.
-        let batches = PairBatches::new(&inner, &clean, &counterfactual, ablation, positions)?;
+        let batches = PairBatches::new(&inner, &clean, &counterfactual, &reads, ablation, positions)?;
         let ablated = ablation.ablated_nodes(&inner, &batches.counterfactual)?;
         passes.forward += ablation.forward_passes();
         // EAP and GIM take gradients on the clean run and measure Δ = ablated − clean against that
@@ -267,7 +267,7 @@ mod tests {
 
     /// Four pairs; token 1 is only in pair 2's clean prompt, token 61 only in pair 1's counterfactual.
     fn pairs() -> Vec<PreparedPair> {
-        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20 };
+        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20, read: None };
         vec![pair(vec![5, 17, 42], vec![5, 30, 42]), pair(vec![9, 4, 60], vec![9, 4, 61]), pair(vec![1, 2, 3], vec![4, 2, 3]), pair(vec![8, 8], vec![8, 9])]
     }
 

@@ -81,7 +81,7 @@ pub fn ifr_scores<B: Backend>(
         let clean: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).collect();
         let batch = Batch::new(&clean, &model.config, &device)?;
         let mut reads = Reads { nodes: Vec::new(), inputs: Vec::new() };
-        model.forward_with(&batch, &Readout::LastToken, &mut reads);
+        model.forward_with(&batch, &Readout::ReadPosition, &mut reads);
         passes.forward += 1;
         let nodes = Tensor::cat(reads.nodes, 0);
         let t = batch.max_len();

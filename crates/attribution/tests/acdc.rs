@@ -27,7 +27,7 @@ fn pairs(vocab: u32) -> Vec<PreparedPair> {
             for (p, t) in counterfactual.iter_mut().enumerate().skip(from) {
                 *t = (*t + 7 + p as u32) % vocab;
             }
-            PreparedPair { clean, counterfactual, correct: (5 + i) % vocab, incorrect: (50 + i) % vocab }
+            PreparedPair { clean, counterfactual, correct: (5 + i) % vocab, incorrect: (50 + i) % vocab, read: None }
         })
         .collect()
 }
@@ -35,10 +35,10 @@ fn pairs(vocab: u32) -> Vec<PreparedPair> {
 /// ACDC as its reference runs it: every edge in order, one full pass over every pair per test,
 /// and a disconnected node's incoming edges dropped when the order first reaches the node.
 fn sequential(model: &Transformer<B>, graph: &Graph, pairs: &[PreparedPair], metric: Metric, tau: f64, skip: bool) -> EdgeMatrix<bool> {
-    let PairBatch { clean, counterfactual, answers } = PairBatch::of(pairs);
-    let batches = PairBatches::new(model, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Full).unwrap();
+    let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(pairs);
+    let batches = PairBatches::new(model, &clean, &counterfactual, &reads, &Ablation::Counterfactual, Positions::Full).unwrap();
     let ablated = Ablation::Counterfactual.ablated_nodes(model, &batches.counterfactual).unwrap();
-    let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
+    let full = model.forward(&batches.clean, &Readout::ReadPosition).squeeze_dim::<2>(1);
     let loss = |mask: &EdgeMatrix<bool>| -> f64 {
         let logits = patched_logits(model, graph, &batches.clean, ablated.clone(), &[mask]);
         let values = metric.values(logits, &answers, 1, &full);
@@ -165,10 +165,10 @@ fn thresholds_behave_as_defined() {
     // A τ above every effect removes every edge; the empty circuit is the counterfactual run.
     let empty = setup.run(&model, &AcdcOptions::new(1e9, true, 8)).unwrap();
     assert_eq!(kept(&empty.circuit), 0);
-    let PairBatch { clean, counterfactual, answers } = PairBatch::of(&pairs);
-    let batches = PairBatches::new(&model, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Full).unwrap();
-    let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
-    let corrupted = model.forward(&batches.counterfactual, &Readout::LastToken).squeeze_dim::<2>(1);
+    let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(&pairs);
+    let batches = PairBatches::new(&model, &clean, &counterfactual, &reads, &Ablation::Counterfactual, Positions::Full).unwrap();
+    let full = model.forward(&batches.clean, &Readout::ReadPosition).squeeze_dim::<2>(1);
+    let corrupted = model.forward(&batches.counterfactual, &Readout::ReadPosition).squeeze_dim::<2>(1);
     let kl: Vec<f32> = Metric::Kl.values(corrupted, &answers, 1, &full.clone());
     let expected = kl.iter().map(|&v| v as f64).sum::<f64>() / kl.len() as f64;
     assert!((empty.metric - expected).abs() < 1e-5, "empty circuit: KL {} vs the counterfactual run's {expected}", empty.metric);

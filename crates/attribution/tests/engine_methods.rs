@@ -23,9 +23,9 @@ fn graph_of(model: &LoadedModel<B>) -> Graph {
 
 fn pairs() -> Vec<PreparedPair> {
     vec![
-        PreparedPair { clean: vec![5, 17, 42, 8, 3], counterfactual: vec![5, 30, 42, 8, 3], correct: 10, incorrect: 20 },
-        PreparedPair { clean: vec![9, 9, 4, 60, 2, 7], counterfactual: vec![9, 11, 4, 61, 2, 7], correct: 33, incorrect: 44 },
-        PreparedPair { clean: vec![70, 71, 72, 73], counterfactual: vec![70, 12, 72, 73], correct: 3, incorrect: 4 },
+        PreparedPair { clean: vec![5, 17, 42, 8, 3], counterfactual: vec![5, 30, 42, 8, 3], correct: 10, incorrect: 20, read: None },
+        PreparedPair { clean: vec![9, 9, 4, 60, 2, 7], counterfactual: vec![9, 11, 4, 61, 2, 7], correct: 33, incorrect: 44, read: None },
+        PreparedPair { clean: vec![70, 71, 72, 73], counterfactual: vec![70, 12, 72, 73], correct: 3, incorrect: 4, read: None },
     ]
 }
 
@@ -102,8 +102,8 @@ fn exact_matches_a_hand_patched_edge() {
     let [_, b, t, d] = cf_nodes.dims();
     let heads0 = cf_nodes.slice([1..1 + cfg.n_heads, 0..b, 0..t, 0..d]).permute([1, 2, 0, 3]);
     let mut hook = OneEdge { counterfactual_heads0: heads0, actual_head: None };
-    let patched = logit_differences(model.model.forward_with(&clean, &Readout::LastToken, &mut hook), &answers);
-    let plain = logit_differences(model.model.forward(&clean, &Readout::LastToken), &answers);
+    let patched = logit_differences(model.model.forward_with(&clean, &Readout::ReadPosition, &mut hook), &answers);
+    let plain = logit_differences(model.model.forward(&clean, &Readout::ReadPosition), &answers);
     let want: f32 = plain.iter().zip(&patched).map(|(c, p)| c - p).sum::<f32>() / pairs.len() as f32;
     let got = scores.values[edge];
     assert!(want.abs() > 1e-4, "the edge matters on these pairs");
@@ -160,6 +160,7 @@ fn exact_runs_on_a_chosen_subset_of_smollm2() {
         counterfactual: enc("When Mary and John went to the store, Mary gave a drink to"),
         correct: name(" Mary"),
         incorrect: name(" John"),
+        read: None,
     }];
     let edges = [graph.parse_edge_name("m29->logits").unwrap(), graph.parse_edge_name("input->a0.h0<q>").unwrap()];
     let scores = exact(&loaded, &graph, &pairs, Some(&edges), ExactOptions::default()).unwrap();

@@ -27,9 +27,9 @@ fn graph_of<X: burn::tensor::backend::Backend>(m: &Transformer<X>) -> Graph {
 
 fn pairs() -> Vec<PreparedPair> {
     vec![
-        PreparedPair { clean: vec![5, 17, 42, 8, 3], counterfactual: vec![5, 30, 42, 8, 3], correct: 10, incorrect: 20 },
-        PreparedPair { clean: vec![9, 9, 4, 60, 2, 7], counterfactual: vec![9, 11, 4, 61, 2, 7], correct: 33, incorrect: 44 },
-        PreparedPair { clean: vec![70, 71, 72, 73], counterfactual: vec![70, 12, 72, 73], correct: 3, incorrect: 4 },
+        PreparedPair { clean: vec![5, 17, 42, 8, 3], counterfactual: vec![5, 30, 42, 8, 3], correct: 10, incorrect: 20, read: None },
+        PreparedPair { clean: vec![9, 9, 4, 60, 2, 7], counterfactual: vec![9, 11, 4, 61, 2, 7], correct: 33, incorrect: 44, read: None },
+        PreparedPair { clean: vec![70, 71, 72, 73], counterfactual: vec![70, 12, 72, 73], correct: 3, incorrect: 4, read: None },
     ]
 }
 

@@ -25,7 +25,8 @@ fn graph_of(m: &Transformer<AD>) -> Graph {
 
 /// Five pairs of one length (no padding), so batched and single-pair runs sum the same numbers.
 fn pairs() -> Vec<PreparedPair> {
-    let pair = |clean: [u32; 4], cf: [u32; 4], correct, incorrect| PreparedPair { clean: clean.to_vec(), counterfactual: cf.to_vec(), correct, incorrect };
+    let pair =
+        |clean: [u32; 4], cf: [u32; 4], correct, incorrect| PreparedPair { clean: clean.to_vec(), counterfactual: cf.to_vec(), correct, incorrect, read: None };
     vec![
         pair([5, 17, 42, 8], [5, 30, 42, 8], 10, 20),
         pair([9, 4, 60, 2], [9, 11, 60, 2], 33, 44),

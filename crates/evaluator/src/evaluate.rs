@@ -159,7 +159,7 @@ pub fn evaluate_circuits<B: Backend>(
     let total = pairs.len().div_ceil(batch_size);
 
     for (done, chunk) in pairs.chunks(batch_size).enumerate() {
-        let PairBatch { clean, counterfactual, answers } = PairBatch::of(chunk);
+        let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(chunk);
         // A non-finite value names the run and the pair's index among all pairs.
         let first_pair = done * batch_size;
         let non_finite = |run: String| move |e: NonFiniteMetric| EvalError::NonFinite { run, pair: first_pair + e.pair, metric: e.metric, value: e.value };
@@ -167,8 +167,8 @@ pub fn evaluate_circuits<B: Backend>(
         let t = Instant::now();
         // Under counterfactual ablation every run below computes only the positions from the
         // first differing token on (patching::prefix).
-        let batches = PairBatches::new(model, &clean, &counterfactual, ablation, options.positions)?;
-        let full = model.forward(&batches.clean, &Readout::LastToken).squeeze_dim::<2>(1);
+        let batches = PairBatches::new(model, &clean, &counterfactual, &reads, ablation, options.positions)?;
+        let full = model.forward(&batches.clean, &Readout::ReadPosition).squeeze_dim::<2>(1);
         let m_full = metric.finite_values(full.clone(), &answers, 1, &full).map_err(non_finite("the full model's run".into()))?;
         full_sum += replica_sums(&m_full, answers.len())[0];
         extend_replica(&mut full_values, &m_full, answers.len(), 0);
@@ -253,7 +253,7 @@ mod tests {
     }
 
     fn pairs() -> Vec<PreparedPair> {
-        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20 };
+        let pair = |clean: Vec<u32>, counterfactual: Vec<u32>| PreparedPair { clean, counterfactual, correct: 10, incorrect: 20, read: None };
         vec![pair(vec![5, 17, 42], vec![5, 30, 42]), pair(vec![9, 4, 60], vec![9, 4, 61]), pair(vec![1, 2, 3], vec![4, 2, 3]), pair(vec![8, 8], vec![8, 9])]
     }
 

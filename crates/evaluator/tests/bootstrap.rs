@@ -107,7 +107,7 @@ fn graph_of(model: &LoadedModel<B>) -> Graph {
 }
 
 fn pairs() -> Vec<PreparedPair> {
-    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect };
+    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect, read: None };
     vec![
         pair(vec![5, 17, 42, 8, 3], vec![5, 30, 42, 8, 3], 10, 20),
         pair(vec![9, 9, 4, 60, 2, 7], vec![9, 11, 4, 61, 2, 7], 33, 44),

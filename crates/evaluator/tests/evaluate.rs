@@ -22,7 +22,7 @@ fn graph_of(model: &LoadedModel<B>) -> Graph {
 }
 
 fn pairs() -> Vec<PreparedPair> {
-    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect };
+    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect, read: None };
     vec![
         pair(vec![5, 17, 42, 8, 3], vec![5, 30, 42, 8, 3], 10, 20),
         pair(vec![9, 9, 4, 60, 2, 7], vec![9, 11, 4, 61, 2, 7], 33, 44),
@@ -42,7 +42,7 @@ fn mean_metric(model: &LoadedModel<B>, prompts: &[Vec<u32>], pairs: &[PreparedPa
 /// Last-token logits [prompts, vocab] of a plain run.
 fn last_logits(model: &LoadedModel<B>, prompts: &[Vec<u32>]) -> burn::tensor::Tensor<B, 2> {
     let batch = Batch::new(prompts, &model.model.config, &Default::default()).unwrap();
-    model.model.forward(&batch, &Readout::LastToken).squeeze_dim(1)
+    model.model.forward(&batch, &Readout::ReadPosition).squeeze_dim(1)
 }
 
 /// `evaluate_circuits` under the logit difference, progress unheard.

@@ -24,7 +24,7 @@ fn graph_of(model: &Transformer<AD>) -> Graph {
 
 /// Pairs that share prefixes of 2 to 4 tokens, in batches of 2 of different starts, lengths 5 to 7.
 fn tiny_pairs() -> Vec<PreparedPair> {
-    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect };
+    let pair = |clean: Vec<u32>, counterfactual: Vec<u32>, correct, incorrect| PreparedPair { clean, counterfactual, correct, incorrect, read: None };
     vec![
         pair(vec![5, 17, 42, 8, 3], vec![5, 17, 30, 8, 3], 10, 20),
         pair(vec![9, 9, 4, 60, 2, 7], vec![9, 9, 4, 61, 2, 7], 33, 44),
@@ -68,9 +68,9 @@ fn evaluate(model: &Transformer<CpuBackend>, graph: &Graph, pairs: &[PreparedPai
 fn check(model: &Transformer<AD>, pairs: &[PreparedPair], methods: &[Method], label: &str) {
     let graph = graph_of(model);
     // The passes really skip a prefix.
-    let PairBatch { clean, counterfactual, .. } = PairBatch::of(&pairs[..2]);
+    let PairBatch { clean, counterfactual, reads, .. } = PairBatch::of(&pairs[..2]);
     let inner = model.valid();
-    let batches = PairBatches::new(&inner, &clean, &counterfactual, &Ablation::Counterfactual, Positions::Suffix).unwrap();
+    let batches = PairBatches::new(&inner, &clean, &counterfactual, &reads, &Ablation::Counterfactual, Positions::Suffix).unwrap();
     assert!(batches.starts().is_some_and(|s| s.iter().all(|&s| s > 0)), "{label}");
     let mut eap = None;
     for method in methods {
@@ -121,7 +121,7 @@ fn smollm2_ioi_methods_and_evaluation_are_unchanged_by_suffix_passes() {
     let name = |s: &str| enc(s).last().copied().unwrap();
     let ioi = |a: &str, b: &str, place: &str, object: &str| {
         let prompt = |subject: &str| enc(&format!("When {a} and {b} went to the {place}, {subject} gave a {object} to"));
-        PreparedPair { clean: prompt(b), counterfactual: prompt(a), correct: name(&format!(" {a}")), incorrect: name(&format!(" {b}")) }
+        PreparedPair { clean: prompt(b), counterfactual: prompt(a), correct: name(&format!(" {a}")), incorrect: name(&format!(" {b}")), read: None }
     };
     // One batch of two (the tiny models cover batches of different starts).
     let pairs = vec![ioi("Mary", "John", "store", "drink"), ioi("Alice", "Bob", "park", "ball")];

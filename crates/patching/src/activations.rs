@@ -42,7 +42,7 @@ pub struct RecordedRun<B: Backend> {
 
 impl<B: Backend> RecordedRun<B> {
     /// This run at one computed position per row (`positions[row]`): what a pass resumed after
-    /// the last attention over [`Batch::last_positions`] reads.
+    /// the last attention over [`Batch::read_positions`] reads.
     pub fn at_positions(&self, positions: &[usize]) -> Self {
         let at3 = |x: &Tensor<B, 3>| at_positions(x.clone().unsqueeze(), positions).squeeze_dim(0);
         Self {
@@ -69,7 +69,7 @@ pub fn at_positions<B: Backend>(x: Tensor<B, 4>, positions: &[usize]) -> Tensor<
 /// One forward pass over `batch`, kept whole: see [`RecordedRun`].
 pub fn record_run<B: Backend>(model: &Transformer<B>, batch: &Batch<B>) -> RecordedRun<B> {
     let mut recorder = NodeRecorder::default();
-    let logits = model.forward_with(batch, &Readout::LastToken, &mut recorder).squeeze_dim(1);
+    let logits = model.forward_with(batch, &Readout::ReadPosition, &mut recorder).squeeze_dim(1);
     let layer_inputs = std::mem::take(&mut recorder.layer_inputs);
     let mlp_inputs = std::mem::take(&mut recorder.mlp_inputs);
     let final_input = recorder.final_input.take().expect("every pass reaches the final norm");

@@ -75,7 +75,7 @@ impl<B: Backend> IncrementalRun<B> {
     pub fn new(graph: &Graph, batch: &Batch<B>, run: &RecordedRun<B>, ablated: Tensor<B, 4>) -> Self {
         let [n_fwd, rows, t, d] = run.nodes.dims();
         assert_eq!(n_fwd, graph.n_fwd(), "a run of the graph's model");
-        let readout = batch.last_computed();
+        let readout = batch.read_computed();
         let ablated_read = at_positions(ablated.clone(), &readout);
         let last = graph.shape().n_layers - 1;
         let read = |x: &Tensor<B, 3>| at_rows(x, &readout);

@@ -25,6 +25,10 @@ pub enum Metric {
     ProbabilityDifference,
     /// −log p(correct): the answer's negative log-probability, lower is better.
     AnswerNll,
+    /// m = logit(correct): the output column itself, for a model whose output is a number (a
+    /// tracr program's numerical output) rather than a choice among tokens; read as higher is
+    /// better, like the logit difference.
+    Value,
 }
 
 /// What a metric compares logits against ([`Metric::reference`]).
@@ -36,7 +40,7 @@ pub struct MetricReference<B: Backend> {
 
 /// A metric name that is not one of [`Metric::NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll)")]
+#[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll, value)")]
 pub struct UnknownMetric(pub String);
 
 /// A metric value that is NaN or infinite because the logits it was read from are.
@@ -55,9 +59,9 @@ pub struct NonFiniteMetric {
 
 impl Metric {
     /// Every metric, in the order of [`Metric::NAMES`].
-    pub const ALL: [Metric; 4] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll];
+    pub const ALL: [Metric; 5] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll, Metric::Value];
     /// The names configs and flags accept.
-    pub const NAMES: [&'static str; 4] = ["logit-diff", "kl", "prob-diff", "nll"];
+    pub const NAMES: [&'static str; 5] = ["logit-diff", "kl", "prob-diff", "nll", "value"];
 
     /// The metric's name in configs, flags and tables.
     pub fn name(self) -> &'static str {
@@ -67,7 +71,7 @@ impl Metric {
     /// Whether a larger value means the model does the task better (logit and probability
     /// differences); KL and the negative log-probability are better when smaller.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::LogitDifference | Metric::ProbabilityDifference)
+        matches!(self, Metric::LogitDifference | Metric::ProbabilityDifference | Metric::Value)
     }
 
     /// The metric of every row of last-token logits [rows, vocab], differentiable: rows are
@@ -113,6 +117,10 @@ impl Metric {
                 let [correct, _] = picked(log_softmax(logits, 1));
                 correct.neg()
             }
+            Metric::Value => {
+                let [correct, _] = picked(logits);
+                correct
+            }
             Metric::Kl => {
                 let pairs = answers.len();
                 let (p, log_p) = reference.kl.clone().expect("a KL reference for KL");
@@ -157,7 +165,7 @@ impl Metric {
 
     /// Whether the metric reads only the answer tokens' logits (so a pass may unembed just those).
     pub fn reads_answers_only(self) -> bool {
-        self == Metric::LogitDifference
+        matches!(self, Metric::LogitDifference | Metric::Value)
     }
 
     /// The loss summed over the rows (one replica): the value where lower is better, its negation

@@ -301,7 +301,7 @@ pub fn patched_logits_from<B: Backend>(
     assert_eq!(state.deltas.dims()[0], masks.len(), "one resumed replica per mask");
     let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
     hooks.resume(state.deltas, state.delta_sum, crate::resume::sources_before(graph, state.point));
-    model.forward_from(&batch, state.point, state.resid, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
+    model.forward_from(&batch, state.point, state.resid, &Readout::ReadPosition, &mut hooks).squeeze_dim::<2>(1)
 }
 
 /// One patched pass: the `clean` batch repeated once per mask (rows mask-major), each copy with
@@ -312,5 +312,5 @@ pub fn patched_logits<B: Backend>(model: &Transformer<B>, graph: &Graph, clean: 
     let device = model.token_embedding.device();
     let batch = clean.repeat(masks.len());
     let mut hooks = PatchHooks::new(*graph, &EdgeMasks::from_bools(graph, masks, &device), ablated);
-    model.forward_with(&batch, &Readout::LastToken, &mut hooks).squeeze_dim::<2>(1)
+    model.forward_with(&batch, &Readout::ReadPosition, &mut hooks).squeeze_dim::<2>(1)
 }

@@ -5,7 +5,8 @@
 //! attention is causal), so no metric, logit or edge score depends on recomputing it: every pass
 //! of a batch computes each pair's positions from its first difference on, attending over the
 //! clean run's keys and values of its prefix, computed once per batch
-//! ([`transformer::PrefixCache`]).
+//! ([`transformer::PrefixCache`]). A bidirectional model (tracr's) reads later tokens at every
+//! position, so its passes are always full.
 //!
 //! Per pair: row i starts at its own first difference (capped at its last token, where the logits
 //! are read), and the rows of a pass are left-aligned, so a pass is as long as the batch's longest
@@ -85,34 +86,36 @@ pub struct PairBatches<B: Backend> {
 }
 
 impl<B: Backend> PairBatches<B> {
-    /// Batches `clean` and `counterfactual` (row for row the same lengths); under counterfactual
-    /// ablation with [`Positions::Suffix`], each pair's passes start at its first difference
-    /// ([`first_differences`]), over its prefix computed once on the clean prompt.
+    /// Batches `clean` and `counterfactual` (row for row the same lengths), each row read at
+    /// `reads`; under counterfactual ablation with [`Positions::Suffix`] on a causal model, each
+    /// pair's passes start at its first difference ([`first_differences`], at most its read
+    /// position), over its prefix computed once on the clean prompt.
     pub fn new(
         model: &Transformer<B>,
         clean: &[Vec<u32>],
         counterfactual: &[Vec<u32>],
+        reads: &[usize],
         ablation: &Ablation<B>,
         positions: Positions,
     ) -> Result<Self, BatchError> {
         let starts = match ablation {
-            Ablation::Counterfactual => positions.starts(clean, counterfactual),
+            Ablation::Counterfactual if model.config.causal => positions.starts(clean, counterfactual).into_iter().zip(reads).map(|(s, &r)| s.min(r)).collect(),
             _ => vec![0; clean.len()],
         };
-        Self::with_starts(model, clean, counterfactual, &starts)
+        Self::with_starts(model, clean, counterfactual, reads, &starts)
     }
 
     /// [`PairBatches::new`] with each pair's first computed position given (each at most its first
     /// difference for the results to be exact; all 0 runs full passes).
-    fn with_starts(model: &Transformer<B>, clean: &[Vec<u32>], counterfactual: &[Vec<u32>], starts: &[usize]) -> Result<Self, BatchError> {
+    fn with_starts(model: &Transformer<B>, clean: &[Vec<u32>], counterfactual: &[Vec<u32>], reads: &[usize], starts: &[usize]) -> Result<Self, BatchError> {
         let device = model.token_embedding.device();
-        let clean_batch = Batch::new(clean, &model.config, &device)?;
-        let counterfactual_batch = Batch::new(counterfactual, &model.config, &device)?;
+        let clean_batch = Batch::new(clean, &model.config, &device)?.reading_at(reads)?;
+        let counterfactual_batch = Batch::new(counterfactual, &model.config, &device)?.reading_at(reads)?;
         if starts.iter().all(|&s| s == 0) {
             return Ok(Self { clean: clean_batch, counterfactual: counterfactual_batch });
         }
         let prefix = model.prefix_cache(&clean_batch, starts);
-        let attach = |batch: Batch<B>| batch.with_prefix(prefix.clone()).expect("each row's prefix is shorter than the row, computed for these rows");
+        let attach = |batch: Batch<B>| batch.with_prefix(prefix.clone()).expect("each row's prefix ends by its read position, computed for these rows");
         Ok(Self { clean: attach(clean_batch), counterfactual: attach(counterfactual_batch) })
     }
 

@@ -58,12 +58,12 @@ fn patched(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u32>], mas
     let replicated: Vec<Vec<u32>> = masks.iter().flat_map(|_| clean.iter().cloned()).collect();
     let batch = Batch::new(&replicated, cfg, &device).unwrap();
     let mut hooks = PatchHooks::new(graph, &EdgeMasks::from_bools(&graph, masks, &device), ablated);
-    values(model.model.forward_with(&batch, &Readout::LastToken, &mut hooks))
+    values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut hooks))
 }
 
 fn plain(model: &LoadedModel<B>, seqs: &[Vec<u32>]) -> Vec<f32> {
     let batch = Batch::new(seqs, &model.model.config, &Default::default()).unwrap();
-    values(model.model.forward(&batch, &Readout::LastToken))
+    values(model.model.forward(&batch, &Readout::ReadPosition))
 }
 
 fn check_identities(model: &LoadedModel<B>, clean: &[Vec<u32>], corrupt: &[Vec<u32>]) {
@@ -151,7 +151,7 @@ fn mean_and_zero_ablation_of_every_edge_equals_replacing_every_node() {
         let batch = Batch::new(&clean, &model.model.config, &device).unwrap();
         let ablated = ablation.ablated_nodes(&model.model, &batch).unwrap();
         let mut replace = ReplaceOutputs { ablated, next: 0 };
-        let want = values(model.model.forward_with(&batch, &Readout::LastToken, &mut replace));
+        let want = values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut replace));
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-4, "{kind}: every edge ablated vs every node replaced differ by {diff}");
     }
@@ -212,7 +212,7 @@ fn sparse_forms_of_hard_masks_equal_the_dense_form() {
     let soft = EdgeMasks::from_tensor(hard.keep.clone());
     let run = |masks: &EdgeMasks<B>| {
         let mut hooks = PatchHooks::new(graph, masks, ablated.clone());
-        values(model.model.forward_with(&batch, &Readout::LastToken, &mut hooks))
+        values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut hooks))
     };
     let diff = max_abs_diff(&run(&hard), &run(&soft));
     assert!(diff < 1e-4, "sparse and dense patching differ by {diff}");
@@ -234,11 +234,11 @@ fn a_recorder_beside_the_patcher_sees_the_patched_run() {
     let mask = EdgeMatrix::from_fn(graph, |f, b| !(f * n_bwd + b).is_multiple_of(3));
     let masks = EdgeMasks::from_bools(&graph, &[&mask], &device);
     let patcher = || PatchHooks::new(graph, &masks, ablated.clone());
-    let alone = values(model.model.forward_with(&batch, &Readout::LastToken, &mut patcher()));
+    let alone = values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut patcher()));
     let clean_nodes = values(record_nodes(&model.model, &batch).1);
 
     let (mut first, mut recorder) = (patcher(), patching::NodeRecorder::default());
-    let logits = values(model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut first, &mut recorder)));
+    let logits = values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut (&mut first, &mut recorder)));
     assert_eq!(logits, alone, "a recorder after the patcher changes nothing");
     let recorded = values(recorder.into_nodes());
     let d = recorded.len() / (graph.n_fwd() * clean.len() * clean[0].len());
@@ -247,11 +247,11 @@ fn a_recorder_beside_the_patcher_sees_the_patched_run() {
     assert!(max_abs_diff(&recorded, &clean_nodes) > 1e-3, "the recorder sees the patched run's node outputs");
 
     let (mut trace, mut second) = (transformer::Trace::new(cfg.n_heads), patcher());
-    let logits = values(model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut trace, &mut second)));
+    let logits = values(model.model.forward_with(&batch, &Readout::ReadPosition, &mut (&mut trace, &mut second)));
     let diff = max_abs_diff(&logits, &alone);
     assert!(diff < 1e-5, "the patcher behind a hook that splits attention per head still patches ({diff})");
     let (mut third, mut after) = (patcher(), transformer::Trace::new(cfg.n_heads));
-    let _ = model.model.forward_with(&batch, &Readout::LastToken, &mut (&mut third, &mut after));
+    let _ = model.model.forward_with(&batch, &Readout::ReadPosition, &mut (&mut third, &mut after));
     let read = |t: &transformer::Trace<B>| match &t.attention_inputs[1] {
         transformer::AttentionInput::PerHead { q, .. } => values(q.clone()),
         transformer::AttentionInput::Shared(resid) => values(resid.clone()),

@@ -55,7 +55,8 @@ impl Fixture {
     fn new(name: &str, ablation: &Ablation<B>, positions: Positions) -> Self {
         let (model, graph) = load(name);
         let (clean, counterfactual) = prompts(model.config.vocab_size as u32);
-        let batches = PairBatches::new(&model, &clean, &counterfactual, ablation, positions).unwrap();
+        let reads: Vec<usize> = clean.iter().map(|c| c.len() - 1).collect();
+        let batches = PairBatches::new(&model, &clean, &counterfactual, &reads, ablation, positions).unwrap();
         let ablated = ablation.ablated_nodes(&model, &batches.counterfactual).unwrap();
         let run = record_run(&model, &batches.clean);
         Self { model, graph, clean: batches.clean, ablated, run }

@@ -65,13 +65,13 @@ fn check(name: &str, rules: GradientRules) {
 
     let keep = Tensor::<A, 3>::ones([1, graph.n_fwd(), graph.n_bwd()], &device).require_grad();
     let mut general = PatchHooks::new(graph, &EdgeMasks::from_tensor(keep.clone()), Tensor::from_inner(ablated.clone()));
-    let grads = loss(model.model.forward_with_rules(&batch, &Readout::LastToken, &mut general, &rules)).backward();
+    let grads = loss(model.model.forward_with_rules(&batch, &Readout::ReadPosition, &mut general, &rules)).backward();
     let dense = EdgeMatrix::from_vec(graph, keep.grad(&grads).unwrap().into_data().to_vec().unwrap()).unwrap();
     let expected: EdgeMatrix<f32> = EdgeMatrix::from_fn(graph, |f, b| if graph.is_edge(f, b) { dense[(f, b)] } else { 0.0 });
     let expected = expected.as_slice();
 
     let mut fast = MaskGradientHooks::new(graph, ablated);
-    let grads = loss(model.model.forward_with_rules(&batch, &Readout::LastToken, &mut fast, &rules)).backward();
+    let grads = loss(model.model.forward_with_rules(&batch, &Readout::ReadPosition, &mut fast, &rules)).backward();
     let got = fast.destination_gradients(&grads, &inner, &rules, 1.0).keep_gradient();
     assert!(expected.iter().any(|&g| g.abs() > 1e-4), "{name}: the gradient is not trivially zero");
     let diff = max_rel_diff(got.as_slice(), expected);
@@ -106,9 +106,9 @@ fn keep_rows_match_the_general_engine() {
     }
     let keep = Tensor::<A, 3>::from_data(TensorData::new(keep, [1, graph.n_fwd(), graph.n_bwd()]), &device);
     let mut general = PatchHooks::new(graph, &EdgeMasks::from_tensor(keep), Tensor::from_inner(ablated.clone()));
-    let expected: Vec<f32> = model.model.forward_with(&batch, &Readout::LastToken, &mut general).into_data().to_vec().unwrap();
+    let expected: Vec<f32> = model.model.forward_with(&batch, &Readout::ReadPosition, &mut general).into_data().to_vec().unwrap();
     let mut fast = MaskGradientHooks::new(graph, ablated).with_fixed_reference(reference, &rows);
-    let got: Vec<f32> = model.model.forward_with(&batch, &Readout::LastToken, &mut fast).into_data().to_vec().unwrap();
+    let got: Vec<f32> = model.model.forward_with(&batch, &Readout::ReadPosition, &mut fast).into_data().to_vec().unwrap();
     let diff = max_rel_diff(&got, &expected);
     assert!(diff < 1e-5, "shifted sources differ from keep rows by {diff}");
 }

@@ -36,6 +36,7 @@ fn direct(metric: Metric, row: &[f32], full: &[f32], (c, i): (u32, u32)) -> f64 
         Metric::ProbabilityDifference => lp[c as usize].exp() - lp[i as usize].exp(),
         Metric::AnswerNll => -lp[c as usize],
         Metric::Kl => lq.iter().zip(&lp).map(|(q, p)| q.exp() * (q - p)).sum(),
+        Metric::Value => row[c as usize] as f64,
     }
 }
 

@@ -118,6 +118,8 @@ impl Recipe {
             d_head,
             d_mlp: self.d_mlp,
             vocab_size,
+            n_outputs: vocab_size,
+            causal: true,
             norm,
             norm_eps: 1e-5,
             mlp,

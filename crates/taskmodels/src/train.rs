@@ -139,7 +139,7 @@ fn learning_rate(recipe: &Recipe, step: usize) -> f64 {
 /// Last-token logits [rows, vocab] of `sequences`.
 fn last_logits<B: Backend>(model: &Transformer<B>, sequences: &[Vec<u32>]) -> Result<Tensor<B, 2>, TrainError> {
     let batch = Batch::new(sequences, &model.config, &model.token_embedding.device())?;
-    Ok(model.forward(&batch, &Readout::LastToken).squeeze_dim(1))
+    Ok(model.forward(&batch, &Readout::ReadPosition).squeeze_dim(1))
 }
 
 /// The loss of one batch of (prompt, answer) and the accuracy of its answers: cross-entropy of the

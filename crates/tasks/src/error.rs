@@ -110,6 +110,12 @@ pub enum TaskError {
     /// The tokenizer failed on a prompt or answer.
     #[error(transparent)]
     Tokenizer(#[from] transformer::LoadError),
+    /// A tracr dataset has discovery and evaluation halves only.
+    #[error("tracr program {program}: its dataset has a train and a validation half, no test split")]
+    NoTracrTestSplit {
+        /// The program.
+        program: String,
+    },
 }
 
 impl TaskError {

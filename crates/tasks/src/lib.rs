@@ -1,6 +1,6 @@
 //! MIB-style tasks: clean / counterfactual prompt pairs with their answers, generated here or loaded
 //! from files (our JSONL, MIB's hub parquet), and prepared for one model (tokenized, filtered, every
-//! drop counted).
+//! drop counted); and the datasets of tracr-compiled programs, read at the positions they name.
 
 #![warn(missing_docs)]
 
@@ -13,6 +13,7 @@ pub mod jsonl;
 pub mod prepare;
 mod record;
 mod rng;
+pub mod tracr;
 
 pub use drops::{DropReason, Drops};
 pub use error::{Record, TaskError};

@@ -51,7 +51,8 @@ use crate::error::TaskError;
 use crate::example::{CounterfactualKind, Example};
 
 /// One clean / counterfactual pair as a model sees it: equal-length token ids and the two answer
-/// tokens compared by the metric m = logit(correct) − logit(incorrect) at the last position.
+/// tokens compared by the metric m = logit(correct) − logit(incorrect) at the read position (the
+/// last token, unless the pair names another: a bidirectional compiled model is read anywhere).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedPair {
     /// Clean prompt ids (BOS included when the model's setting asks for it).
@@ -62,9 +63,18 @@ pub struct PreparedPair {
     pub correct: u32,
     /// The counterfactual answer's scored token.
     pub incorrect: u32,
+    /// The position the answer is read at; None: the last token (every language task).
+    pub read: Option<usize>,
 }
 
-/// A batch of pairs split into the three lists every forward loop needs.
+impl PreparedPair {
+    /// The position the answer is read at: [`PreparedPair::read`], or the last token.
+    pub fn read_position(&self) -> usize {
+        self.read.unwrap_or(self.clean.len().saturating_sub(1))
+    }
+}
+
+/// A batch of pairs split into the four lists every forward loop needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairBatch {
     /// Clean prompt ids, one row per pair.
@@ -73,15 +83,18 @@ pub struct PairBatch {
     pub counterfactual: Vec<Vec<u32>>,
     /// (correct, incorrect) per pair.
     pub answers: Vec<(u32, u32)>,
+    /// Each pair's read position ([`PreparedPair::read_position`]).
+    pub reads: Vec<usize>,
 }
 
 impl PairBatch {
-    /// Splits `pairs` into clean prompts, counterfactual prompts and answer tokens.
+    /// Splits `pairs` into clean prompts, counterfactual prompts, answer tokens and read positions.
     pub fn of(pairs: &[PreparedPair]) -> Self {
         Self {
             clean: pairs.iter().map(|p| p.clean.clone()).collect(),
             counterfactual: pairs.iter().map(|p| p.counterfactual.clone()).collect(),
             answers: pairs.iter().map(|p| (p.correct, p.incorrect)).collect(),
+            reads: pairs.iter().map(PreparedPair::read_position).collect(),
         }
     }
 }
@@ -263,7 +276,7 @@ fn prepare_one(example: &Example, counterfactual: &str, cx: &Context<'_>) -> Res
         Err(reason) => return Ok(Err(reason)),
     };
     let build = |text: &[u32]| -> Vec<u32> { bos.into_iter().chain(text.iter().copied()).chain(prefix.iter().copied()).collect() };
-    let pair = PreparedPair { clean: build(&clean_text), counterfactual: build(&cf_text), correct, incorrect };
+    let pair = PreparedPair { clean: build(&clean_text), counterfactual: build(&cf_text), correct, incorrect, read: None };
     if pair.clean.len() != pair.counterfactual.len() {
         return Ok(Err(DropReason::UnequalLength));
     }

@@ -38,7 +38,7 @@ fn smollm2_keeps_every_generated_pair_and_does_ioi() {
     for chunk in prepared.pairs.chunks(16) {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|p| p.clean.clone()).chain(chunk.iter().map(|p| p.counterfactual.clone())).collect();
         let batch = Batch::new(&rows, &model.config, &Default::default()).unwrap();
-        let logits: Vec<f32> = model.forward(&batch, &Readout::LastToken).into_data().to_vec().unwrap();
+        let logits: Vec<f32> = model.forward(&batch, &Readout::ReadPosition).into_data().to_vec().unwrap();
         for (i, p) in chunk.iter().enumerate() {
             let m = |row: usize| logits[row * vocab + p.correct as usize] - logits[row * vocab + p.incorrect as usize];
             right += usize::from(m(i) > 0.0);

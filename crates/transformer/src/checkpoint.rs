@@ -19,7 +19,7 @@ use crate::layers::{Linear, Mlp, Norm};
 use crate::llama::TensorNames;
 use crate::model::Transformer;
 use crate::weights::TensorStore;
-use crate::{gpt2, llama};
+use crate::{gpt2, llama, tracr};
 
 /// Standard deviation of every initial weight matrix (GPT-2's choice).
 const INIT_STD: f64 = 0.02;
@@ -113,6 +113,7 @@ impl<B: Backend> Transformer<B> {
         match config.architecture {
             Architecture::Gpt2 => gpt2::load(&store, config, device),
             Architecture::Llama | Architecture::Qwen2 => llama::load(&store, &TensorNames::hugging_face(), config, device),
+            Architecture::Tracr => tracr::load(&store, config, device),
         }
     }
 }
@@ -145,6 +146,7 @@ fn norm<B: Backend>(name: &str, norm: &Norm<B>, out: &mut Vec<Named>) {
     let (weight, bias) = match norm {
         Norm::Layer(n) => (n.weight.val(), Some(n.bias.val())),
         Norm::Rms(n) => (n.weight.val(), None),
+        Norm::Identity(_) => return,
     };
     let d = weight.dims()[0];
     // Llama names carry `.weight` in the template; GPT-2 names are prefixes.
@@ -161,6 +163,9 @@ fn hf_tensors<B: Backend>(model: &Transformer<B>) -> Result<Vec<Named>, LoadErro
     let mut out = Vec::new();
     let [v, d] = model.token_embedding.dims();
     match cfg.architecture {
+        Architecture::Tracr => {
+            return Err(LoadError::InvalidConfig { path: "<export>".into(), message: "tracr models are compiled by xtask/tracr, not written here".into() });
+        }
         Architecture::Gpt2 => {
             out.push(("transformer.wte.weight".into(), vec![v, d], values(model.token_embedding.val())));
             let wpe = model.position_embedding.as_ref().expect("GPT-2 has learned positions");

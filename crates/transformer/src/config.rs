@@ -12,6 +12,9 @@ pub enum Architecture {
     Llama,
     /// Qwen2: the Llama layout with q/k/v biases.
     Qwen2,
+    /// A RASP program compiled by tracr: no norm, ReLU MLPs, attention as compiled (not causal),
+    /// one-hot token and position embeddings, read out through the program's output space.
+    Tracr,
 }
 
 /// Normalisation kind, because GPT-2 centres (LayerNorm) and the Llama family does not (RMSNorm).
@@ -21,6 +24,8 @@ pub enum NormKind {
     LayerNorm,
     /// Divides by the root mean square, then scales.
     RmsNorm,
+    /// No normalisation (tracr-compiled models): the residual stream is read as it is.
+    Identity,
 }
 
 /// MLP kind: GPT-2's GELU(tanh) MLP or the Llama family's gated SiLU MLP.
@@ -30,6 +35,8 @@ pub enum MlpKind {
     GeluTanh,
     /// SiLU(x W_gate) ⊙ x W_up, then W_down.
     SwiGlu,
+    /// ReLU between two biased linear maps (tracr-compiled models).
+    Relu,
 }
 
 /// Pairing of rotary dimensions, since Hugging Face and llama.cpp store Q/K rows differently.
@@ -113,8 +120,14 @@ pub struct ModelConfig {
     pub d_head: usize,
     /// Width of the MLP's hidden layer.
     pub d_mlp: usize,
-    /// Rows of the token embedding, columns of the logits.
+    /// Rows of the token embedding.
     pub vocab_size: usize,
+    /// Columns of the logits: the vocabulary for a language model, the output space for a
+    /// compiled (tracr) model, whose unembedding is a projection onto it.
+    pub n_outputs: usize,
+    /// Whether a position attends to earlier positions only (every language model here); tracr
+    /// compiles bidirectional attention, under which no pass may skip a shared prefix.
+    pub causal: bool,
     /// Which pre-norm the blocks and the final norm use.
     pub norm: NormKind,
     /// Added to the variance (or mean square) before the square root.
@@ -153,6 +166,7 @@ impl ModelConfig {
             ("d_head", self.d_head),
             ("d_mlp", self.d_mlp),
             ("vocab_size", self.vocab_size),
+            ("n_outputs", self.n_outputs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
@@ -166,7 +180,12 @@ impl ModelConfig {
         if self.pad_token_id as usize >= self.vocab_size {
             return Err(format!("pad_token_id {} is outside the vocabulary", self.pad_token_id));
         }
-        positive_finite(self.norm_eps).map_err(|m| format!("norm_eps {m}"))?;
+        if self.norm != NormKind::Identity {
+            positive_finite(self.norm_eps).map_err(|m| format!("norm_eps {m}"))?;
+        }
+        if self.tied_embeddings && self.n_outputs != self.vocab_size {
+            return Err(format!("a tied unembedding has the vocabulary's {} columns, not n_outputs {}", self.vocab_size, self.n_outputs));
+        }
         match self.positions {
             PositionEncoding::Learned { max_positions: 0 } => return Err("max_positions must be positive".into()),
             PositionEncoding::Learned { .. } => {}
@@ -187,12 +206,12 @@ impl ModelConfig {
         let qkv = d * (self.n_heads + 2 * self.n_kv_heads) as f64 * self.d_head as f64;
         let out = (self.n_heads * self.d_head) as f64 * d;
         let mlp_mats = match self.mlp {
-            MlpKind::GeluTanh => 2.0,
+            MlpKind::GeluTanh | MlpKind::Relu => 2.0,
             MlpKind::SwiGlu => 3.0,
         };
         let mlp = mlp_mats * d * self.d_mlp as f64;
         let attn = 2.0 * (self.n_heads * self.d_head) as f64 * ctx as f64;
         let per_token_layer = qkv + out + mlp + attn;
-        2.0 * (tokens as f64 * self.n_layers as f64 * per_token_layer + readouts as f64 * d * self.vocab_size as f64)
+        2.0 * (tokens as f64 * self.n_layers as f64 * per_token_layer + readouts as f64 * d * self.n_outputs as f64)
     }
 }

@@ -32,7 +32,7 @@ pub enum LoadError {
         message: String,
     },
     /// The config names an architecture this crate has no mapping for.
-    #[error("{}: unknown architecture `{name}` (supported: gpt2, llama, qwen2)", path.display())]
+    #[error("{}: unknown architecture `{name}` (supported: gpt2, llama, qwen2, tracr)", path.display())]
     UnknownArchitecture {
         /// The config file.
         path: PathBuf,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding, positive_finite};
 use crate::error::LoadError;
-use crate::layers::{GeluMlp, LayerNorm, Linear, Mlp, Norm, param};
+use crate::layers::{DenseMlp, LayerNorm, Linear, Mlp, Norm, param};
 use crate::model::{Attention, Block, Transformer};
 use crate::weights::TensorStore;
 
@@ -101,6 +101,8 @@ impl Gpt2Config {
             d_head: self.n_embd / self.n_head,
             d_mlp: self.n_inner.unwrap_or(4 * self.n_embd),
             vocab_size: self.vocab_size,
+            n_outputs: self.vocab_size,
+            causal: true,
             norm: NormKind::LayerNorm,
             norm_eps: self.layer_norm_epsilon,
             mlp: MlpKind::GeluTanh,
@@ -126,7 +128,8 @@ fn layer_norm<B: Backend>(store: &dyn TensorStore, prefix: &str, cfg: &ModelConf
     }))
 }
 
-fn conv1d<B: Backend>(store: &dyn TensorStore, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Linear<B>, LoadError> {
+/// A biased `[d_in, d_out]` map stored as `{prefix}.weight` and `{prefix}.bias` (GPT-2's `Conv1D` layout).
+pub(crate) fn conv1d<B: Backend>(store: &dyn TensorStore, prefix: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Linear<B>, LoadError> {
     Ok(Linear {
         weight: param(store.tensor_shaped(&format!("{prefix}.weight"), &[d_in, d_out])?, [d_in, d_out], device),
         bias: Some(param(store.tensor_shaped(&format!("{prefix}.bias"), &[d_out])?, [d_out], device)),
@@ -169,7 +172,7 @@ pub fn load<B: Backend>(store: &dyn TensorStore, cfg: ModelConfig, device: &B::D
                     d_head: cfg.d_head,
                 },
                 mlp_norm: layer_norm(store, &format!("{p}.ln_2"), &cfg, device)?,
-                mlp: Mlp::Gelu(GeluMlp {
+                mlp: Mlp::Gelu(DenseMlp {
                     fc_in: conv1d(store, &format!("{p}.mlp.c_fc"), d, cfg.d_mlp, device)?,
                     fc_out: conv1d(store, &format!("{p}.mlp.c_proj"), cfg.d_mlp, d, device)?,
                 }),

@@ -55,7 +55,14 @@ pub enum Norm<B: Backend> {
     Layer(LayerNorm<B>),
     /// The Llama family's.
     Rms(RmsNorm<B>),
+    /// None at all (tracr-compiled models).
+    Identity(NoNorm),
 }
+
+/// The absent norm of a model without normalisation: every method of [`Norm`] passes its input
+/// through (its statistic is 1).
+#[derive(Module, Clone, Debug, Default)]
+pub struct NoNorm;
 
 impl<B: Backend> Norm<B> {
     /// Normalises the last dimension; works on any rank, so per-head input copies need no reshaping.
@@ -64,6 +71,7 @@ impl<B: Backend> Norm<B> {
         match self {
             Norm::Layer(n) => n.forward(x, rules.freeze_norm),
             Norm::Rms(n) => n.forward(x, rules.freeze_norm),
+            Norm::Identity(_) => x,
         }
     }
 
@@ -75,6 +83,7 @@ impl<B: Backend> Norm<B> {
         let statistic = match self {
             Norm::Layer(n) => (x.var_bias(last) + n.eps).sqrt(),
             Norm::Rms(n) => (x.square().mean_dim(last) + n.eps).sqrt(),
+            Norm::Identity(_) => return x.sum_dim(last).ones_like(),
         };
         statistic.recip()
     }
@@ -95,6 +104,7 @@ impl<B: Backend> Norm<B> {
                 a.clone() - a.mean_dim(dim)
             }
             Norm::Rms(n) => g * weight(&n.weight),
+            Norm::Identity(_) => g,
         }
     }
 
@@ -103,6 +113,7 @@ impl<B: Backend> Norm<B> {
     pub fn input_gradient<const D: usize>(&self, x: Tensor<B, D>, g: Tensor<B, D>, freeze: bool) -> Tensor<B, D> {
         let last = D - 1;
         match self {
+            Norm::Identity(_) => g,
             _ if freeze => self.frozen_linear(g, last) * self.inverse_statistic(x),
             Norm::Layer(n) => {
                 let (var, mean) = x.clone().var_mean_bias(last);
@@ -166,15 +177,18 @@ impl<B: Backend> RmsNorm<B> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mlp<B: Backend> {
-    /// GPT-2's.
-    Gelu(GeluMlp<B>),
+    /// GPT-2's: GELU (tanh) between the two maps.
+    Gelu(DenseMlp<B>),
     /// The Llama family's.
     Gated(GatedMlp<B>),
+    /// tracr's: ReLU between the two maps.
+    Relu(DenseMlp<B>),
 }
 
-/// GPT-2's MLP: GELU(tanh)(x W_in + b_in) W_out + b_out.
+/// Two biased maps with an activation between them: act(x W_in + b_in) W_out + b_out (GPT-2's
+/// GELU, tracr's ReLU).
 #[derive(Module, Debug)]
-pub struct GeluMlp<B: Backend> {
+pub struct DenseMlp<B: Backend> {
     /// [d_model, d_mlp] with bias (Hugging Face `c_fc`).
     pub fc_in: Linear<B>,
     /// [d_mlp, d_model] with bias (Hugging Face `c_proj`).
@@ -200,11 +214,12 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// The hidden activations [batch, pos, d_mlp] of the normalised MLP input, before the down
-    /// projection: GELU(x W_in + b_in), or SiLU(x W_gate) ⊙ x W_up with each operand of the
+    /// projection: GELU(x W_in + b_in), ReLU(x W_in + b_in), or SiLU(x W_gate) ⊙ x W_up with each operand of the
     /// product getting its gradient scaled by `rules` (GIM rule 4).
     pub fn hidden(&self, x: Tensor<B, 3>, rules: &GradientRules) -> Tensor<B, 3> {
         match self {
             Mlp::Gelu(m) => gelu_tanh(m.fc_in.forward(x)),
+            Mlp::Relu(m) => burn::tensor::activation::relu(m.fc_in.forward(x)),
             Mlp::Gated(m) => {
                 let gate = scale_grad(silu(m.gate.forward(x.clone())), rules.gate_scale);
                 let up = scale_grad(m.up.forward(x), rules.up_scale);
@@ -221,7 +236,7 @@ impl<B: Backend> Mlp<B> {
     /// The map from the hidden layer back to the residual stream (GPT-2's `c_proj`, Llama's `down_proj`).
     pub fn down(&self) -> &Linear<B> {
         match self {
-            Mlp::Gelu(m) => &m.fc_out,
+            Mlp::Gelu(m) | Mlp::Relu(m) => &m.fc_out,
             Mlp::Gated(m) => &m.down,
         }
     }

@@ -1,4 +1,4 @@
-//! GPT-2 and Llama-family transformers on burn, loaded from Hugging Face safetensors or GGUF, whose
+//! GPT-2 and Llama-family transformers (and tracr-compiled RASP programs) on burn, loaded from Hugging Face safetensors or GGUF, whose
 //! forward pass exposes the MIB node graph (input embedding, every head's output, per-head q/k/v
 //! inputs, MLP inputs and outputs, the final residual; inside the nodes each attention pattern and
 //! MLP hidden layer) through [`Hooks`], so tracing and edge patching share one implementation of
@@ -22,6 +22,7 @@ pub mod products;
 pub mod random;
 pub mod rules;
 pub mod tokenizer;
+pub mod tracr;
 pub mod weights;
 
 pub use config::ModelConfig;

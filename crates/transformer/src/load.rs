@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde::de::DeserializeOwned;
 
-use crate::config::ModelConfig;
+use crate::config::{Architecture, ModelConfig};
 use crate::error::LoadError;
 use crate::fetch;
 use crate::gpt2;
@@ -16,6 +16,7 @@ use crate::llama::{self, LlamaConfig, TensorNames};
 use crate::model::Transformer;
 use crate::random::RandomShape;
 use crate::tokenizer::Tokenizer;
+use crate::tracr::{self, TracrConfig};
 use crate::weights::SafetensorsStore;
 
 /// Where a known model comes from.
@@ -157,7 +158,7 @@ pub struct LoadedModel<B: Backend> {
     pub tokenizer: Tokenizer,
 }
 
-/// Reads and converts a Hugging Face `config.json` (GPT-2, Llama or Qwen2).
+/// Reads and converts a Hugging Face `config.json` (GPT-2, Llama or Qwen2), or a tracr export's.
 pub fn read_hf_config(path: &Path) -> Result<ModelConfig, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| LoadError::Json { path: path.into(), source })?;
@@ -174,12 +175,13 @@ pub(crate) fn hf_config_from_json(path: &Path, json: &serde_json::Value) -> Resu
     match model_type {
         "gpt2" => parse_config::<Gpt2Config>(path, json)?.to_model_config(path),
         "llama" | "qwen2" => parse_config::<LlamaConfig>(path, json)?.to_model_config(path),
+        "tracr" => parse_config::<TracrConfig>(path, json)?.to_model_config(path),
         other => Err(LoadError::UnknownArchitecture { path: path.into(), name: other.into() }),
     }
 }
 
 /// Deserialises a config, naming the offending field when that fails.
-fn parse_config<T: DeserializeOwned>(path: &Path, json: &serde_json::Value) -> Result<T, LoadError> {
+pub(crate) fn parse_config<T: DeserializeOwned>(path: &Path, json: &serde_json::Value) -> Result<T, LoadError> {
     T::deserialize(json).map_err(|source| LoadError::ConfigField { path: path.into(), field: failing_field::<T>(json, &source), message: source.to_string() })
 }
 
@@ -214,11 +216,17 @@ impl LocalModel {
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<LoadedModel<B>, LoadError> {
         match self {
             LocalModel::Dir(dir) => {
-                let config = read_hf_config(&dir.join("config.json"))?;
-                let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+                let config_path = dir.join("config.json");
+                let config = read_hf_config(&config_path)?;
                 let store = SafetensorsStore::open_dir(dir)?;
+                if config.architecture == Architecture::Tracr {
+                    // A compiled model's inputs are symbols, one word each, named in its config.
+                    let tokenizer = Tokenizer::word_level(&TracrConfig::read(&config_path)?.vocab, &config_path)?;
+                    return Ok(LoadedModel { model: tracr::load(&store, config, device)?, tokenizer });
+                }
+                let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
                 let model = match config.architecture {
-                    crate::config::Architecture::Gpt2 => gpt2::load(&store, config, device)?,
+                    Architecture::Gpt2 => gpt2::load(&store, config, device)?,
                     _ => llama::load(&store, &TensorNames::hugging_face(), config, device)?,
                 };
                 Ok(LoadedModel { model, tokenizer })

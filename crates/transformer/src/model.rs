@@ -69,6 +69,11 @@ pub struct Batch<B: Backend> {
     pub ids: Tensor<B, 2, Int>,
     /// Each row's real length; positions from it on are padding, masked as keys.
     pub lengths: Vec<usize>,
+    /// Each row's read position, where [`Readout::ReadPosition`] takes its logits: its last token
+    /// unless [`Batch::reading_at`] says otherwise (a bidirectional model is read anywhere).
+    reads: Vec<usize>,
+    /// Whether positions attend to earlier ones only (the model's [`ModelConfig::causal`]).
+    causal: bool,
     /// Keys and values of each row's positions before its start, when a pass is to start there.
     prefix: Option<PrefixCache<B>>,
 }
@@ -119,7 +124,7 @@ impl<B: AutodiffBackend> Batch<B> {
     /// needed where the cache is exact: nothing there differs between the runs compared).
     pub fn from_inner(inner: Batch<B::InnerBackend>) -> Self {
         let prefix = inner.prefix.map(|p| PrefixCache { starts: p.starts, layers: p.layers.into_iter().map(|kv| kv.map(Tensor::from_inner)).collect() });
-        Self { ids: Tensor::from_inner(inner.ids), lengths: inner.lengths, prefix }
+        Self { ids: Tensor::from_inner(inner.ids), lengths: inner.lengths, reads: inner.reads, causal: inner.causal, prefix }
     }
 }
 
@@ -134,16 +139,19 @@ pub enum PrefixError {
         /// Rows of the batch.
         rows: usize,
     },
-    /// A row with no position at or after its prefix: a pass over the suffix would compute nothing for it.
-    #[error("row {index} has {len} tokens, not more than its cached prefix of {start}")]
-    RowWithinPrefix {
+    /// A row read inside its prefix: a pass over the suffix would not compute its logits.
+    #[error("row {index} is read at position {read}, inside its cached prefix of {start}")]
+    ReadWithinPrefix {
         /// The row.
         index: usize,
-        /// Its length.
-        len: usize,
+        /// Its read position.
+        read: usize,
         /// The prefix's length.
         start: usize,
     },
+    /// A bidirectional model's earlier positions read the later ones, so no prefix is fixed.
+    #[error("a prefix cache needs causal attention; this model's attention is bidirectional")]
+    Bidirectional,
 }
 
 /// Why a set of token sequences cannot be run as a batch.
@@ -167,6 +175,16 @@ pub enum BatchError {
         token: u32,
         /// The model's vocabulary size.
         vocab_size: usize,
+    },
+    /// A read position past its row's end (or a read position list of another length).
+    #[error("row {index} is read at position {read}, outside its {len} tokens")]
+    ReadOutside {
+        /// The row.
+        index: usize,
+        /// The position asked for.
+        read: usize,
+        /// The row's length (0 when the list has more entries than the batch has rows).
+        len: usize,
     },
     /// A sequence is longer than the learned position embedding.
     #[error("sequence {index} has {len} tokens, more than the model's {max_positions} positions")]
@@ -211,8 +229,34 @@ impl<B: Backend> Batch<B> {
         Ok(Self {
             ids: Tensor::from_data(TensorData::new(ids, [sequences.len(), max_len]), device),
             lengths: sequences.iter().map(Vec::len).collect(),
+            reads: sequences.iter().map(|s| s.len() - 1).collect(),
+            causal: config.causal,
             prefix: None,
         })
+    }
+
+    /// This batch read at `reads` (one position per row, absolute) instead of each row's last
+    /// token: a bidirectional model's output at a position depends on every token, so its rows
+    /// are read where the task asks, not cut there.
+    pub fn reading_at(mut self, reads: &[usize]) -> Result<Self, BatchError> {
+        if reads.len() != self.size() {
+            return Err(BatchError::ReadOutside { index: reads.len().min(self.size()), read: reads.get(self.size()).copied().unwrap_or(0), len: 0 });
+        }
+        if let Some((index, (&read, &len))) = reads.iter().zip(&self.lengths).enumerate().find(|(_, (r, l))| r >= l) {
+            return Err(BatchError::ReadOutside { index, read, len });
+        }
+        if let Some(starts) = self.starts()
+            && let Some((index, (&read, &start))) = reads.iter().zip(starts).enumerate().find(|(_, (r, s))| r < s)
+        {
+            return Err(BatchError::ReadOutside { index, read, len: start });
+        }
+        self.reads = reads.to_vec();
+        Ok(self)
+    }
+
+    /// Each row's read position (absolute): where [`Readout::ReadPosition`] takes its logits.
+    pub fn reads(&self) -> &[usize] {
+        &self.reads
     }
 
     /// This batch with each row's first positions computed already: a pass over it computes row
@@ -220,31 +264,40 @@ impl<B: Backend> Batch<B> {
     /// a row's start in the passes it runs equals the one the cache was computed from (see
     /// [`PrefixCache`]).
     pub fn with_prefix(mut self, prefix: PrefixCache<B>) -> Result<Self, PrefixError> {
+        if !self.causal {
+            return Err(PrefixError::Bidirectional);
+        }
         if prefix.starts.len() != self.size() {
             return Err(PrefixError::Rows { cached: prefix.starts.len(), rows: self.size() });
         }
-        if let Some((index, (&len, &start))) = self.lengths.iter().zip(&prefix.starts).enumerate().find(|&(_, (&len, &start))| len <= start) {
-            return Err(PrefixError::RowWithinPrefix { index, len, start });
+        if let Some((index, (&read, &start))) = self.reads.iter().zip(&prefix.starts).enumerate().find(|&(_, (&read, &start))| read < start) {
+            return Err(PrefixError::ReadWithinPrefix { index, read, start });
         }
         self.prefix = Some(prefix);
         Ok(self)
     }
 
-    /// This batch narrowed to each row's last token: a pass over it computes that position only,
-    /// which is all a pass resumed after the last attention reads (nothing but the logits reads
-    /// the last block's MLP and the final norm). It carries no keys or values, so it cannot run
-    /// attention.
-    pub fn last_positions(&self) -> Self {
-        let starts = self.lengths.iter().map(|l| l - 1).collect();
-        Self { ids: self.ids.clone(), lengths: self.lengths.clone(), prefix: Some(PrefixCache { starts, layers: Vec::new() }) }
+    /// This batch narrowed to each row's read position: a pass over it computes that position
+    /// only, which is all a pass resumed after the last attention reads (nothing but the logits
+    /// reads the last block's MLP and the final norm). It carries no keys or values, so it cannot
+    /// run attention (and it ends at its read positions: rows are as long as them plus one).
+    pub fn read_positions(&self) -> Self {
+        let starts = self.reads.clone();
+        Self {
+            ids: self.ids.clone(),
+            lengths: self.reads.iter().map(|r| r + 1).collect(),
+            reads: self.reads.clone(),
+            causal: self.causal,
+            prefix: Some(PrefixCache { starts, layers: Vec::new() }),
+        }
     }
 
-    /// Each row's last token as an index into the positions a pass over this batch computes
+    /// Each row's read position as an index into the positions a pass over this batch computes
     /// (where its logits are read).
-    pub fn last_computed(&self) -> Vec<usize> {
+    pub fn read_computed(&self) -> Vec<usize> {
         match self.starts() {
-            Some(starts) => self.lengths.iter().zip(starts).map(|(l, s)| l - 1 - s).collect(),
-            None => self.lengths.iter().map(|l| l - 1).collect(),
+            Some(starts) => self.reads.iter().zip(starts).map(|(r, s)| r - s).collect(),
+            None => self.reads.clone(),
         }
     }
 
@@ -270,6 +323,8 @@ impl<B: Backend> Batch<B> {
         Self {
             ids: Tensor::cat(vec![self.ids.clone(); times], 0),
             lengths: (0..times).flat_map(|_| self.lengths.iter().copied()).collect(),
+            reads: (0..times).flat_map(|_| self.reads.iter().copied()).collect(),
+            causal: self.causal,
             prefix: self.prefix.as_ref().map(|p| p.repeat(times)),
         }
     }
@@ -284,7 +339,7 @@ impl<B: Backend> Batch<B> {
         self.ids.dims()[1]
     }
 
-    /// Causal mask combined with key padding, true where attention is forbidden: [batch, 1,
+    /// Causal mask (for a causal model) combined with key padding, true where attention is forbidden: [batch, 1,
     /// queries, keys] for the computed positions' queries over the cached keys (as wide as the
     /// longest prefix; row i reads its first `starts[i]`) and then the computed positions' keys.
     /// Each row's first computed position is real, so no row is fully masked.
@@ -309,7 +364,7 @@ impl<B: Backend> Batch<B> {
             };
             for query in rows_queries {
                 mask.extend((0..width).map(|key| key >= start));
-                mask.extend((0..n).map(|key| key > query || start + key >= len));
+                mask.extend((0..n).map(|key| (self.causal && key > query) || start + key >= len));
             }
         }
         Tensor::from_data(TensorData::new(mask, [self.size(), 1, queries, width + n]), device)
@@ -374,8 +429,9 @@ impl Ord for Resume {
 /// Which positions to unembed: computing logits only where they are read saves the vocab matmul.
 #[derive(Debug, Clone)]
 pub enum Readout {
-    /// Each row's last real token: [batch, 1, vocab].
-    LastToken,
+    /// Each row's read position (its last real token unless [`Batch::reading_at`] moved it):
+    /// [batch, 1, vocab].
+    ReadPosition,
     /// One position per row: [batch, 1, vocab].
     At(Vec<usize>),
     /// Every position: [batch, len, vocab].
@@ -693,7 +749,7 @@ impl<B: Backend> Transformer<B> {
     ) -> Tensor<B, 3> {
         let readout_rows: Option<Vec<usize>> = match readout {
             Readout::All => None,
-            Readout::LastToken => Some(batch.lengths.iter().map(|l| l - 1).collect()),
+            Readout::ReadPosition => Some(batch.reads.clone()),
             Readout::At(positions) => Some(positions.clone()),
         };
         let readout_rows = readout_rows.map(|rows| match batch.starts() {
@@ -722,7 +778,10 @@ impl<B: Backend> Transformer<B> {
         assert_eq!(starts.len(), b, "one start per row");
         let width = starts.iter().copied().max().unwrap_or(0);
         assert!(width > 0 && width <= t, "a prefix of 1..={t} positions");
-        let prefix = Batch { ids: batch.ids.clone().slice([0..b, 0..width]), lengths: batch.lengths.iter().map(|&l| l.min(width)).collect(), prefix: None };
+        assert!(self.config.causal, "a prefix cache needs causal attention");
+        let lengths: Vec<usize> = batch.lengths.iter().map(|&l| l.min(width)).collect();
+        let reads = lengths.iter().map(|l| l - 1).collect();
+        let prefix = Batch { ids: batch.ids.clone().slice([0..b, 0..width]), lengths, reads, causal: true, prefix: None };
         let mut layers = Vec::with_capacity(self.blocks.len());
         self.residual_stream(&prefix, None, &mut NoHooks, &GradientRules::IDENTITY, Some(&vec![0; b]), Some(&mut layers));
         PrefixCache { starts: starts.to_vec(), layers }

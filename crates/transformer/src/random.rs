@@ -112,7 +112,7 @@ mod tests {
         let norm = if c.norm == NormKind::LayerNorm { 2 * d } else { d };
         let attention = 2 * d * q + 2 * d * kv + usize::from(c.qkv_bias) * (q + 2 * kv) + usize::from(c.out_bias) * d;
         let mlp = match c.mlp {
-            MlpKind::GeluTanh => 2 * d * c.d_mlp + usize::from(c.mlp_bias) * (c.d_mlp + d),
+            MlpKind::GeluTanh | MlpKind::Relu => 2 * d * c.d_mlp + usize::from(c.mlp_bias) * (c.d_mlp + d),
             MlpKind::SwiGlu => 3 * d * c.d_mlp,
         };
         embeddings + positions + c.n_layers * (attention + mlp + 2 * norm) + norm

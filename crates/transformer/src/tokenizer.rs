@@ -2,12 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::models::wordlevel::WordLevel;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::error::LoadError;
@@ -17,6 +21,10 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     source: PathBuf,
 }
+
+/// The unknown-token name of word-level vocabularies, which is never in them, so that an unknown
+/// word fails to encode instead of becoming a token.
+const NO_UNKNOWN_TOKEN: &str = "<not in the vocabulary>";
 
 /// GGUF token types llama.cpp writes (`tokenizer.ggml.token_type`) that mark special tokens.
 const GGUF_CONTROL: i32 = 3;
@@ -87,6 +95,20 @@ impl Tokenizer {
             inner.add_special_tokens(special).map_err(|e| err(format!("adding special tokens: {e}")))?;
         }
         Ok(Self { inner, source: path })
+    }
+
+    /// A word-level tokenizer over `vocab` (a compiled model's symbols): whitespace separates
+    /// tokens, and a word outside the vocabulary is an encoding error. `source` names it in errors.
+    pub fn word_level(vocab: &BTreeMap<String, u32>, source: &Path) -> Result<Self, LoadError> {
+        let err = |message: String| LoadError::Tokenizer { path: source.into(), message };
+        let model = WordLevel::builder()
+            .vocab(vocab.iter().map(|(t, &id)| (t.clone(), id)).collect())
+            .unk_token(NO_UNKNOWN_TOKEN.into())
+            .build()
+            .map_err(|e| err(format!("building the word-level vocabulary: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(WhitespaceSplit));
+        Ok(Self { inner, source: source.into() })
     }
 
     /// Token ids of `text`, adding no BOS or other special token.

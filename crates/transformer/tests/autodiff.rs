@@ -38,7 +38,7 @@ fn per_head_q_gradients_match_finite_differences() {
     let (t, h, d) = (5, cfg.n_heads, cfg.d_model);
     let loss_at = |delta: Tensor<AD, 4>| {
         let mut probe = ProbeQ { layer: 1, n_heads: h, delta };
-        let logits = model.forward_with(&batch, &Readout::LastToken, &mut probe);
+        let logits = model.forward_with(&batch, &Readout::ReadPosition, &mut probe);
         logits.clone().slice([0..1, 0..1, 7..8]).sum() - logits.slice([0..1, 0..1, 9..10]).sum()
     };
 

@@ -59,7 +59,7 @@ impl Hooks<AD> for ProbeInput {
 fn input_gradient(model: &Transformer<AD>, batch: &Batch<AD>, rules: &GradientRules) -> Vec<f32> {
     let [b, t] = batch.ids.dims();
     let leaf = Tensor::<AD, 3>::zeros([b, t, model.config.d_model], &Default::default()).require_grad();
-    let logits = model.forward_with_rules(batch, &Readout::LastToken, &mut ProbeInput(leaf.clone()), rules);
+    let logits = model.forward_with_rules(batch, &Readout::ReadPosition, &mut ProbeInput(leaf.clone()), rules);
     let grads = logit_loss(logits).backward();
     values(leaf.grad(&grads).expect("input leaf has a gradient"))
 }
@@ -104,7 +104,7 @@ fn identity_rules_are_plain_autodiff() {
     let batch = padded_batch(&model);
     let [b, t] = batch.ids.dims();
     let leaf = Tensor::<AD, 3>::zeros([b, t, model.config.d_model], &Default::default()).require_grad();
-    let grads = logit_loss(model.forward_with(&batch, &Readout::LastToken, &mut ProbeInput(leaf.clone()))).backward();
+    let grads = logit_loss(model.forward_with(&batch, &Readout::ReadPosition, &mut ProbeInput(leaf.clone()))).backward();
     let plain = values(leaf.grad(&grads).unwrap());
     assert!(plain.iter().any(|g| *g != 0.0));
     assert_eq!(input_gradient(&model, &batch, &GradientRules::IDENTITY), plain);
@@ -154,7 +154,7 @@ fn per_head_path_follows_the_same_rules() {
         let rules = GradientRules::GIM;
         let leaf = Tensor::<AD, 3>::zeros([b, t, model.config.d_model], &Default::default()).require_grad();
         let mut probe = ProbeInputPerHead(leaf.clone(), model.config.n_heads);
-        let grads = logit_loss(model.forward_with_rules(&batch, &Readout::LastToken, &mut probe, &rules)).backward();
+        let grads = logit_loss(model.forward_with_rules(&batch, &Readout::ReadPosition, &mut probe, &rules)).backward();
         let per_head = values(leaf.grad(&grads).unwrap());
         let diff = rel_diff(&per_head, &input_gradient(&model, &batch, &rules));
         println!("{name} GIM: per-head vs shared input gradient, max relative difference {diff:e}");
@@ -323,7 +323,7 @@ fn last_layer_qkv_gradients(model: &Transformer<AD>, batch: &Batch<AD>, rules: &
     let (h, d) = (model.config.n_heads, model.config.d_model);
     let leaf = || Tensor::<AD, 4>::zeros([h, b, t, d], &Default::default()).require_grad();
     let mut probe = ProbeQkv { layer: model.config.n_layers - 1, n_heads: h, leaves: [leaf(), leaf(), leaf()] };
-    let grads = logit_loss(model.forward_with_rules(batch, &Readout::LastToken, &mut probe, rules)).backward();
+    let grads = logit_loss(model.forward_with_rules(batch, &Readout::ReadPosition, &mut probe, rules)).backward();
     probe.leaves.map(|l| values(l.grad(&grads).expect("copy leaf has a gradient")))
 }
 
@@ -370,7 +370,7 @@ fn gated_mlp_rule_halves_the_last_mlp_input_gradient() {
     let mlp_gradient = |rules: &GradientRules| {
         let leaf = Tensor::<AD, 3>::zeros([b, t, model.config.d_model], &Default::default()).require_grad();
         let mut probe = ProbeMlp(model.config.n_layers - 1, leaf.clone());
-        let grads = logit_loss(model.forward_with_rules(&batch, &Readout::LastToken, &mut probe, rules)).backward();
+        let grads = logit_loss(model.forward_with_rules(&batch, &Readout::ReadPosition, &mut probe, rules)).backward();
         values(leaf.grad(&grads).unwrap())
     };
     let plain = mlp_gradient(&GradientRules::IDENTITY);

@@ -60,6 +60,7 @@ fn check_hidden_layer(dir: &str, gated: bool) {
                 assert!(gated);
                 transformer::layers::silu(mlp.gate.forward(x.clone())) * mlp.up.forward(x)
             }
+            Mlp::Relu(_) => panic!("{dir} is a GPT-2 or Llama fixture"),
         };
         let diff = max_abs_diff(&values(activation), &values(hidden));
         assert!(diff < 1e-6, "{dir} layer {layer}: the hidden point is not the activation (off by {diff})");

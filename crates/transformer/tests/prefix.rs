@@ -43,7 +43,7 @@ fn check(dir: &str) {
         let cached = full.clone().with_prefix(model.model.prefix_cache(&full, &starts)).unwrap();
         assert_eq!(cached.starts(), Some(&starts[..]));
         let n = rows().iter().zip(&starts).map(|(r, s)| r.len() - s).max().unwrap();
-        for readout in [Readout::LastToken, Readout::At(vec![6, 4, 3])] {
+        for readout in [Readout::ReadPosition, Readout::At(vec![6, 4, 3])] {
             let (want, full_trace) = traced(&model, &full, &readout);
             let (got, trace) = traced(&model, &cached, &readout);
             let diff = max_abs_diff(&want, &got);
@@ -103,8 +103,8 @@ fn repeated_batches_carry_their_prefix() {
     let model = load_fixture("llama-tiny");
     let full = batch(&model);
     let cached = full.clone().with_prefix(model.model.prefix_cache(&full, &[2, 4, 1])).unwrap();
-    let want = values(model.model.forward(&full.repeat(3), &Readout::LastToken));
-    let got = values(model.model.forward(&cached.repeat(3), &Readout::LastToken));
+    let want = values(model.model.forward(&full.repeat(3), &Readout::ReadPosition));
+    let got = values(model.model.forward(&cached.repeat(3), &Readout::ReadPosition));
     assert_eq!(cached.repeat(3).size(), 9);
     assert!(max_abs_diff(&want, &got) < 1e-5);
 }
@@ -116,8 +116,12 @@ fn a_prefix_that_does_not_fit_the_batch_is_refused() {
     let other = Batch::new(&rows()[..2], &model.model.config, &Default::default()).unwrap();
     let err = other.with_prefix(model.model.prefix_cache(&full, &[2, 2, 2])).unwrap_err();
     assert_eq!(err, PrefixError::Rows { cached: 3, rows: 2 });
-    // Row 2 has 4 tokens: a prefix of 4 leaves it nothing to compute.
+    // Row 2 has 4 tokens, read at its last: a prefix of 4 leaves it nothing to compute.
     let err = full.clone().with_prefix(model.model.prefix_cache(&full, &[1, 1, 4])).unwrap_err();
-    assert_eq!(err, PrefixError::RowWithinPrefix { index: 2, len: 4, start: 4 });
-    assert!(err.to_string().contains("row 2 has 4 tokens, not more than its cached prefix of 4"), "{err}");
+    assert_eq!(err, PrefixError::ReadWithinPrefix { index: 2, read: 3, start: 4 });
+    assert!(err.to_string().contains("row 2 is read at position 3, inside its cached prefix of 4"), "{err}");
+    // Read at position 1, row 0 cannot skip two positions.
+    let early = full.clone().reading_at(&[1, 3, 3]).unwrap();
+    let err = early.with_prefix(model.model.prefix_cache(&full, &[2, 1, 1])).unwrap_err();
+    assert_eq!(err, PrefixError::ReadWithinPrefix { index: 0, read: 1, start: 2 });
 }

@@ -29,7 +29,7 @@ fn logits_match_the_pytorch_reference() {
         assert_eq!(ids_got, ids(&case["ids"]), "token ids of {prompt:?}");
 
         let batch = Batch::new(std::slice::from_ref(&ids_got), &model.model.config, &device).unwrap();
-        let logits = values(model.model.forward(&batch, &Readout::LastToken));
+        let logits = values(model.model.forward(&batch, &Readout::ReadPosition));
         let mut order: Vec<usize> = (0..logits.len()).collect();
         order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
         let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();

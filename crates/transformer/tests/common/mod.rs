@@ -54,7 +54,7 @@ pub fn single_and_batched(model: &LoadedModel<B>, seqs: &[Vec<u32>]) -> (Vec<f32
     let device = Default::default();
     let config = &model.model.config;
     let single: Vec<f32> =
-        seqs.iter().flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), config, &device).unwrap(), &Readout::LastToken))).collect();
-    let batched = values(model.model.forward(&Batch::new(seqs, config, &device).unwrap(), &Readout::LastToken));
+        seqs.iter().flat_map(|s| values(model.model.forward(&Batch::new(std::slice::from_ref(s), config, &device).unwrap(), &Readout::ReadPosition))).collect();
+    let batched = values(model.model.forward(&Batch::new(seqs, config, &device).unwrap(), &Readout::ReadPosition));
     (single, batched)
 }
