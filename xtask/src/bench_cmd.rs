@@ -75,7 +75,8 @@ pub fn run<B: Backend>(device: &B::Device, args: &BenchArgs) -> Result<()> {
         Event::Recomputing { key, reason } => line(&cells, format!("    {key}: stored result unusable, recomputing ({reason})")),
     })?;
     cells.finish_and_clear();
-    println!("reports in {}: curves.csv, summary.csv, cpr.csv, cmd.csv, manifest.json, plots/", dir.display());
+    let truth = if dir.join("ground-truth.csv").is_file() { ", ground-truth.csv" } else { "" };
+    println!("reports in {}: curves.csv, summary.csv, cpr.csv, cmd.csv{truth}, manifest.json, plots/", dir.display());
     Ok(())
 }
 

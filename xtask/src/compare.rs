@@ -209,10 +209,15 @@ fn run_circuitbench<B: Backend>(
 /// The peers' virtual environment, created and filled from `xtask/peers/requirements.txt` when
 /// missing or when the requirements changed since it was filled (a stamp file holds their hash).
 pub(crate) fn peer_python() -> Result<PathBuf> {
-    let peers = crate::workspace().join("xtask").join("peers");
-    let requirements = peers.join("requirements.txt");
-    let wanted = transformer::fetch::file_sha256(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
-    let venv = transformer::fetch::cache_dir().join("peers-venv");
+    venv_python("peers-venv", &crate::workspace().join("xtask").join("peers").join("requirements.txt"), "the PyTorch peers")
+}
+
+/// The python of virtual environment `name` under the cache, created and filled from
+/// `requirements` when missing or when they changed since it was filled (a stamp file holds
+/// their hash); `what` names its contents in the one line printed while installing.
+pub(crate) fn venv_python(name: &str, requirements: &Path, what: &str) -> Result<PathBuf> {
+    let wanted = transformer::fetch::file_sha256(requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = transformer::fetch::cache_dir().join(name);
     let python = venv.join("bin").join("python");
     let stamp = venv.join("circuitbench-requirements.sha256");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) && python.exists() {
@@ -223,9 +228,9 @@ pub(crate) fn peer_python() -> Result<PathBuf> {
         ensure!(status.success(), "{cmd:?} failed ({status})");
         Ok(())
     };
-    eprintln!("installing the PyTorch peers into {} (first run only; large download)", venv.display());
+    eprintln!("installing {what} into {} (first run only)", venv.display());
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&requirements))?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(requirements))?;
     std::fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(python)
 }

@@ -8,6 +8,7 @@ mod eval;
 mod perf;
 mod progress;
 mod tasks_cmd;
+mod tracr_cmd;
 mod train;
 
 use acdc_compare::acdc as perf_acdc;
@@ -65,6 +66,9 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Compare a run with a baseline run; exit non-zero when a number moved.
     Regress(bench_cmd::RegressArgs),
+    /// Compile the tracr programs (`xtask/tracr/`, in a venv this creates) into `models/tracr-*`
+    /// and compute their true edges.
+    Tracr(tracr_cmd::TracrArgs),
     /// Train a task model (`models/<task>`, loaded as `task:<task>`) with its shipped recipe.
     Train(train::TrainArgs),
     /// Performance benchmarks.
@@ -163,6 +167,7 @@ fn main() -> Result<()> {
         Command::Eval(args) => eval::run(&args)?,
         Command::Bench(args) => on_device!(args.device, bench_run(&args))?,
         Command::Regress(args) => bench_cmd::regress(&args)?,
+        Command::Tracr(args) => tracr_cmd::run(&args)?,
         Command::Train(args) => on_device!(args.device, train_run(&args))?,
         Command::Perf { bench: PerfBench::Methods(args) } => on_device!(args.device, perf_methods(&args))?,
         Command::Perf { bench: PerfBench::Compare(args) } => on_device!(args.device, perf_compare(&args))?,

@@ -10,11 +10,12 @@ use evaluator::{Bootstrap, Candidates, Curves, EvalError, EvalOptions, EvalPlan,
 use graph::Graph;
 use patching::AblationError;
 use serde::{Deserialize, Serialize};
+use tasks::tracr::TracrTask;
 use tasks::{PrepareOptions, PreparedPair, Split};
 use transformer::{LoadedModel, Tokenizer, Transformer};
 
 use crate::BenchError;
-use crate::config::{Cell, Config};
+use crate::config::{Cell, CellTask, Config};
 use crate::memory;
 
 /// Circuits drawn as node-link diagrams keep this many top edges (by |score|).
@@ -82,6 +83,70 @@ pub struct CellResult {
     /// has one: `curves.csv`'s `tau`.
     #[serde(default)]
     pub taus: Vec<Option<f64>>,
+    /// How the cell's scores and circuits match a compiled model's true circuit (tracr cells).
+    #[serde(default)]
+    pub ground_truth: Option<GroundTruthScores>,
+}
+
+/// A cell's scores and circuits against a compiled model's true edges (`true_edges.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroundTruthScores {
+    /// The set precision and recall are measured against: `patching` (the edges whose signal
+    /// differs between clean and corrupt inputs) under counterfactual ablation, `structural`
+    /// (every edge the weights connect on an input-to-logits path) under zero and mean ablations,
+    /// which change every signal that is not constant.
+    pub truth: String,
+    /// Edges in that set.
+    pub truth_edges: usize,
+    /// AUROC of the method's |scores| against the structural set, over every edge of the graph
+    /// (MIB's InterpBench protocol); None when the method gave circuits without scores.
+    pub auroc_structural: Option<f64>,
+    /// AUROC of the method's |scores| against the patching set.
+    pub auroc_patching: Option<f64>,
+    /// Per curve point (in `curves.curve`'s order): its pruned circuit against the truth.
+    pub points: Vec<TruthPoint>,
+}
+
+/// One circuit against the true edges.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TruthPoint {
+    /// True edges found over edges in the circuit (0 for an empty circuit).
+    pub precision: f64,
+    /// True edges found over true edges.
+    pub recall: f64,
+    /// Their harmonic mean (0 when both are 0).
+    pub f1: f64,
+}
+
+/// Scores `output` and the circuits evaluated from `candidates` against the true edges stored
+/// beside the cell's compiled model.
+fn ground_truth(cell: &Cell, config: &Config, graph: &Graph, output: &MethodOutput, candidates: Candidates<'_>) -> Result<GroundTruthScores, BenchError> {
+    let dir = tracr_dir(&cell.model)?;
+    let truth = groundtruth::TrueEdges::read(&dir)?;
+    if truth.graph != *graph {
+        return Err(BenchError::TruthGraph { file: dir.join(groundtruth::FILE_NAME), found: truth.graph.shape(), expected: graph.shape() });
+    }
+    let (name, set) = match config.ablation {
+        patching::AblationKind::Counterfactual => ("patching", &truth.patching),
+        _ => ("structural", &truth.structural),
+    };
+    let fail = |source: CellError| BenchError::Cell { cell: cell.key(), source };
+    let circuits = evaluator::circuits_at_budgets(graph, candidates, &config.fractions).map_err(|e| fail(e.into()))?;
+    let points = circuits
+        .iter()
+        .map(|(_, _, circuit)| {
+            let pr = groundtruth::precision_recall(&circuit.edges, set, *graph);
+            TruthPoint { precision: pr.precision, recall: pr.recall, f1: pr.f1 }
+        })
+        .collect();
+    let auroc = |set: &graph::EdgeMatrix<bool>| output.scores().map(|scores| groundtruth::auroc(scores, set, *graph));
+    Ok(GroundTruthScores {
+        truth: name.into(),
+        truth_edges: graph.edges().filter(|&e| set[e]).count(),
+        auroc_structural: auroc(&truth.structural),
+        auroc_patching: auroc(&truth.patching),
+        points,
+    })
 }
 
 /// A split that held fewer examples than a cell asked for.
@@ -186,7 +251,16 @@ impl<B: AutodiffBackend> SweepModel<B> {
     }
 }
 
-/// Pairs from the start of a split, prepared for the model, with the number dropped.
+/// The directory of a compiled model named by a cell (its dataset and true edges lie there).
+fn tracr_dir(model: &str) -> Result<std::path::PathBuf, BenchError> {
+    match transformer::ModelSpec::parse(model)?.materialise()? {
+        transformer::LocalModel::Dir(dir) => Ok(dir),
+        _ => Err(BenchError::NotTracr { model: model.into() }),
+    }
+}
+
+/// Pairs from the start of a split, prepared for the model, with the number dropped (a tracr
+/// cell: its first `n` examples of the split, each read at every read position).
 fn pairs_of(
     config: &Config,
     cell: &Cell,
@@ -195,7 +269,14 @@ fn pairs_of(
     model: &SweepModel<impl AutodiffBackend>,
     dir: &std::path::Path,
 ) -> Result<(Vec<PreparedPair>, usize), BenchError> {
-    let mut examples = config.datasets.load(cell.task, split, dir)?;
+    let task = match cell.task {
+        CellTask::Text(task) => task,
+        CellTask::Tracr => {
+            // A compiled model's pairs are its own, in ids already: nothing to tokenize or drop.
+            return Ok((TracrTask::load(&tracr_dir(&cell.model)?)?.pairs(split, n)?, 0));
+        }
+    };
+    let mut examples = config.datasets.load(task, split, dir)?;
     examples.truncate(n);
     let prepared = tasks::prepare(&examples, &model.tokenizer, &model.model.config, &PrepareOptions::default())?;
     if prepared.pairs.is_empty() {
@@ -262,7 +343,7 @@ pub fn run_cell<B: AutodiffBackend>(
     let start = Instant::now();
     let plan = EvalPlan {
         fractions: &config.fractions,
-        options: EvalOptions { batch_size: batch, masks_per_pass: 1, metric: config.evaluation_metric, ..EvalOptions::default() },
+        options: EvalOptions { batch_size: batch, masks_per_pass: 1, metric: cell.evaluation_metric, ..EvalOptions::default() },
         bootstrap: Bootstrap { resamples: config.interval_resamples, seed: config.seed },
     };
     let evaluated = evaluate_candidates(&inner, graph, &evaluation, candidates, &ablation, plan, &mut |done, total| {
@@ -270,6 +351,10 @@ pub fn run_cell<B: AutodiffBackend>(
     })
     .map_err(|e| fail(e.into()))?;
     let evaluation_seconds = start.elapsed().as_secs_f64();
+    let ground_truth = match cell.task {
+        CellTask::Tracr => Some(ground_truth(cell, config, graph, &output, candidates)?),
+        CellTask::Text(_) => None,
+    };
 
     let top_edges = match output.scores() {
         Some(scores) => {
@@ -287,7 +372,7 @@ pub fn run_cell<B: AutodiffBackend>(
         method: cell.method.clone(),
         ablation: config.ablation.to_string(),
         metric: cell.metric.name().into(),
-        evaluation_metric: config.evaluation_metric.name().into(),
+        evaluation_metric: cell.evaluation_metric.name().into(),
         output: output.kind().into(),
         definition,
         discovery_requested: cell.discovery_examples,
@@ -308,5 +393,6 @@ pub fn run_cell<B: AutodiffBackend>(
             MethodOutput::Circuits(circuits) => circuits.taus.clone(),
             MethodOutput::Scores(_) => Vec::new(),
         },
+        ground_truth,
     })
 }

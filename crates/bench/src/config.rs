@@ -92,22 +92,53 @@ impl Datasets {
     }
 }
 
+/// What a cell's pairs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CellTask {
+    /// One of the text tasks, from the config's datasets.
+    Text(TaskKind),
+    /// A tracr-compiled model's own dataset (`task.json` and `dataset.jsonl` beside its weights):
+    /// its true circuit is known, so the cell is also scored against it.
+    Tracr,
+}
+
+impl CellTask {
+    /// The task's name in configs and tables (`tracr` for a compiled model's dataset).
+    pub fn name(self) -> &'static str {
+        match self {
+            CellTask::Text(task) => task.name(),
+            CellTask::Tracr => "tracr",
+        }
+    }
+}
+
+impl std::fmt::Display for CellTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One model × task × method unit of work.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cell {
     /// The model argument as the config gives it (resolved by `transformer::load_model`).
     pub model: String,
     /// The task whose pairs the cell discovers and evaluates on.
-    pub task: TaskKind,
+    pub task: CellTask,
     /// The method's benchmark name (one of `attribution::METHOD_NAMES`, or a bootstrap or ensemble
     /// of them: `attribution::COMPOSITE_FORMS`).
     pub method: String,
-    /// Discovery pairs, from the start of the train split.
+    /// Discovery pairs, from the start of the train split (a tracr cell: examples, each read at
+    /// every read position of its task).
     pub discovery_examples: usize,
-    /// Evaluation pairs, from the start of the validation split.
+    /// Evaluation pairs, from the start of the validation split (a tracr cell: examples).
     pub evaluation_examples: usize,
-    /// The metric the method optimises (its default, the config's `metric`, or a group override).
+    /// The metric the method optimises (its default, the config's `metric`, or a group override;
+    /// a tracr cell's is its task's).
     pub metric: Metric,
+    /// The metric faithfulness is measured with (the config's `evaluation_metric`; a tracr
+    /// cell's is its task's, the one its output calls for).
+    pub evaluation_metric: Metric,
 }
 
 impl Cell {
@@ -265,10 +296,12 @@ impl Config {
                 let parsed =
                     attribution::Method::parse(method, raw.ig_steps, raw.seed).map_err(|e| invalid(format!("{}[{i}]", key("methods")), e.to_string()))?;
                 metrics.insert(method.clone(), metric.unwrap_or_else(|| parsed.default_metric()));
-                if parsed.plain_methods().iter().any(|m| matches!(m, attribution::Method::Exact { edges: None })) {
+                // A compiled model's graph is tens of edges: patching each is the cheapest reference.
+                let compiled_only = group.tasks.iter().all(|t| t == CellTask::Tracr.name());
+                if !compiled_only && parsed.plain_methods().iter().any(|m| matches!(m, attribution::Method::Exact { edges: None })) {
                     return Err(invalid(
                         format!("{}[{i}]", key("methods")),
-                        "exact patching of every edge is not a sweep method (it is the reference of `perf methods`)".into(),
+                        "exact patching of every edge is not a sweep method (it is the reference of `perf methods`) except on tracr models".into(),
                     ));
                 }
             }
@@ -288,8 +321,16 @@ impl Config {
             if group.tasks.is_empty() || group.methods.is_empty() {
                 return Err(invalid(key(if group.tasks.is_empty() { "tasks" } else { "methods" }), "must list at least one".into()));
             }
-            for (t, task) in group.tasks.iter().enumerate() {
-                let task: TaskKind = task.parse().map_err(|e| invalid(format!("{}[{t}]", key("tasks")), format!("{e}")))?;
+            for (t, name) in group.tasks.iter().enumerate() {
+                let field = format!("{}[{t}]", key("tasks"));
+                let (task, tracr_metric) = if name == CellTask::Tracr.name() {
+                    if metric.is_some() {
+                        return Err(invalid(field, "a tracr task is scored by the metric its task.json names; drop `metric` (a method may still optimise another, by `metric_overrides`)".into()));
+                    }
+                    (CellTask::Tracr, Some(tracr_metric(&group.model).map_err(|message| invalid(key("model"), message))?))
+                } else {
+                    (CellTask::Text(name.parse::<TaskKind>().map_err(|e| invalid(field, format!("{e}")))?), None)
+                };
                 for method in &group.methods {
                     cells.push(Cell {
                         model: group.model.clone(),
@@ -297,7 +338,11 @@ impl Config {
                         method: method.clone(),
                         discovery_examples: group.discovery_overrides.get(method).copied().unwrap_or(group.discovery_examples),
                         evaluation_examples: group.evaluation_examples,
-                        metric: metrics[method],
+                        metric: match tracr_metric {
+                            Some(task_metric) if !group.metric_overrides.contains_key(method) => task_metric,
+                            _ => metrics[method],
+                        },
+                        evaluation_metric: tracr_metric.unwrap_or(evaluation_metric),
                     });
                 }
             }
@@ -306,13 +351,14 @@ impl Config {
         if let Some(dup) = cells.iter().find(|c| !seen.insert(c.key())) {
             return Err(invalid("group".into(), format!("cell {} is listed twice", dup.key())));
         }
+        let text_cells = || cells.iter().filter(|c| matches!(c.task, CellTask::Text(_)));
         let datasets = match raw.datasets.as_str() {
             "committed" => Datasets::Committed,
             "mib" => Datasets::Mib,
             // As many pairs as the largest cell reads.
             "generated" => Datasets::Generated {
-                train: cells.iter().map(|c| c.discovery_examples).max().unwrap_or(0),
-                validation: cells.iter().map(|c| c.evaluation_examples).max().unwrap_or(0),
+                train: text_cells().map(|c| c.discovery_examples).max().unwrap_or(0),
+                validation: text_cells().map(|c| c.evaluation_examples).max().unwrap_or(0),
             },
             other => {
                 return Err(invalid(
@@ -334,4 +380,16 @@ impl Config {
             cells,
         })
     }
+}
+
+/// The metric a tracr model's task names (`task.json` in its directory): the one its output
+/// calls for.
+fn tracr_metric(model: &str) -> Result<Metric, String> {
+    let dir = match transformer::ModelSpec::parse(model).and_then(|spec| spec.materialise()) {
+        Ok(transformer::LocalModel::Dir(dir)) if dir.join("task.json").is_file() => dir,
+        Ok(_) => return Err(format!("`{model}` is not a tracr model directory with a task.json (a `tracr` task reads the dataset beside a compiled model)")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let task = tasks::tracr::TracrTask::load(&dir).map_err(|e| e.to_string())?;
+    task.metric.parse::<Metric>().map_err(|e| format!("{}: {e}", dir.join("task.json").display()))
 }

@@ -14,7 +14,7 @@ pub mod report;
 pub mod sweep;
 
 pub use cell::{BatchProgress, CellError, CellResult, ShortSplit, SweepModel, run_cell};
-pub use config::{Cell, Config, ConfigError, Datasets};
+pub use config::{Cell, CellTask, Config, ConfigError, Datasets};
 pub use sweep::{Event, SweepPaths, run_sweep};
 
 /// Why a sweep cannot go on.
@@ -44,6 +44,25 @@ pub enum BenchError {
     /// A report table could not be written or read.
     #[error(transparent)]
     Table(#[from] tables::TableError),
+    /// A compiled model's true edges could not be read.
+    #[error(transparent)]
+    GroundTruth(#[from] groundtruth::GroundTruthError),
+    /// A compiled model's true edges are of another graph than the model's.
+    #[error("{}: true edges of a {found:?} graph, the model's is {expected:?}", file.display())]
+    TruthGraph {
+        /// The true-edge file.
+        file: std::path::PathBuf,
+        /// The shape it holds.
+        found: graph::GraphShape,
+        /// The model's.
+        expected: graph::GraphShape,
+    },
+    /// A `tracr` task names a model that is not a compiled model's directory.
+    #[error("model `{model}` is not a tracr model directory: a `tracr` task reads the dataset beside a compiled model")]
+    NotTracr {
+        /// The model argument.
+        model: String,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

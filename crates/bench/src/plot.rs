@@ -536,8 +536,75 @@ fn model_stems(cells: &[CellResult]) -> BTreeMap<&str, String> {
         .collect()
 }
 
-/// Writes `faithfulness-<model>-<task>.svg` per model and task, and `circuit-<model>-<task>-<method>.svg`
-/// per cell, into `dir` (see [`model_stems`] for `<model>`).
+/// Precision against recall of each method's circuits on one compiled model, a line per method
+/// through its budgets (the curve by |score|, or the method's own circuits), its AUROC in the
+/// legend: where each method's circuits sit against the true circuit.
+pub fn precision_recall_svg(title: &str, cells: &[&CellResult]) -> String {
+    let (w, h, left, right, top, bottom) = (760.0, 460.0, 64.0, 300.0, 44.0, 56.0);
+    let (plot_right, plot_bottom) = (w - right, h - bottom);
+    let x = |recall: f64| left + recall.clamp(0.0, 1.0) * (plot_right - left);
+    let y = |precision: f64| plot_bottom - precision.clamp(0.0, 1.0) * (plot_bottom - top);
+    let mut svg = String::new();
+    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(svg, r#"<text x="{}" y="24" text-anchor="middle" font-size="15">{}</text>"#, (plot_right + left) / 2.0, escape(title));
+    for i in 0..=5 {
+        let v = i as f64 / 5.0;
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{0:.1}" x2="{plot_right}" y2="{0:.1}" stroke="#e6e6e6"/><text class="ytick" x="{1}" y="{2:.1}" text-anchor="end">{3}</text>"##,
+            y(v),
+            left - 7.0,
+            y(v) + 4.0,
+            tick_label(v)
+        );
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{0:.1}" y1="{plot_bottom}" x2="{0:.1}" y2="{1}" stroke="black"/><text class="xtick" x="{0:.1}" y="{2}" text-anchor="middle">{3}</text>"#,
+            x(v),
+            plot_bottom + 6.0,
+            plot_bottom + 20.0,
+            tick_label(v)
+        );
+    }
+    let _ = writeln!(svg, r#"<line x1="{left}" y1="{plot_bottom}" x2="{plot_right}" y2="{plot_bottom}" stroke="black"/>"#);
+    let _ = writeln!(svg, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{plot_bottom}" stroke="black"/>"#);
+    let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="middle">recall of the true edges</text>"#, (plot_right + left) / 2.0, h - 12.0);
+    let mid = (plot_bottom + top) / 2.0;
+    let _ = writeln!(svg, r#"<text x="16" y="{mid}" transform="rotate(-90 16 {mid})" text-anchor="middle">precision</text>"#);
+    for (i, cell) in cells.iter().enumerate() {
+        let Some(truth) = &cell.ground_truth else { continue };
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<(f64, f64)> = cell
+            .curves
+            .curve
+            .iter()
+            .zip(&truth.points)
+            // An empty circuit has no precision: it is not a point of the curve.
+            .filter(|(p, _)| p.kind != CurveKind::Signed && p.pruned_edges > 0)
+            .map(|(_, t)| (t.recall, t.precision))
+            .collect();
+        let path: Vec<String> = points.iter().map(|&(r, p)| format!("{:.1},{:.1}", x(r), y(p))).collect();
+        let _ = writeln!(svg, r#"<polyline class="method" points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#, path.join(" "));
+        for &(r, p) in &points {
+            let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#, x(r), y(p));
+        }
+        let auroc = if truth.truth == "patching" { truth.auroc_patching } else { truth.auroc_structural };
+        let label = match auroc {
+            Some(a) => format!("{} (AUROC {a:.2})", cell.method),
+            None => format!("{} (no scores)", cell.method),
+        };
+        let ly = top + 8.0 + i as f64 * 20.0;
+        let _ = writeln!(svg, r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/>"#, plot_right + 16.0, plot_right + 40.0);
+        let _ = writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, plot_right + 46.0, ly + 4.0, escape(&label));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Writes `faithfulness-<model>-<task>.svg` per model and task, `circuit-<model>-<task>-<method>.svg`
+/// per cell, and `truth-<model>.svg` per model whose cells were scored against a true circuit, into
+/// `dir` (see [`model_stems`] for `<model>`).
 pub fn write_plots(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir).map_err(|source| BenchError::Io { path: dir.into(), source })?;
     let stems = model_stems(cells);
@@ -556,6 +623,13 @@ pub fn write_plots(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     for cell in cells {
         let name = format!("circuit-{}-{}-{}.svg", stems[cell.model.as_str()], slug(&cell.task), slug(&cell.method));
         write_atomic(&dir.join(name), circuit_svg(cell).as_bytes())?;
+    }
+    for ((model, _), group) in &groups {
+        let scored: Vec<&CellResult> = group.iter().copied().filter(|c| c.ground_truth.is_some()).collect();
+        if let Some(truth) = scored.first().and_then(|c| c.ground_truth.as_ref()) {
+            let title = format!("{model}: circuits against the {} truth ({} edges)", truth.truth, truth.truth_edges);
+            write_atomic(&dir.join(format!("truth-{}.svg", stems[model])), precision_recall_svg(&title, &scored).as_bytes())?;
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The run's reports, regenerated from the stored cells: `curves.csv`, `summary.csv`, the MIB-style
-//! pivots `cpr.csv` and `cmd.csv` (methods × model/task), each written atomically with polars.
+//! pivots `cpr.csv` and `cmd.csv` (methods × model/task), and `ground-truth.csv` when cells were
+//! scored against a true circuit, each written atomically with polars.
 //! Rows follow the config's cell order, so the same config gives the same files.
 
 use std::path::Path;
@@ -9,10 +10,10 @@ use serde_json::{Value, json};
 use tables::Row;
 
 use crate::BenchError;
-use crate::cell::CellResult;
+use crate::cell::{CellResult, GroundTruthScores};
 
 /// Columns of `curves.csv`.
-pub const CURVE_COLUMNS: [&str; 15] = [
+pub const CURVE_COLUMNS: [&str; 18] = [
     "model",
     "task",
     "method",
@@ -28,10 +29,13 @@ pub const CURVE_COLUMNS: [&str; 15] = [
     "m_full",
     "m_empty",
     "tau",
+    "precision",
+    "recall",
+    "f1",
 ];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 28] = [
+pub const SUMMARY_COLUMNS: [&str; 33] = [
     "model",
     "task",
     "method",
@@ -60,7 +64,15 @@ pub const SUMMARY_COLUMNS: [&str; 28] = [
     "evaluation_dropped",
     "discovery_requested",
     "evaluation_requested",
+    "truth",
+    "truth_edges",
+    "auroc_structural",
+    "auroc_patching",
+    "best_f1",
 ];
+
+/// Columns of `ground-truth.csv`: one row per cell scored against a true circuit.
+pub const GROUND_TRUTH_COLUMNS: [&str; 8] = ["model", "method", "truth", "truth_edges", "auroc", "auroc_structural", "auroc_patching", "best_f1"];
 
 /// Summary columns that measure the machine rather than the method: they differ between runs.
 pub const TIMING_COLUMNS: [&str; 4] = ["discovery_seconds", "evaluation_seconds", "peak_memory_mib", "peak_gpu_memory_mib"];
@@ -92,10 +104,12 @@ pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
             c.curves.curve.iter().enumerate().map(move |(i, p)| {
                 let (low, high) = ends(p.faithfulness_interval);
                 let tau = c.taus.get(i).copied().flatten();
+                let truth = c.ground_truth.as_ref().and_then(|g| g.points.get(i));
                 row(json!({
                     "model": c.model, "task": c.task, "method": c.method, "selection": p.kind.name(), "ablation": c.ablation,
                     "fraction": p.fraction, "nominal_edges": p.nominal_edges, "pruned_edges": p.pruned_edges,
                     "faithfulness": r6(p.faithfulness), "faithfulness_low": low, "faithfulness_high": high, "m_circuit": r6(p.m_circuit), "m_full": r6(c.curves.m_full), "m_empty": r6(c.curves.m_empty), "tau": tau,
+                    "precision": truth.map(|t| r6(t.precision)), "recall": truth.map(|t| r6(t.recall)), "f1": truth.map(|t| r6(t.f1)),
                 }))
             })
         })
@@ -109,6 +123,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
         .map(|c| {
             let ((cpr_low, cpr_high), (cmd_low, cmd_high)) = (ends(c.curves.cpr_interval), ends(c.curves.cmd_interval));
             let resampling = c.curves.resampling;
+            let truth = c.ground_truth.as_ref();
             row(json!({
                 "model": c.model, "task": c.task, "method": c.method,
                 "output": c.output, "metric": c.metric, "evaluation_metric": c.evaluation_metric,
@@ -122,6 +137,31 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
                 "discovery_examples": c.discovery_examples, "discovery_dropped": c.discovery_dropped,
                 "evaluation_examples": c.evaluation_examples, "evaluation_dropped": c.evaluation_dropped,
                 "discovery_requested": c.discovery_requested, "evaluation_requested": c.evaluation_requested,
+                "truth": truth.map(|g| g.truth.clone()), "truth_edges": truth.map(|g| g.truth_edges),
+                "auroc_structural": truth.and_then(|g| g.auroc_structural).map(r6), "auroc_patching": truth.and_then(|g| g.auroc_patching).map(r6),
+                "best_f1": truth.map(best_f1).map(r6),
+            }))
+        })
+        .collect()
+}
+
+/// The best F1 of any circuit of a cell's curves.
+fn best_f1(truth: &GroundTruthScores) -> f64 {
+    truth.points.iter().map(|p| p.f1).fold(0.0, f64::max)
+}
+
+/// The rows of `ground-truth.csv`: every cell scored against a true circuit, with its AUROC
+/// against the set its ablation calls for (`truth`) beside both, and its best F1.
+pub fn ground_truth_rows(cells: &[CellResult]) -> Vec<Row> {
+    cells
+        .iter()
+        .filter_map(|c| c.ground_truth.as_ref().map(|g| (c, g)))
+        .map(|(c, g)| {
+            let auroc = if g.truth == "patching" { g.auroc_patching } else { g.auroc_structural };
+            row(json!({
+                "model": c.model, "method": c.method, "truth": g.truth, "truth_edges": g.truth_edges,
+                "auroc": auroc.map(r6), "auroc_structural": g.auroc_structural.map(r6), "auroc_patching": g.auroc_patching.map(r6),
+                "best_f1": r6(best_f1(g)),
             }))
         })
         .collect()
@@ -158,6 +198,10 @@ pub fn pivot(cells: &[CellResult], metric: fn(&CellResult) -> f64) -> (Vec<Strin
 pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     tables::write_csv(&dir.join("curves.csv"), &CURVE_COLUMNS, &curve_rows(cells))?;
     tables::write_csv(&dir.join("summary.csv"), &SUMMARY_COLUMNS, &summary_rows(cells))?;
+    let truth = ground_truth_rows(cells);
+    if !truth.is_empty() {
+        tables::write_csv(&dir.join("ground-truth.csv"), &GROUND_TRUTH_COLUMNS, &truth)?;
+    }
     for (name, metric) in [("cpr.csv", (|c: &CellResult| c.curves.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.curves.cmd)] {
         let (columns, rows) = pivot(cells, metric);
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();

@@ -91,7 +91,7 @@ pub(crate) fn slug(text: &str) -> String {
 fn definition(config: &Config, cell: &Cell, model_files: &BTreeMap<String, String>) -> String {
     let text = json!({
         "model": cell.model, "model_files": model_files, "task": cell.task.name(), "method": cell.method,
-        "metric": cell.metric.name(), "evaluation_metric": config.evaluation_metric.name(),
+        "metric": cell.metric.name(), "evaluation_metric": cell.evaluation_metric.name(),
         "discovery_examples": cell.discovery_examples, "evaluation_examples": cell.evaluation_examples,
         "seed": config.seed, "datasets": config.datasets.describe(), "ablation": config.ablation.to_string(),
         "ig_steps": config.ig_steps, "batch_size": config.batch_size, "fractions": config.fractions,
@@ -194,7 +194,8 @@ pub fn model_hashes(spec: &str) -> Result<BTreeMap<String, String>, BenchError> 
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .map_err(|source| BenchError::Io { path: dir.clone(), source })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors" || e == "json"))
+                // JSON Lines too: a compiled model's dataset lies beside it.
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors" || e == "json" || e == "jsonl"))
                 .collect();
             files.sort();
             files
@@ -224,7 +225,12 @@ const SPLITS_READ: [Split; 2] = [Split::Train, Split::Validation];
 fn manifest(config: &Config, paths: &SweepPaths, backend: &str, models: &BTreeMap<String, BTreeMap<String, String>>) -> Result<serde_json::Value, BenchError> {
     let config_text = std::fs::read(&paths.config).map_err(|source| BenchError::Io { path: paths.config.clone(), source })?;
     let mut datasets = BTreeMap::new();
-    for task in config.cells.iter().map(|c| c.task).collect::<std::collections::BTreeSet<_>>() {
+    // A tracr cell's dataset lies beside its model, among the model files hashed above.
+    let text_tasks = config.cells.iter().filter_map(|c| match c.task {
+        crate::config::CellTask::Text(task) => Some(task),
+        crate::config::CellTask::Tracr => None,
+    });
+    for task in text_tasks.collect::<std::collections::BTreeSet<_>>() {
         let mut splits = BTreeMap::new();
         // The splits the run reads, as loaded, so committed files and hub datasets are hashed
         // alike (and a malformed one stops the run here, naming the file and line).

@@ -18,7 +18,7 @@ fn gpu_track_configs_ask_for_mib_sizes_on_random_models() {
     let gpt2 = Config::load(&workspace().join("configs/gpu-gpt2.toml")).unwrap();
     assert_eq!(gpt2.datasets, Datasets::Generated { train: 1000, validation: 1000 });
     assert_eq!(gpt2.cells.len(), 7, "every sweep method");
-    assert!(gpt2.cells.iter().all(|c| c.model == "random:gpt2" && c.task == TaskKind::Ioi));
+    assert!(gpt2.cells.iter().all(|c| c.model == "random:gpt2" && c.task == bench::CellTask::Text(TaskKind::Ioi)));
     let llama = Config::load(&workspace().join("configs/gpu-llama-8b.toml")).unwrap();
     assert!(llama.batch_size >= 8 && llama.cells.iter().all(|c| c.model == "random:llama-3.1-8b"));
 }

@@ -13,4 +13,4 @@ pub use bootstrap::{Bootstrap, DEFAULT_RESAMPLES, Interval, MAX_RESAMPLES, Resam
 pub use circuit::{BuiltCircuit, MIB_FRACTIONS, Selection, given, greedy, prune, top_n, top_n_preferred};
 pub use evaluate::{EvalError, EvalOptions, EvalResult, evaluate_circuits};
 pub use metrics::{FaithfulnessUndefined, cmd, cpr, faithfulness};
-pub use pipeline::{Candidates, CurveKind, CurvePoint, Curves, EvalPlan, Evaluation, evaluate_candidates};
+pub use pipeline::{Candidates, CurveKind, CurvePoint, Curves, EvalPlan, Evaluation, circuits_at_budgets, evaluate_candidates};

@@ -29,6 +29,10 @@ pub enum Metric {
     /// tracr program's numerical output) rather than a choice among tokens; read as higher is
     /// better, like the logit difference.
     Value,
+    /// ‖logits − the full model's logits‖² over the output columns: 0 for the full model, higher
+    /// is worse. ACDC's metric on tracr models (whose outputs are one-hot or a number, so KL
+    /// of a softmax says little), and one whose changes cannot cancel across pairs.
+    L2,
 }
 
 /// What a metric compares logits against ([`Metric::reference`]).
@@ -36,11 +40,13 @@ pub enum Metric {
 pub struct MetricReference<B: Backend> {
     /// KL's reference probabilities and log-probabilities [pairs, vocab].
     kl: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    /// L2's reference: the full model's logits [pairs, vocab].
+    full: Option<Tensor<B, 2>>,
 }
 
 /// A metric name that is not one of [`Metric::NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll, value)")]
+#[error("unknown metric `{0}` (known: logit-diff, kl, prob-diff, nll, value, l2)")]
 pub struct UnknownMetric(pub String);
 
 /// A metric value that is NaN or infinite because the logits it was read from are.
@@ -59,9 +65,9 @@ pub struct NonFiniteMetric {
 
 impl Metric {
     /// Every metric, in the order of [`Metric::NAMES`].
-    pub const ALL: [Metric; 5] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll, Metric::Value];
+    pub const ALL: [Metric; 6] = [Metric::LogitDifference, Metric::Kl, Metric::ProbabilityDifference, Metric::AnswerNll, Metric::Value, Metric::L2];
     /// The names configs and flags accept.
-    pub const NAMES: [&'static str; 5] = ["logit-diff", "kl", "prob-diff", "nll", "value"];
+    pub const NAMES: [&'static str; 6] = ["logit-diff", "kl", "prob-diff", "nll", "value", "l2"];
 
     /// The metric's name in configs, flags and tables.
     pub fn name(self) -> &'static str {
@@ -89,7 +95,7 @@ impl Metric {
             let log_p = log_softmax(full.clone(), 1);
             (log_p.clone().exp(), log_p)
         });
-        MetricReference { kl }
+        MetricReference { kl, full: (self == Metric::L2).then(|| full.clone()) }
     }
 
     /// [`Metric::per_row`] against a prepared reference.
@@ -120,6 +126,12 @@ impl Metric {
             Metric::Value => {
                 let [correct, _] = picked(logits);
                 correct
+            }
+            Metric::L2 => {
+                let pairs = answers.len();
+                let full = reference.full.clone().expect("an L2 reference for L2");
+                let full = if replicas == 1 { full } else { full.unsqueeze_dim::<3>(0).expand([replicas, pairs, vocab]).reshape([rows, vocab]) };
+                (logits - full).square().sum_dim(1).reshape([rows])
             }
             Metric::Kl => {
                 let pairs = answers.len();

@@ -37,6 +37,7 @@ fn direct(metric: Metric, row: &[f32], full: &[f32], (c, i): (u32, u32)) -> f64 
         Metric::AnswerNll => -lp[c as usize],
         Metric::Kl => lq.iter().zip(&lp).map(|(q, p)| q.exp() * (q - p)).sum(),
         Metric::Value => row[c as usize] as f64,
+        Metric::L2 => row.iter().zip(full).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum(),
     }
 }
 

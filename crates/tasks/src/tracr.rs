@@ -125,8 +125,8 @@ impl TracrTask {
         })
     }
 
-    /// The pairs of one split: every example of its half, once per read position.
-    pub fn pairs(&self, split: Split) -> Result<Vec<PreparedPair>, TaskError> {
+    /// The pairs of one split: its half's first `limit` examples, each once per read position.
+    pub fn pairs(&self, split: Split, limit: usize) -> Result<Vec<PreparedPair>, TaskError> {
         let parity = match split {
             Split::Train => 0,
             Split::Validation => 1,
@@ -137,6 +137,7 @@ impl TracrTask {
             .iter()
             .skip(parity)
             .step_by(2)
+            .take(limit)
             .flat_map(|e| {
                 self.read_positions.iter().map(move |&p| {
                     let column = |o: &Option<OutputValue>| match o {
