@@ -39,6 +39,10 @@ pub struct TrainArgs {
     /// Weight of the next-token loss inside prompts (default: the recipe's).
     #[arg(long)]
     lm_weight: Option<f64>,
+    /// Train the task's planted-circuit model instead (`models/<task>-planted`: its recipe's
+    /// planted heads and MLPs carry the task, every other one is resampled while training).
+    #[arg(long)]
+    planted: bool,
     /// Datasets directory (default: the workspace's tasks/).
     #[arg(long)]
     tasks_dir: Option<PathBuf>,
@@ -49,7 +53,12 @@ pub struct TrainArgs {
 /// Trains and prints the run's report. The overrides make a variant of the shipped recipe, for
 /// experiments; the shipped models use the recipe as it is.
 pub fn run<B: Backend>(device: &B::Device, args: &TrainArgs) -> Result<()> {
-    let mut recipe = taskmodels::recipe(args.task);
+    let mut recipe = match args.planted {
+        true => {
+            taskmodels::planted_recipe(args.task).ok_or_else(|| anyhow::anyhow!("--planted: {} has no planted-circuit recipe (ioi has)", args.task.name()))?
+        }
+        false => taskmodels::recipe(args.task),
+    };
     recipe.steps = args.steps.unwrap_or(recipe.steps);
     recipe.batch_size = args.batch.unwrap_or(recipe.batch_size);
     recipe.learning_rate = args.lr.unwrap_or(recipe.learning_rate);
@@ -66,7 +75,10 @@ pub fn run<B: Backend>(device: &B::Device, args: &TrainArgs) -> Result<()> {
         recipe,
         seed: args.seed,
         tasks_dir: args.tasks_dir.clone().unwrap_or_else(crate::tasks_cmd::default_dir),
-        out_dir: args.out.clone().unwrap_or_else(|| transformer::load::task_models_dir().join(args.task.name())),
+        out_dir: args.out.clone().unwrap_or_else(|| {
+            let name = if args.planted { format!("{}-planted", args.task.name()) } else { args.task.name().to_string() };
+            transformer::load::task_models_dir().join(name)
+        }),
     };
     let bar = progress::bar(options.recipe.steps as u64, args.task.name(), "steps");
     // A plain line every tenth of the run, so logs without a terminal still show progress.

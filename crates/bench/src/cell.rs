@@ -83,7 +83,7 @@ pub struct CellResult {
     /// has one: `curves.csv`'s `tau`.
     #[serde(default)]
     pub taus: Vec<Option<f64>>,
-    /// How the cell's scores and circuits match a compiled model's true circuit (tracr cells).
+    /// How the cell's scores and circuits match its model's true circuit (tracr and planted models).
     #[serde(default)]
     pub ground_truth: Option<GroundTruthScores>,
 }
@@ -118,11 +118,17 @@ pub struct TruthPoint {
     pub f1: f64,
 }
 
-/// Scores `output` and the circuits evaluated from `candidates` against the true edges stored
-/// beside the cell's compiled model.
-fn ground_truth(cell: &Cell, config: &Config, graph: &Graph, output: &MethodOutput, candidates: Candidates<'_>) -> Result<GroundTruthScores, BenchError> {
-    let dir = tracr_dir(&cell.model)?;
-    let truth = groundtruth::TrueEdges::read(&dir)?;
+/// Scores `output` and the circuits evaluated from `candidates` against the true edges stored in
+/// `dir`, beside the cell's model.
+fn ground_truth(
+    dir: &std::path::Path,
+    cell: &Cell,
+    config: &Config,
+    graph: &Graph,
+    output: &MethodOutput,
+    candidates: Candidates<'_>,
+) -> Result<GroundTruthScores, BenchError> {
+    let truth = groundtruth::TrueEdges::read(dir)?;
     if truth.graph != *graph {
         return Err(BenchError::TruthGraph { file: dir.join(groundtruth::FILE_NAME), found: truth.graph.shape(), expected: graph.shape() });
     }
@@ -259,6 +265,18 @@ fn tracr_dir(model: &str) -> Result<std::path::PathBuf, BenchError> {
     }
 }
 
+/// Where a cell's true edges are: a tracr cell's model directory (which must hold them), or a
+/// text cell's model directory when it holds a `true_edges.json` (a planted-circuit model).
+fn truth_dir(cell: &Cell) -> Result<Option<std::path::PathBuf>, BenchError> {
+    match cell.task {
+        CellTask::Tracr => Ok(Some(tracr_dir(&cell.model)?)),
+        CellTask::Text(_) => match transformer::ModelSpec::parse(&cell.model)?.materialise()? {
+            transformer::LocalModel::Dir(dir) if dir.join(groundtruth::FILE_NAME).is_file() => Ok(Some(dir)),
+            _ => Ok(None),
+        },
+    }
+}
+
 /// Pairs from the start of a split, prepared for the model, with the number dropped (a tracr
 /// cell: its first `n` examples of the split, each read at every read position).
 fn pairs_of(
@@ -351,9 +369,10 @@ pub fn run_cell<B: AutodiffBackend>(
     })
     .map_err(|e| fail(e.into()))?;
     let evaluation_seconds = start.elapsed().as_secs_f64();
-    let ground_truth = match cell.task {
-        CellTask::Tracr => Some(ground_truth(cell, config, graph, &output, candidates)?),
-        CellTask::Text(_) => None,
+    // A compiled model, or a trained one whose circuit was planted: its true edges lie beside it.
+    let ground_truth = match truth_dir(cell)? {
+        Some(dir) => Some(ground_truth(&dir, cell, config, graph, &output, candidates)?),
+        None => None,
     };
 
     let top_edges = match output.scores() {

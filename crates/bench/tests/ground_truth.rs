@@ -44,13 +44,15 @@ fn tracr_cells_are_judged_against_the_true_edges() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let config_path = root.join("gt.toml");
-    std::fs::write(&config_path, format!("name = \"gt\"\nbatch_size = 32\ninterval_resamples = 50\n{GROUP}metric_overrides = {{ acdc = \"l2\" }}\n")).unwrap();
+    let planted = "[[group]]\nmodel = \"task:ioi-planted\"\ntasks = [\"ioi\"]\nmethods = [\"eap\"]\ndiscovery_examples = 8\nevaluation_examples = 8\n";
+    std::fs::write(&config_path, format!("name = \"gt\"\nbatch_size = 32\ninterval_resamples = 50\n{GROUP}metric_overrides = {{ acdc = \"l2\" }}\n{planted}"))
+        .unwrap();
     let config = Config::load(&config_path).unwrap();
     let paths = SweepPaths { config: config_path, results: root.join("results"), tasks: workspace().join("tasks") };
     let dir = bench::run_sweep::<Autodiff<CpuBackend>>(&config, &paths, "cpu", &Default::default(), &mut |_| {}).unwrap();
 
     let summary = tables::read_csv(&dir.join("summary.csv")).unwrap();
-    let row = |method: &str| summary.iter().find(|r| r["method"] == method).unwrap().clone();
+    let row = |method: &str| summary.iter().find(|r| r["method"] == method && r["model"] == "task:tracr-reverse").unwrap().clone();
     // 16 examples, each read at positions 1, 2, 4 and 5.
     assert_eq!(row("eap")["discovery_examples"], 64);
     assert_eq!(row("eap")["truth"], "patching");
@@ -62,8 +64,12 @@ fn tracr_cells_are_judged_against_the_true_edges() {
     let random = row("random")["auroc_patching"].as_f64().unwrap();
     assert!(random < 0.9, "seeded random scores do not find the circuit: {random}");
 
+    // A text task on a trained model with a planted circuit is scored against it too.
+    let planted = summary.iter().find(|r| r["model"] == "task:ioi-planted").unwrap();
+    assert_eq!(planted["truth"], "patching");
+    assert!(planted["auroc_patching"].as_f64().is_some_and(|a| a > 0.5), "{planted:?}");
     let truth = tables::read_csv(&dir.join("ground-truth.csv")).unwrap();
-    assert_eq!(truth.len(), 4);
+    assert_eq!(truth.len(), 5);
     let acdc = truth.iter().find(|r| r["method"] == "acdc").unwrap();
     assert_eq!((acdc["auroc"].as_f64(), acdc["best_f1"].as_f64()), (Some(1.0), Some(1.0)), "{acdc:?}");
 

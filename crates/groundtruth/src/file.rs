@@ -83,8 +83,9 @@ impl TrueEdges {
             }
             shared.insert(edge, labels.clone());
         }
+        // A trained (planted) model's residual stream has no named dimensions: no `shared` at all.
         let listed: BTreeSet<&String> = file.shared.keys().collect();
-        if let Some(name) = file.structural.iter().find(|n| !listed.contains(n)) {
+        if let Some(name) = file.structural.iter().find(|n| !file.shared.is_empty() && !listed.contains(n)) {
             return Err(invalid(format!("shared: structural edge {name:?} has no entry")));
         }
         Ok(Self { program: file.program, graph, structural, patching, plumbing, shared })
@@ -126,8 +127,20 @@ pub fn tracr_dirs(models_dir: &Path) -> Result<Vec<PathBuf>, GroundTruthError> {
     Ok(dirs)
 }
 
-/// Recomputes every compiled model's true edges under `models_dir` and writes each one's
-/// `true_edges.json`; returns the files written.
+/// Recomputes every compiled and every planted model's true edges under `models_dir` and writes
+/// each one's `true_edges.json`; returns the files written.
 pub fn write_all(models_dir: &Path) -> Result<Vec<PathBuf>, GroundTruthError> {
-    tracr_dirs(models_dir)?.iter().map(|dir| compute_dir(dir)?.write(dir)).collect()
+    let mut written: Vec<PathBuf> = tracr_dirs(models_dir)?.iter().map(|dir| compute_dir(dir)?.write(dir)).collect::<Result<_, _>>()?;
+    for dir in crate::planted_dirs(models_dir)? {
+        written.push(planted_dir(&dir)?.write(&dir)?);
+    }
+    Ok(written)
+}
+
+/// The true edges of the planted model in `dir`, from its config's shape and its `planted.json`.
+pub fn planted_dir(dir: &Path) -> Result<TrueEdges, GroundTruthError> {
+    let config = transformer::load::read_hf_config(&dir.join("config.json"))?;
+    let graph = Graph::new(GraphShape { n_layers: config.n_layers, n_heads: config.n_heads })?;
+    let name = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    Ok(TrueEdges::planted(&format!("planted:{name}"), graph, &crate::planted_components(dir, graph)?))
 }

@@ -48,6 +48,10 @@
 //! `cargo test --release -p groundtruth -- --ignored write_committed_true_edges`. A test checks
 //! that the stored files equal what [`TrueEdges::compute`] gives.
 //!
+//! Planted circuits: a trained model whose circuit was planted (`planted.json` beside it) has as
+//! true edges those among the input, its planted components and the logits
+//! ([`TrueEdges::planted`]); [`node_effects`] is the exact-patching check that nothing else matters.
+//!
 //! Scoring: [`auroc`] ranks every real edge of the graph by the absolute value of a method's
 //! score (MIB's InterpBench protocol; ties share their average rank, the Mann–Whitney U
 //! statistic), and [`precision_recall`] compares one circuit with a true set.
@@ -56,11 +60,13 @@
 mod compute;
 mod error;
 mod file;
+mod planted;
 mod score;
 
 pub use compute::{ACTIVATION_TOLERANCE, WEIGHT_ZERO, bookkeeping_labels, close_paths, compute_dir, reader_dims, writer_differences, writer_dims};
 pub use error::GroundTruthError;
-pub use file::{FILE_NAME, tracr_dirs, write_all};
+pub use file::{FILE_NAME, planted_dir, tracr_dirs, write_all};
+pub use planted::{OUTSIDE_EFFECT_BOUND, PLANTED_FILE, node_effects, planted_components, planted_dirs};
 pub use score::{PrecisionRecall, auroc, precision_recall};
 
 use std::collections::BTreeMap;

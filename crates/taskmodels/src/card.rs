@@ -15,9 +15,9 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
         Style::Llama => "Llama style (RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, tied unembedding)",
     };
     format!(
-        "# circuitbench task model: {task}\n\n\
+        "# circuitbench task model: {name}\n\n\
          A small transformer trained by circuitbench on its `{task}` task so that circuit localization has a\n\
-         model that really does the task. Load it anywhere a model is accepted as `--model task:{task}`.\n\n\
+         model that really does the task. Load it anywhere a model is accepted as `--model task:{name}`.\n\n\
          ## Model\n\n\
          - {style}\n\
          - {layers} layers, d_model {d}, {heads} query heads ({kv} key/value heads), d_mlp {mlp}, vocabulary {vocab}\n\
@@ -31,15 +31,24 @@ pub fn card(options: &TrainOptions, config: &ModelConfig, report: &Report) -> St
          counterfactual → its own answer. {prompts} prompts in all.\n\n\
          ## Training\n\n\
          - seed {seed}, {steps} AdamW steps of {batch} prompts, peak learning rate {lr}, weight decay {wd}\n\
-         - loss: cross-entropy of the answer token at the last position{lm}\n\
+         - loss: cross-entropy of the answer token at the last position{lm}{planted}\n\
          - mean loss {l0:.3} over the first tenth of the steps, {l1:.3} over the last; batch accuracy {a0:.3} → {a1:.3}\n\
          - wall time {secs:.0} s on the machine that trained it\n\n\
          ## Validation ({pairs} pairs, never trained on)\n\n\
          | top-1 accuracy | pairwise accuracy (logit correct > incorrect) | mean logit difference |\n\
          |---|---|---|\n\
          | {top1:.3} | {pw:.3} | {diff:.2} |\n\n\
-         Reproduce with `cargo xtask train --task {task} --seed {seed}`.\n",
+         Reproduce with `cargo xtask train --task {task} --seed {seed}{flag}`.\n",
+        name = options.out_dir.file_name().map_or_else(|| options.task.to_string(), |n| n.to_string_lossy().into_owned()),
         task = options.task,
+        planted = match &r.planted {
+            Some(p) => format!(
+                ", with every head and MLP outside the planted circuit ({}) reading another prompt's output (the batch rolled by one row) at every step: only the planted components can carry the answer",
+                p.names().join(", ")
+            ),
+            None => String::new(),
+        },
+        flag = if r.planted.is_some() { " --planted" } else { "" },
         layers = config.n_layers,
         d = config.d_model,
         heads = config.n_heads,

@@ -6,13 +6,15 @@
 #![warn(missing_docs)]
 
 pub mod card;
+pub mod planted;
 pub mod recipe;
 pub mod train;
 pub mod vocab;
 
 use std::path::PathBuf;
 
-pub use recipe::{DEFAULT_SEED, Recipe, Style, recipe};
+pub use planted::Planted;
+pub use recipe::{DEFAULT_SEED, Recipe, Style, planted_recipe, recipe};
 pub use train::{Progress, Report, Scores, TrainOptions, evaluate, train};
 
 /// Why a task model cannot be trained or evaluated.

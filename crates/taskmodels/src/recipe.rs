@@ -2,6 +2,8 @@
 //! reproduces the shipped checkpoint from its seed.
 
 use tasks::TaskKind;
+
+use crate::planted::Planted;
 use transformer::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeLayout};
 
 /// The seed the shipped models were trained with.
@@ -44,6 +46,9 @@ pub struct Recipe {
     /// Distinct training examples drawn from the task's generator (besides the train split),
     /// none of whose prompts occurs in validation or test.
     pub generated_examples: usize,
+    /// A circuit to plant: every other head and MLP is resampled while training
+    /// ([`crate::planted`]); None for the shipped task models.
+    pub planted: Option<Planted>,
 }
 
 /// The recipe of the shipped model for `task`.
@@ -61,11 +66,12 @@ pub fn recipe(task: TaskKind) -> Recipe {
         weight_decay: 0.1,
         lm_weight: 0.0,
         generated_examples: 20_000,
+        planted: None,
     };
     // Llama style for every task: rotary positions make "the name two tokens back" or "the most
     // recent name" easy to attend to, and with 8 heads IOI leaves its 50% plateau within ~900 steps
     // (a GPT-2-style model with 4 heads stayed on it for 1,500).
-    let llama = Recipe { style: Style::Llama, n_heads: 8, n_kv_heads: 4, d_mlp: 384, learning_rate: 3e-3, weight_decay: 0.01, ..base };
+    let llama = Recipe { style: Style::Llama, n_heads: 8, n_kv_heads: 4, d_mlp: 384, learning_rate: 3e-3, weight_decay: 0.01, ..base.clone() };
     match task {
         TaskKind::Ioi => Recipe { steps: 2000, ..llama },
         // MCQA's answer needs two compositions (match the stated colour, read the letter moved
@@ -76,6 +82,16 @@ pub fn recipe(task: TaskKind) -> Recipe {
         // schedule and on float rounding, so this recipe is reproducible only bit for bit.
         TaskKind::Mcqa => Recipe { style: Style::Gpt2, n_heads: 8, d_mlp: 512, steps: 4500, learning_rate: 3e-3, weight_decay: 0.01, lm_weight: 1.0, ..base },
         TaskKind::ArithmeticAddition | TaskKind::ArithmeticSubtraction => Recipe { steps: 2000, batch_size: 128, weight_decay: 0.5, ..llama },
+    }
+}
+
+/// The recipe of the planted-circuit model for `task` (`models/<task>-planted`), where there is
+/// one: IOI's recipe with two heads of each layer and both MLPs planted (a quarter of the heads),
+/// every other head resampled from another prompt at every step.
+pub fn planted_recipe(task: TaskKind) -> Option<Recipe> {
+    match task {
+        TaskKind::Ioi => Some(Recipe { planted: Some(Planted { heads: vec![(0, 0), (0, 1), (1, 0), (1, 1)], mlps: vec![0, 1] }), ..recipe(task) }),
+        _ => None,
     }
 }
 

@@ -16,6 +16,7 @@ use tasks::{Example, PrepareOptions, PreparedPair, Split, TaskKind};
 use transformer::{Batch, Readout, Tokenizer, Transformer};
 
 use crate::TrainError;
+use crate::planted::{Planted, Resample};
 use crate::recipe::Recipe;
 use crate::vocab::{BOS, PAD, build_tokenizer};
 
@@ -146,17 +147,32 @@ fn last_logits<B: Backend>(model: &Transformer<B>, sequences: &[Vec<u32>]) -> Re
 /// answer at each prompt's last position, plus `lm_weight` × the mean next-token cross-entropy
 /// inside the prompts. The latter is a denser signal that can teach what the answer needs: in MCQA,
 /// predicting the next option letter trains heads that carry each letter to its option.
-fn step_loss<B: AutodiffBackend>(model: &Transformer<B>, picks: &[&(Vec<u32>, u32)], lm_weight: f64) -> Result<(Tensor<B, 1>, f64), TrainError> {
+fn step_loss<B: AutodiffBackend>(
+    model: &Transformer<B>,
+    picks: &[&(Vec<u32>, u32)],
+    lm_weight: f64,
+    planted: Option<&Planted>,
+) -> Result<(Tensor<B, 1>, f64), TrainError> {
     let device = model.token_embedding.device();
     let sequences: Vec<Vec<u32>> = picks.iter().map(|(s, _)| s.clone()).collect();
     if lm_weight == 0.0 {
         let targets: Vec<i64> = picks.iter().map(|&&(_, t)| t as i64).collect();
-        let logits = last_logits(model, &sequences)?;
+        let logits = match planted {
+            // The answer from the planted components alone: the rest read another prompt.
+            Some(planted) => {
+                let batch = Batch::new(&sequences, &model.config, &device)?;
+                model.forward_with(&batch, &Readout::ReadPosition, &mut Resample::new(planted, sequences.len(), &device)).squeeze_dim(1)
+            }
+            None => last_logits(model, &sequences)?,
+        };
         let predicted: Vec<i64> = logits.clone().inner().argmax(1).into_data().convert::<i64>().to_vec().expect("ids");
         let hits = predicted.iter().zip(&targets).filter(|(p, t)| p == t).count();
         let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [sequences.len(), 1]), &device);
         let loss = log_softmax(logits, 1).gather(1, targets).mean().neg();
         return Ok((loss, hits as f64 / sequences.len() as f64));
+    }
+    if planted.is_some() {
+        return Err(TrainError::NoExamples("a planted circuit is trained on the answers alone (lm_weight 0)".into()));
     }
     let batch = Batch::new(&sequences, &model.config, &device)?;
     let (rows, len) = (sequences.len(), batch.ids.dims()[1]);
@@ -234,7 +250,7 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device, pro
     let mut history = Vec::with_capacity(recipe.steps);
     for step in 0..recipe.steps {
         let picks: Vec<&(Vec<u32>, u32)> = (0..recipe.batch_size).map(|_| &data[rng.random_range(0..data.len())]).collect();
-        let (loss, accuracy) = step_loss(&model, &picks, recipe.lm_weight)?;
+        let (loss, accuracy) = step_loss(&model, &picks, recipe.lm_weight, recipe.planted.as_ref())?;
         let loss_value = loss.clone().into_scalar().elem::<f64>();
         if !loss_value.is_finite() {
             return Err(TrainError::Diverged { step, loss: loss_value });
@@ -247,6 +263,11 @@ pub fn train<B: AutodiffBackend>(options: &TrainOptions, device: &B::Device, pro
 
     let model = model.valid();
     transformer::checkpoint::save_hf_dir(&model, &options.out_dir)?;
+    if let Some(planted) = &recipe.planted {
+        // What the true circuit is, for the ground truth (`groundtruth::planted_components`).
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "components": planted.names() })).expect("names serialise");
+        transformer::checkpoint::write_atomic(&options.out_dir.join("planted.json"), text.as_bytes())?;
+    }
     let validation = evaluate(&model, &tokenizer, &tasks::load_split(&options.tasks_dir, options.task, Split::Validation)?)?;
     let tenth = (history.len() / 10).max(1);
     let mean = |part: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| part.iter().map(f).sum::<f64>() / part.len() as f64;
