@@ -71,9 +71,6 @@ pub const SUMMARY_COLUMNS: [&str; 33] = [
     "best_f1",
 ];
 
-/// Columns of `ground-truth.csv`: one row per cell scored against a true circuit.
-pub const GROUND_TRUTH_COLUMNS: [&str; 8] = ["model", "method", "truth", "truth_edges", "auroc", "auroc_structural", "auroc_patching", "best_f1"];
-
 /// Summary columns that measure the machine rather than the method: they differ between runs.
 pub const TIMING_COLUMNS: [&str; 4] = ["discovery_seconds", "evaluation_seconds", "peak_memory_mib", "peak_gpu_memory_mib"];
 
@@ -150,21 +147,38 @@ fn best_f1(truth: &GroundTruthScores) -> f64 {
     truth.points.iter().map(|p| p.f1).fold(0.0, f64::max)
 }
 
-/// The rows of `ground-truth.csv`: every cell scored against a true circuit, with its AUROC
-/// against the set its ablation calls for (`truth`) beside both, and its best F1.
-pub fn ground_truth_rows(cells: &[CellResult]) -> Vec<Row> {
-    cells
+/// `ground-truth.csv`, a pivot of the cells scored against a true circuit: a row per method and,
+/// per `model/task`, its AUROC against the truth its ablation calls for (summary.csv's `truth`)
+/// and the best F1 of its circuits (`<model>/<task> auroc`, `<model>/<task> best_f1`).
+pub fn ground_truth_pivot(cells: &[CellResult]) -> (Vec<String>, Vec<Row>) {
+    let scored: Vec<(&CellResult, &GroundTruthScores)> = cells.iter().filter_map(|c| c.ground_truth.as_ref().map(|g| (c, g))).collect();
+    let mut columns = vec!["method".to_string()];
+    let mut methods: Vec<&str> = Vec::new();
+    for (c, _) in &scored {
+        for what in ["auroc", "best_f1"] {
+            let column = format!("{}/{} {what}", c.model, c.task);
+            if !columns.contains(&column) {
+                columns.push(column);
+            }
+        }
+        if !methods.contains(&c.method.as_str()) {
+            methods.push(&c.method);
+        }
+    }
+    let rows = methods
         .iter()
-        .filter_map(|c| c.ground_truth.as_ref().map(|g| (c, g)))
-        .map(|(c, g)| {
-            let auroc = if g.truth == "patching" { g.auroc_patching } else { g.auroc_structural };
-            row(json!({
-                "model": c.model, "method": c.method, "truth": g.truth, "truth_edges": g.truth_edges,
-                "auroc": auroc.map(r6), "auroc_structural": g.auroc_structural.map(r6), "auroc_patching": g.auroc_patching.map(r6),
-                "best_f1": r6(best_f1(g)),
-            }))
+        .map(|&m| {
+            let mut r = Row::new();
+            r.insert("method".into(), m.into());
+            for (c, g) in scored.iter().filter(|(c, _)| c.method == m) {
+                let auroc = if g.truth == "patching" { g.auroc_patching } else { g.auroc_structural };
+                r.insert(format!("{}/{} auroc", c.model, c.task), json!(auroc.map(r6)));
+                r.insert(format!("{}/{} best_f1", c.model, c.task), json!(r6(best_f1(g))));
+            }
+            r
         })
-        .collect()
+        .collect();
+    (columns, rows)
 }
 
 /// A pivot of one metric: a row per method, a column per `model/task` (in first-seen order).
@@ -198,9 +212,10 @@ pub fn pivot(cells: &[CellResult], metric: fn(&CellResult) -> f64) -> (Vec<Strin
 pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     tables::write_csv(&dir.join("curves.csv"), &CURVE_COLUMNS, &curve_rows(cells))?;
     tables::write_csv(&dir.join("summary.csv"), &SUMMARY_COLUMNS, &summary_rows(cells))?;
-    let truth = ground_truth_rows(cells);
+    let (columns, truth) = ground_truth_pivot(cells);
     if !truth.is_empty() {
-        tables::write_csv(&dir.join("ground-truth.csv"), &GROUND_TRUTH_COLUMNS, &truth)?;
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        tables::write_csv(&dir.join("ground-truth.csv"), &columns, &truth)?;
     }
     for (name, metric) in [("cpr.csv", (|c: &CellResult| c.curves.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.curves.cmd)] {
         let (columns, rows) = pivot(cells, metric);

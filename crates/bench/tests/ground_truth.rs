@@ -68,10 +68,15 @@ fn tracr_cells_are_judged_against_the_true_edges() {
     let planted = summary.iter().find(|r| r["model"] == "task:ioi-planted").unwrap();
     assert_eq!(planted["truth"], "patching");
     assert!(planted["auroc_patching"].as_f64().is_some_and(|a| a > 0.5), "{planted:?}");
+    // ground-truth.csv: a row per method, two columns per model and task.
     let truth = tables::read_csv(&dir.join("ground-truth.csv")).unwrap();
-    assert_eq!(truth.len(), 5);
+    assert_eq!(truth.iter().map(|r| r["method"].as_str().unwrap()).collect::<Vec<_>>(), ["random", "exact", "eap", "acdc"]);
     let acdc = truth.iter().find(|r| r["method"] == "acdc").unwrap();
-    assert_eq!((acdc["auroc"].as_f64(), acdc["best_f1"].as_f64()), (Some(1.0), Some(1.0)), "{acdc:?}");
+    let reverse = |what: &str| format!("task:tracr-reverse/tracr {what}");
+    assert_eq!((acdc[&reverse("auroc")].as_f64(), acdc[&reverse("best_f1")].as_f64()), (Some(1.0), Some(1.0)), "{acdc:?}");
+    let eap = truth.iter().find(|r| r["method"] == "eap").unwrap();
+    assert_eq!(eap["task:ioi-planted/ioi auroc"].as_f64(), planted["auroc_patching"].as_f64(), "{eap:?}");
+    assert!(acdc["task:ioi-planted/ioi auroc"].is_null(), "no acdc cell on the planted model: {acdc:?}");
 
     let curves = tables::read_csv(&dir.join("curves.csv")).unwrap();
     let full = curves.iter().find(|r| r["method"] == "exact" && r["selection"] == "absolute" && r["fraction"].as_f64() == Some(1.0)).unwrap();
