@@ -11,7 +11,7 @@ use graph::Graph;
 use patching::AblationError;
 use serde::{Deserialize, Serialize};
 use tasks::tracr::TracrTask;
-use tasks::{PrepareOptions, PreparedPair, Split};
+use tasks::{PrepareOptions, PreparedPair, Split, TaskKind};
 use transformer::{LoadedModel, Tokenizer, Transformer};
 
 use crate::BenchError;
@@ -105,6 +105,13 @@ pub struct GroundTruthScores {
     pub auroc_patching: Option<f64>,
     /// Per curve point (in `curves.curve`'s order): its pruned circuit against the truth.
     pub points: Vec<TruthPoint>,
+}
+
+impl GroundTruthScores {
+    /// The AUROC against the set precision and recall are measured against (`truth`).
+    pub fn auroc(&self) -> Option<f64> {
+        if self.truth == "patching" { self.auroc_patching } else { self.auroc_structural }
+    }
 }
 
 /// One circuit against the true edges.
@@ -277,23 +284,16 @@ fn truth_dir(cell: &Cell) -> Result<Option<std::path::PathBuf>, BenchError> {
     }
 }
 
-/// Pairs from the start of a split, prepared for the model, with the number dropped (a tracr
-/// cell: its first `n` examples of the split, each read at every read position).
+/// Pairs from the start of a split of a text task, prepared for the model, with the number dropped.
 fn pairs_of(
     config: &Config,
     cell: &Cell,
+    task: TaskKind,
     split: Split,
     n: usize,
     model: &SweepModel<impl AutodiffBackend>,
     dir: &std::path::Path,
 ) -> Result<(Vec<PreparedPair>, usize), BenchError> {
-    let task = match cell.task {
-        CellTask::Text(task) => task,
-        CellTask::Tracr => {
-            // A compiled model's pairs are its own, in ids already: nothing to tokenize or drop.
-            return Ok((TracrTask::load(&tracr_dir(&cell.model)?)?.pairs(split, n)?, 0));
-        }
-    };
     let mut examples = config.datasets.load(task, split, dir)?;
     examples.truncate(n);
     let prepared = tasks::prepare(&examples, &model.tokenizer, &model.model.config, &PrepareOptions::default())?;
@@ -323,8 +323,18 @@ pub fn run_cell<B: AutodiffBackend>(
     } else {
         None
     };
-    let (discovery, discovery_dropped) = pairs_of(config, cell, Split::Train, cell.discovery_examples, model, tasks_dir)?;
-    let (evaluation, evaluation_dropped) = pairs_of(config, cell, Split::Validation, cell.evaluation_examples, model, tasks_dir)?;
+    let ((discovery, discovery_dropped), (evaluation, evaluation_dropped)) = match cell.task {
+        // A compiled model's pairs are its own, in ids already: nothing to tokenize or drop. Its
+        // first examples of each half, each read at every read position.
+        CellTask::Tracr => {
+            let task = TracrTask::load(&tracr_dir(&cell.model)?)?;
+            ((task.pairs(Split::Train, cell.discovery_examples)?, 0), (task.pairs(Split::Validation, cell.evaluation_examples)?, 0))
+        }
+        CellTask::Text(task) => (
+            pairs_of(config, cell, task, Split::Train, cell.discovery_examples, model, tasks_dir)?,
+            pairs_of(config, cell, task, Split::Validation, cell.evaluation_examples, model, tasks_dir)?,
+        ),
+    };
     let batch = config.batch_size;
     let method = Method::parse(&cell.method, config.ig_steps, config.seed).map_err(|e| fail(e.into()))?;
     let graph = &model.graph;

@@ -589,8 +589,7 @@ pub fn precision_recall_svg(title: &str, cells: &[&CellResult]) -> String {
         for &(r, p) in &points {
             let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#, x(r), y(p));
         }
-        let auroc = if truth.truth == "patching" { truth.auroc_patching } else { truth.auroc_structural };
-        let label = match auroc {
+        let label = match truth.auroc() {
             Some(a) => format!("{} (AUROC {a:.2})", cell.method),
             None => format!("{} (no scores)", cell.method),
         };

@@ -147,16 +147,19 @@ fn best_f1(truth: &GroundTruthScores) -> f64 {
     truth.points.iter().map(|p| p.f1).fold(0.0, f64::max)
 }
 
-/// `ground-truth.csv`, a pivot of the cells scored against a true circuit: a row per method and,
-/// per `model/task`, its AUROC against the truth its ablation calls for (summary.csv's `truth`)
-/// and the best F1 of its circuits (`<model>/<task> auroc`, `<model>/<task> best_f1`).
-pub fn ground_truth_pivot(cells: &[CellResult]) -> (Vec<String>, Vec<Row>) {
-    let scored: Vec<(&CellResult, &GroundTruthScores)> = cells.iter().filter_map(|c| c.ground_truth.as_ref().map(|g| (c, g))).collect();
+/// A named measure of a cell: a pivot's columns are `<model>/<task>`, followed by ` <name>` when
+/// the name is not empty; None leaves the cell empty.
+type Measure = (&'static str, fn(&CellResult) -> Option<f64>);
+
+/// A pivot of `measures`: a row per method, a column per `model/task` and measure (in
+/// first-seen order), over the cells given.
+pub fn pivot(cells: &[&CellResult], measures: &[Measure]) -> (Vec<String>, Vec<Row>) {
+    let column = |c: &CellResult, name: &str| if name.is_empty() { format!("{}/{}", c.model, c.task) } else { format!("{}/{} {name}", c.model, c.task) };
     let mut columns = vec!["method".to_string()];
     let mut methods: Vec<&str> = Vec::new();
-    for (c, _) in &scored {
-        for what in ["auroc", "best_f1"] {
-            let column = format!("{}/{} {what}", c.model, c.task);
+    for c in cells {
+        for &(name, _) in measures {
+            let column = column(c, name);
             if !columns.contains(&column) {
                 columns.push(column);
             }
@@ -170,10 +173,10 @@ pub fn ground_truth_pivot(cells: &[CellResult]) -> (Vec<String>, Vec<Row>) {
         .map(|&m| {
             let mut r = Row::new();
             r.insert("method".into(), m.into());
-            for (c, g) in scored.iter().filter(|(c, _)| c.method == m) {
-                let auroc = if g.truth == "patching" { g.auroc_patching } else { g.auroc_structural };
-                r.insert(format!("{}/{} auroc", c.model, c.task), json!(auroc.map(r6)));
-                r.insert(format!("{}/{} best_f1", c.model, c.task), json!(r6(best_f1(g))));
+            for c in cells.iter().filter(|c| c.method == m) {
+                for &(name, measure) in measures {
+                    r.insert(column(c, name), json!(measure(c).map(r6)));
+                }
             }
             r
         })
@@ -181,46 +184,27 @@ pub fn ground_truth_pivot(cells: &[CellResult]) -> (Vec<String>, Vec<Row>) {
     (columns, rows)
 }
 
-/// A pivot of one metric: a row per method, a column per `model/task` (in first-seen order).
-pub fn pivot(cells: &[CellResult], metric: fn(&CellResult) -> f64) -> (Vec<String>, Vec<Row>) {
-    let mut columns = vec!["method".to_string()];
-    let mut methods: Vec<&str> = Vec::new();
-    for c in cells {
-        let column = format!("{}/{}", c.model, c.task);
-        if !columns.contains(&column) {
-            columns.push(column);
-        }
-        if !methods.contains(&c.method.as_str()) {
-            methods.push(&c.method);
-        }
-    }
-    let rows = methods
-        .iter()
-        .map(|&m| {
-            let mut r = Row::new();
-            r.insert("method".into(), m.into());
-            for c in cells.iter().filter(|c| c.method == m) {
-                r.insert(format!("{}/{}", c.model, c.task), json!(r6(metric(c))));
-            }
-            r
-        })
-        .collect();
-    (columns, rows)
-}
+/// `ground-truth.csv`'s measures: the AUROC against the truth the cell's ablation calls for
+/// (summary.csv's `truth`) and the best F1 of its circuits.
+const GROUND_TRUTH_MEASURES: [Measure; 2] =
+    [("auroc", |c| c.ground_truth.as_ref().and_then(GroundTruthScores::auroc)), ("best_f1", |c| c.ground_truth.as_ref().map(best_f1))];
 
 /// Writes every CSV report of `cells` into `dir`.
 pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> {
     tables::write_csv(&dir.join("curves.csv"), &CURVE_COLUMNS, &curve_rows(cells))?;
     tables::write_csv(&dir.join("summary.csv"), &SUMMARY_COLUMNS, &summary_rows(cells))?;
-    let (columns, truth) = ground_truth_pivot(cells);
-    if !truth.is_empty() {
+    let write_pivot = |name: &str, cells: &[&CellResult], measures: &[Measure]| -> Result<(), BenchError> {
+        let (columns, rows) = pivot(cells, measures);
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        tables::write_csv(&dir.join("ground-truth.csv"), &columns, &truth)?;
-    }
-    for (name, metric) in [("cpr.csv", (|c: &CellResult| c.curves.cpr) as fn(&CellResult) -> f64), ("cmd.csv", |c: &CellResult| c.curves.cmd)] {
-        let (columns, rows) = pivot(cells, metric);
-        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        tables::write_csv(&dir.join(name), &columns, &rows)?;
+        Ok(tables::write_csv(&dir.join(name), &columns, &rows)?)
+    };
+    let all: Vec<&CellResult> = cells.iter().collect();
+    write_pivot("cpr.csv", &all, &[("", |c| Some(c.curves.cpr))])?;
+    write_pivot("cmd.csv", &all, &[("", |c| Some(c.curves.cmd))])?;
+    // The cells scored against a true circuit (tracr and planted models), when there are any.
+    let scored: Vec<&CellResult> = cells.iter().filter(|c| c.ground_truth.is_some()).collect();
+    if !scored.is_empty() {
+        write_pivot("ground-truth.csv", &scored, &GROUND_TRUTH_MEASURES)?;
     }
     Ok(())
 }
