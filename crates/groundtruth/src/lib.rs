@@ -50,7 +50,7 @@
 //!
 //! Planted circuits: a trained model whose circuit was planted (`planted.json` beside it) has as
 //! true edges those among the input, its planted components and the logits
-//! ([`TrueEdges::planted`]); [`node_effects`] is the exact-patching check that nothing else matters.
+//! ([`TrueEdges::planted`]); a test patches each node to check that nothing else matters.
 //!
 //! Scoring: [`auroc`] ranks every real edge of the graph by the absolute value of a method's
 //! score (MIB's InterpBench protocol; ties share their average rank, the Mann–Whitney U
@@ -66,7 +66,7 @@ mod score;
 pub use compute::{ACTIVATION_TOLERANCE, WEIGHT_ZERO, bookkeeping_labels, close_paths, compute_dir, reader_dims, writer_differences, writer_dims};
 pub use error::GroundTruthError;
 pub use file::{FILE_NAME, planted_dir, tracr_dirs, write_all};
-pub use planted::{OUTSIDE_EFFECT_BOUND, PLANTED_FILE, node_effects, planted_components, planted_dirs};
+pub use planted::{OUTSIDE_EFFECT_BOUND, PLANTED_FILE, planted_components, planted_dirs};
 pub use score::{PrecisionRecall, auroc, precision_recall};
 
 use std::collections::BTreeMap;

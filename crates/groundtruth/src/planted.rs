@@ -1,17 +1,14 @@
 //! The true circuit of a trained model whose circuit was planted (`cargo xtask train --planted`,
 //! `taskmodels::planted`): its `planted.json` names the heads and MLPs that were trained to carry
 //! the task while every other component read another prompt's output. The true edges are those
-//! among the input, the planted components and the logits (structural = patching; no plumbing),
-//! and [`node_effects`] measures what exact patching says of every component, planted or not.
+//! among the input, the planted components and the logits (structural = patching; no plumbing).
+//! That nothing else matters is checked by exact patching of each node (the evaluator's
+//! `evaluate_circuits`, in this crate's tests), against [`OUTSIDE_EFFECT_BOUND`].
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use graph::{EdgeMatrix, Graph};
-use patching::{Ablation, Metric, PairBatches, Positions, patched_logits};
 use serde::Deserialize;
-use tasks::{PairBatch, PreparedPair};
-use transformer::{Readout, Transformer};
 
 use crate::TrueEdges;
 use crate::compute::close_paths;
@@ -84,32 +81,4 @@ pub fn planted_dirs(models_dir: &Path) -> Result<Vec<PathBuf>, GroundTruthError>
     }
     dirs.sort();
     Ok(dirs)
-}
-
-/// Each source node's effect under exact patching on `pairs` (counterfactual ablation, the logit
-/// difference): (m(N) − m(N without the node's outgoing edges)) / (m(N) − m(∅)), index 0 (the
-/// input) included; batches of `batch_size` pairs.
-pub fn node_effects<B: Backend>(model: &Transformer<B>, graph: Graph, pairs: &[PreparedPair], batch_size: usize) -> Result<Vec<f64>, GroundTruthError> {
-    let full = graph.real_edge_mask();
-    let without: Vec<EdgeMatrix<bool>> = (0..graph.n_fwd()).map(|u| EdgeMatrix::from_fn(graph, |fwd, bwd| full[(fwd, bwd)] && fwd != u)).collect();
-    let empty = EdgeMatrix::filled(graph, false);
-    let masks: Vec<&EdgeMatrix<bool>> = std::iter::once(&empty).chain(without.iter()).collect();
-    let (mut m_full, mut sums) = (0.0f64, vec![0.0f64; masks.len()]);
-    for chunk in pairs.chunks(batch_size.max(1)) {
-        let PairBatch { clean, counterfactual, answers, reads } = PairBatch::of(chunk);
-        let batches = PairBatches::new(model, &clean, &counterfactual, &reads, &Ablation::Counterfactual, Positions::Suffix)?;
-        let ablated = Ablation::Counterfactual.ablated_nodes(model, &batches.counterfactual).map_err(|e| GroundTruthError::Mismatch(e.to_string()))?;
-        let logits = model.forward(&batches.clean, &Readout::ReadPosition).squeeze_dim::<2>(1);
-        m_full += Metric::LogitDifference.values(logits.clone(), &answers, 1, &logits).iter().map(|&v| v as f64).sum::<f64>();
-        for (group, offset) in masks.chunks(8).zip((0..).step_by(8)) {
-            let patched = patched_logits(model, &graph, &batches.clean, ablated.clone(), group);
-            let values = Metric::LogitDifference.values(patched, &answers, group.len(), &logits);
-            for (i, replica) in values.chunks(answers.len()).enumerate() {
-                sums[offset + i] += replica.iter().map(|&v| v as f64).sum::<f64>();
-            }
-        }
-    }
-    let n = pairs.len() as f64;
-    let (m_full, m_empty) = (m_full / n, sums[0] / n);
-    Ok(sums[1..].iter().map(|&s| (m_full - s / n) / (m_full - m_empty)).collect())
 }

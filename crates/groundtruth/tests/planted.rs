@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use evaluator::{EvalOptions, evaluate_circuits};
+use graph::EdgeMatrix;
 use graph::{Graph, GraphShape};
-use groundtruth::{OUTSIDE_EFFECT_BOUND, TrueEdges, node_effects, planted_components, planted_dir};
+use groundtruth::{OUTSIDE_EFFECT_BOUND, TrueEdges, planted_components, planted_dir};
+use patching::Ablation;
 use tasks::{PrepareOptions, Split, TaskKind};
 use transformer::{CpuBackend, LocalModel};
 
@@ -38,7 +41,13 @@ fn the_planted_ioi_model_has_no_effect_outside_its_planted_components() {
     let mut examples = tasks::load_split(&tasks_dir, TaskKind::Ioi, Split::Validation).unwrap();
     examples.truncate(64);
     let pairs = tasks::prepare(&examples, &loaded.tokenizer, &loaded.model.config, &PrepareOptions::default()).unwrap().pairs;
-    let effects = node_effects(&loaded.model, graph, &pairs, 32).unwrap();
+    // Each node's effect under exact patching: (m(N) − m(N without its outgoing edges)) / (m(N) − m(∅)).
+    let full = graph.real_edge_mask();
+    let without: Vec<EdgeMatrix<bool>> = (0..graph.n_fwd()).map(|u| EdgeMatrix::from_fn(graph, |fwd, bwd| full[(fwd, bwd)] && fwd != u)).collect();
+    let masks: Vec<&EdgeMatrix<bool>> = without.iter().collect();
+    let options = EvalOptions { batch_size: 32, ..EvalOptions::default() };
+    let result = evaluate_circuits(&loaded.model, &graph, &pairs, &masks, &Ablation::Counterfactual, options, &mut |_, _| {}).unwrap();
+    let effects: Vec<f64> = result.m_circuits.iter().map(|m| (result.m_full - m) / (result.m_full - result.m_empty)).collect();
     let logits = (0..graph.n_bwd()).find(|&b| graph.dest_at(b) == Some(graph::Dest::Logits)).unwrap();
     for (u, &effect) in effects.iter().enumerate().skip(1) {
         let name = graph.edge_name(u, logits).unwrap();
