@@ -176,15 +176,33 @@ pub enum BatchError {
         /// The model's vocabulary size.
         vocab_size: usize,
     },
-    /// A read position past its row's end (or a read position list of another length).
+    /// A read position past its row's end.
     #[error("row {index} is read at position {read}, outside its {len} tokens")]
     ReadOutside {
         /// The row.
         index: usize,
         /// The position asked for.
         read: usize,
-        /// The row's length (0 when the list has more entries than the batch has rows).
+        /// The row's length.
         len: usize,
+    },
+    /// Read positions for another number of rows.
+    #[error("{reads} read positions for a batch of {rows} rows")]
+    ReadRows {
+        /// Read positions given.
+        reads: usize,
+        /// Rows of the batch.
+        rows: usize,
+    },
+    /// A read position inside the row's cached prefix, which no pass computes.
+    #[error("row {index} is read at position {read}, inside its cached prefix of {start}")]
+    ReadWithinPrefix {
+        /// The row.
+        index: usize,
+        /// The position asked for.
+        read: usize,
+        /// The prefix's length.
+        start: usize,
     },
     /// A sequence is longer than the learned position embedding.
     #[error("sequence {index} has {len} tokens, more than the model's {max_positions} positions")]
@@ -240,7 +258,7 @@ impl<B: Backend> Batch<B> {
     /// are read where the task asks, not cut there.
     pub fn reading_at(mut self, reads: &[usize]) -> Result<Self, BatchError> {
         if reads.len() != self.size() {
-            return Err(BatchError::ReadOutside { index: reads.len().min(self.size()), read: reads.get(self.size()).copied().unwrap_or(0), len: 0 });
+            return Err(BatchError::ReadRows { reads: reads.len(), rows: self.size() });
         }
         if let Some((index, (&read, &len))) = reads.iter().zip(&self.lengths).enumerate().find(|(_, (r, l))| r >= l) {
             return Err(BatchError::ReadOutside { index, read, len });
@@ -248,7 +266,7 @@ impl<B: Backend> Batch<B> {
         if let Some(starts) = self.starts()
             && let Some((index, (&read, &start))) = reads.iter().zip(starts).enumerate().find(|(_, (r, s))| r < s)
         {
-            return Err(BatchError::ReadOutside { index, read, len: start });
+            return Err(BatchError::ReadWithinPrefix { index, read, start });
         }
         self.reads = reads.to_vec();
         Ok(self)

@@ -124,4 +124,8 @@ fn a_prefix_that_does_not_fit_the_batch_is_refused() {
     let early = full.clone().reading_at(&[1, 3, 3]).unwrap();
     let err = early.with_prefix(model.model.prefix_cache(&full, &[2, 1, 1])).unwrap_err();
     assert_eq!(err, PrefixError::ReadWithinPrefix { index: 0, read: 1, start: 2 });
+    // The other way round: a batch skipping its prefix cannot be read inside it.
+    let skipping = full.clone().with_prefix(model.model.prefix_cache(&full, &[2, 1, 1])).unwrap();
+    let err = skipping.reading_at(&[1, 3, 3]).unwrap_err();
+    assert_eq!(err, transformer::BatchError::ReadWithinPrefix { index: 0, read: 1, start: 2 });
 }

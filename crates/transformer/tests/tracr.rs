@@ -92,6 +92,8 @@ fn attention_is_bidirectional_and_rows_are_read_where_asked() {
     let err = batch.reading_at(&[1, 6]).unwrap_err();
     assert_eq!(err, BatchError::ReadOutside { index: 1, read: 6, len: 6 });
     assert!(err.to_string().contains("row 1 is read at position 6, outside its 6 tokens"), "{err}");
+    let err = Batch::<B>::new(&[seq(&["BOS", "1"])], &model.model.config, &Default::default()).unwrap().reading_at(&[1, 1]).unwrap_err();
+    assert_eq!(err, BatchError::ReadRows { reads: 2, rows: 1 });
     let _ = a;
 }
 
