@@ -5,13 +5,16 @@
 
 pub mod acdc;
 pub mod bootstrap;
+pub mod edge_pruning;
 pub mod ensemble;
 pub mod exact;
 pub mod gradient;
 pub mod ifr;
+pub mod learned;
 pub mod method;
 pub mod random;
 pub mod scores;
+pub mod ugs;
 
 pub use method::{BudgetCircuits, COMPOSITE_FORMS, Discovery, METHOD_NAMES, Method, MethodError, MethodOutput, Progress, fit_ablation, run_method};
 pub use scores::{EdgeScores, PassCount, ScoresError};

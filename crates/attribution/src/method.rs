@@ -12,6 +12,8 @@ use transformer::{GradientRules, Transformer};
 
 use crate::acdc::{AcdcError, acdc_budget_circuits};
 use crate::bootstrap::bootstrap_scores;
+use crate::edge_pruning::edge_pruning_circuits;
+use crate::ugs::ugs_scores;
 use crate::ensemble::{Combine, ensemble_scores};
 use crate::exact::{ExactError, ExactOptions, exact_scores};
 use crate::gradient::{GradientError, GradientMethod, gradient_scores};
@@ -38,6 +40,18 @@ pub enum Method {
     Ifr,
     /// ACDC: a τ sweep to one circuit per budget ([`crate::acdc`]).
     Acdc,
+    /// Edge Pruning's learned hard-concrete masks, one circuit per budget ([`crate::edge_pruning`]).
+    EdgePruning {
+        /// One run per budget instead of one run with a snapshot per budget.
+        per_budget: bool,
+        /// The seed of the initialisation and the samples.
+        seed: u64,
+    },
+    /// UGS's learned edge probabilities σ(θ) as scores ([`crate::ugs`]).
+    Ugs {
+        /// The seed of the samples.
+        seed: u64,
+    },
     /// `bootstrap:<method>`: the method's mean scores over resamples of the discovery pairs, with
     /// the edges whose 95% interval excludes 0 preferred ([`crate::bootstrap`]).
     Bootstrap {
@@ -62,7 +76,7 @@ pub enum Method {
 pub const COMPOSITE_FORMS: [&str; 4] = ["bootstrap:<method>", "ensemble-mean:<method>+<method>[+...]", "ensemble-min:...", "ensemble-max:..."];
 
 /// The names `Method::parse` accepts.
-pub const METHOD_NAMES: [&str; 14] = [
+pub const METHOD_NAMES: [&str; 17] = [
     "random",
     "exact",
     "eap",
@@ -77,6 +91,9 @@ pub const METHOD_NAMES: [&str; 14] = [
     "grad-norm",
     "grad-freeze-norm",
     "acdc",
+    "edge-pruning",
+    "edge-pruning-per-budget",
+    "ugs",
 ];
 
 /// Why a method cannot run.
@@ -142,6 +159,14 @@ pub enum MethodError {
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] transformer::BatchError),
+    /// A mask-learning run whose loss stopped being a finite number.
+    #[error("the mask-learning loss is {value} at step {step}: the patched passes (or the penalty) are not finite")]
+    NonFiniteLoss {
+        /// The 1-based step.
+        step: usize,
+        /// The loss found.
+        value: f64,
+    },
     /// The method's scores hold NaN or infinity (a check every method's scores pass before they are returned).
     #[error("{0}: the model's forward or backward passes on the discovery pairs are not finite (NaN or infinity in its weights or activations)")]
     NonFiniteScores(crate::scores::ScoresError),
@@ -192,6 +217,9 @@ impl Method {
             "clean-corrupted" => Method::Gradient(GradientMethod::CleanCorrupted),
             "ifr" => Method::Ifr,
             "acdc" => Method::Acdc,
+            "edge-pruning" => Method::EdgePruning { per_budget: false, seed },
+            "edge-pruning-per-budget" => Method::EdgePruning { per_budget: true, seed },
+            "ugs" => Method::Ugs { seed },
             other => match GradientRules::named(other) {
                 Some(rules) => Method::Gradient(GradientMethod::Eap(rules)),
                 None => return Err(MethodError::Unknown(other.into())),
@@ -200,11 +228,11 @@ impl Method {
     }
 
     /// The metric the method optimises unless a config or flag says otherwise: KL from the full
-    /// model for ACDC (its reference's default), MIB's logit difference for every other method
-    /// (random and IFR read no metric at all).
+    /// model for ACDC, Edge Pruning and UGS (their references' loss), MIB's logit difference for
+    /// every other method (random and IFR read no metric at all).
     pub fn default_metric(&self) -> Metric {
         match self {
-            Method::Acdc => Metric::Kl,
+            Method::Acdc | Method::EdgePruning { .. } | Method::Ugs { .. } => Metric::Kl,
             _ => Metric::LogitDifference,
         }
     }
@@ -335,6 +363,8 @@ pub fn run_method<B: AutodiffBackend>(method: &Method, discovery: &Discovery<B>,
         Method::Bootstrap { method, resamples, seed } => bootstrap_scores(discovery, method, *resamples, *seed, progress)?,
         Method::Ensemble { combine, members } => ensemble_scores(discovery, members, *combine, progress)?,
         Method::Acdc => return Ok(MethodOutput::Circuits(acdc_budget_circuits(discovery, progress)?)),
+        Method::EdgePruning { per_budget, seed } => return Ok(MethodOutput::Circuits(edge_pruning_circuits(discovery, *per_budget, *seed, progress)?)),
+        Method::Ugs { seed } => ugs_scores(discovery, *seed, progress)?,
     };
     scores.validate().map_err(MethodError::NonFiniteScores)?;
     Ok(MethodOutput::Scores(scores))

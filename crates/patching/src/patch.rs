@@ -13,7 +13,10 @@ use crate::resume::ResumeState;
 
 /// Keep-weights of every edge, one dense [n_fwd, n_bwd] matrix per replica of the batch: 1 keeps
 /// the edge (it carries the actual activation), 0 ablates it, values between interpolate. A tensor
-/// of the model's backend, so it can require gradients and be optimised.
+/// of the model's backend, so it can require gradients and be optimised. A replica is either a
+/// copy of the whole batch (rows replica-major) or, when there are as many replicas as rows, one
+/// row: `batch.repeat(samples)` with `samples × pairs` masks gives every row its own mask (the
+/// per-example sampling of learned masks).
 #[derive(Debug, Clone)]
 pub struct EdgeMasks<B: Backend> {
     /// [replicas, n_fwd, n_bwd]; entries that are not real edges are ignored.
@@ -125,7 +128,16 @@ impl<B: Backend> PatchHooks<B> {
         let start = self.produced;
         let ablated_pairs = self.ablated.dims()[1];
         let width = pairs * t * d;
-        let ablated: Tensor<B, 5> = self.ablated.clone().slice([start..start + k, 0..ablated_pairs, 0..t, 0..d]).unsqueeze_dim(1);
+        let ablated: Tensor<B, 4> = self.ablated.clone().slice([start..start + k, 0..ablated_pairs, 0..t, 0..d]);
+        let ablated: Tensor<B, 5> = if pairs == ablated_pairs {
+            ablated.unsqueeze_dim(1)
+        } else {
+            // One mask per row (`EdgeMasks` with a replica per row of `batch.repeat(samples)`):
+            // row r is pair r mod P of the ablated outputs.
+            assert!(pairs == 1 && self.replicas % ablated_pairs == 0, "{rows} rows are {} mask replicas of the {ablated_pairs} ablated pairs, or one per row", self.replicas);
+            let samples = self.replicas / ablated_pairs;
+            ablated.unsqueeze_dim::<5>(1).expand([k, samples, ablated_pairs, t, d]).reshape([k, self.replicas, 1, t, d])
+        };
         let actual: Tensor<B, 5> = actual.reshape([k, self.replicas, pairs, t, d]);
         let delta = (ablated - actual).swap_dims(0, 1).reshape([self.replicas, k, width]);
         if self.hard.is_some() {
