@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use attribution::{Discovery, Method, MethodOutput, fit_ablation, run_method};
 use bench::cell::Phase;
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use graph::{Graph, GraphShape};
@@ -83,8 +82,8 @@ fn attribute<B: Backend>(device: &B::Device, args: &AttributeArgs) -> Result<()>
     {
         *edges = Some(args.edges.iter().map(|name| graph.parse_edge_name(name)).collect::<Result<_, _>>()?);
     }
-    let inner = loaded.model.valid();
-    let ablation = fit_ablation(args.ablation, &inner, &prepared.pairs, args.batch)?;
+    // A learned ablation learns the task loss (the logit difference unless --metric names another).
+    let ablation = fit_ablation(args.ablation, &loaded.model, &prepared.pairs, args.batch, args.metric.unwrap_or(patching::Metric::LogitDifference))?;
     let discovery = Discovery {
         model: &loaded.model,
         graph: &graph,

@@ -30,7 +30,7 @@ use burn::tensor::backend::Backend;
 use evaluator::circuit::MIB_FRACTIONS;
 use evaluator::{EvalOptions, Selection, evaluate_circuits, top_n};
 use graph::{EdgeMatrix, Graph};
-use patching::{AblationKind, Metric, Positions};
+use patching::{Metric, Positions};
 use serde_json::{Value, json};
 use tasks::PreparedPair;
 use transformer::{LocalModel, ModelConfig, ModelSpec, Transformer};
@@ -149,7 +149,7 @@ fn run_circuitbench<B: Backend>(
     ig_steps: usize,
     positions: Positions,
 ) -> Result<(SystemResult, Vec<EdgeMatrix<bool>>)> {
-    use attribution::{Discovery, Method, fit_ablation, run_method};
+    use attribution::{Discovery, Method, run_method};
     let cfg = &model.config;
     let graph = *graph;
     let inner = model.valid();
@@ -168,7 +168,7 @@ fn run_circuitbench<B: Backend>(
     for name in ["eap", "eap-ig-inputs", "gim"] {
         let method = Method::parse(name, ig_steps, 0)?;
         let start = Instant::now();
-        let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
+        let ablation = patching::Ablation::Counterfactual;
         let discovery = Discovery {
             model,
             graph: &graph,
@@ -192,7 +192,7 @@ fn run_circuitbench<B: Backend>(
     let circuits: Vec<EdgeMatrix<bool>> = MIB_FRACTIONS.iter().map(|&f| top_n(&graph, &eap_scores, graph.edge_budget(f), Selection::Signed).edges).collect();
     let refs: Vec<&EdgeMatrix<bool>> = circuits.iter().collect();
     let start = Instant::now();
-    let ablation = fit_ablation(AblationKind::Counterfactual, &inner, pairs, pairs.len())?;
+    let ablation = patching::Ablation::Counterfactual;
     let options = EvalOptions { batch_size: pairs.len(), masks_per_pass: 1, metric: Metric::LogitDifference, positions };
     let result = evaluate_circuits(&inner, &graph, pairs, &refs, &ablation, options, &mut |_, _| {})?;
     let seconds = start.elapsed().as_secs_f64();

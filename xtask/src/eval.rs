@@ -9,6 +9,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use attribution::{EdgeScores, fit_ablation};
 use bench::cell::Phase;
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use evaluator::{Bootstrap, Candidates, CurveKind, Curves, EvalOptions, EvalPlan, Interval, MIB_FRACTIONS, evaluate_candidates};
@@ -88,8 +90,10 @@ fn read_circuit(path: &PathBuf, graph: Graph) -> Result<Circuit> {
 
 fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
-    let loaded = transformer::load_model::<B>(&args.model, device)?;
-    let cfg = &loaded.model.config;
+    // The autodiff twin trains a learned ablation; everything else runs on the plain model.
+    let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
+    let model = loaded.model.valid();
+    let cfg = &model.config;
     let graph = Graph::new(GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
     let fractions = if args.fractions.is_empty() { MIB_FRACTIONS.to_vec() } else { args.fractions.clone() };
     ensure!(fractions.iter().all(|&f| f > 0.0 && f <= 1.0), "--fractions: every budget must be in (0, 1]");
@@ -112,10 +116,13 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     };
     let pairs = prepare(args.split, args.examples)?;
     let reference = match args.ablation {
-        AblationKind::Mean | AblationKind::MeanPositional => prepare(args.reference_split, args.reference_examples.unwrap_or(args.examples))?,
+        AblationKind::Mean | AblationKind::MeanPositional | AblationKind::Optimal | AblationKind::OptimalPositional => {
+            prepare(args.reference_split, args.reference_examples.unwrap_or(args.examples))?
+        }
         AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
     };
-    let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch)?;
+    // A learned ablation is trained (under the evaluation metric) on the reference pairs, through the model's autodiff twin.
+    let ablation = fit_ablation(args.ablation, &loaded.model, &reference, args.batch, args.metric)?;
     let options = EvalOptions { batch_size: args.batch, masks_per_pass: args.masks_per_pass, metric: args.metric, ..EvalOptions::default() };
     let plan = EvalPlan { fractions: &fractions, options, bootstrap: Bootstrap { resamples: args.interval_resamples, seed: args.interval_seed } };
     let prep_time = started.elapsed();
@@ -123,7 +130,7 @@ fn eval<B: Backend>(device: &B::Device, args: &EvalArgs) -> Result<()> {
     let evaluate = |candidates: Candidates<'_>, plan: EvalPlan<'_>| {
         let mut batches = crate::progress::Batches::new("eval");
         let evaluation =
-            evaluate_candidates(&loaded.model, &graph, &pairs, candidates, &ablation, plan, &mut |done, total| batches.batch(Phase::Evaluation, done, total))
+            evaluate_candidates(&model, &graph, &pairs, candidates, &ablation, plan, &mut |done, total| batches.batch(Phase::Evaluation, done, total))
                 .with_context(|| format!("evaluating model `{}` on {} {} (pairs counted among those kept)", args.model, args.task.name(), args.split.name()));
         batches.finish();
         evaluation

@@ -162,7 +162,6 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
 pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()> {
     use attribution::{Discovery, METHOD_NAMES, Method, fit_ablation, run_method};
     use burn::backend::Autodiff;
-    use burn::module::AutodiffModule;
     use rand::{SeedableRng, seq::index::sample};
 
     let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
@@ -173,7 +172,7 @@ pub fn methods<B: Backend>(device: &B::Device, args: &MethodsArgs) -> Result<()>
     let all: Vec<(usize, usize)> = graph.edges().collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let sampled: Vec<(usize, usize)> = sample(&mut rng, all.len(), args.sample_edges.min(all.len())).into_iter().map(|i| all[i]).collect();
-    let ablation = fit_ablation(patching::AblationKind::Counterfactual, &loaded.model.valid(), &pairs, args.batch)?;
+    let ablation = fit_ablation(patching::AblationKind::Counterfactual, &loaded.model, &pairs, args.batch, patching::Metric::LogitDifference)?;
     let run = |name: &str, method: &Method| -> Result<attribution::EdgeScores> {
         let discovery = Discovery {
             model: &loaded.model,

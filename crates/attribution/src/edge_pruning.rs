@@ -22,7 +22,10 @@
 use burn::tensor::backend::AutodiffBackend;
 use graph::{EdgeMatrix, Graph};
 
-use crate::learned::{DataLoss, Granularity, HardConcrete, Init, LrSchedule, MaskSettings, Penalty, Polarity, Sampler, SparsityTarget, Units, edge_matrix, edge_scores, learn_masks};
+use crate::learned::{
+    DataLoss, Granularity, HardConcrete, Init, LrSchedule, MaskSettings, Penalty, Polarity, Sampler, SparsityTarget, Units, edge_matrix, edge_scores,
+    learn_masks,
+};
 use crate::method::{BudgetCircuits, Discovery, MethodError, Progress};
 use crate::scores::PassCount;
 
@@ -69,7 +72,12 @@ pub fn top_edges(graph: &Graph, theta: &EdgeMatrix<f32>, k: usize) -> EdgeMatrix
 
 /// Edge Pruning's circuits at `discovery.fractions`: one run with a snapshot per budget, or one
 /// run per budget (`per_budget`).
-pub fn edge_pruning_circuits<B: AutodiffBackend>(discovery: &Discovery<B>, per_budget: bool, seed: u64, progress: &mut dyn FnMut(Progress)) -> Result<BudgetCircuits, MethodError> {
+pub fn edge_pruning_circuits<B: AutodiffBackend>(
+    discovery: &Discovery<B>,
+    per_budget: bool,
+    seed: u64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<BudgetCircuits, MethodError> {
     let graph = discovery.graph;
     let fractions = discovery.fractions;
     let smallest = fractions.iter().copied().filter(|&f| f < 1.0).fold(1.0, f64::min);

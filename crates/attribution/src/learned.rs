@@ -522,7 +522,7 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
                 let kept: Tensor<B, 1> = (keep.clone() * real.clone()).sum() / (n_real * replicas as f64);
                 let gap = kept.neg() + (1.0 - t);
                 let l = lambdas.val();
-                l.clone().slice([0..1]) * gap.clone() + l.slice([1..2]) * gap.square()
+                l.clone().slice(0..1) * gap.clone() + l.slice(1..2) * gap.square()
             }
             Penalty::ExpectedEdges { lambda } => expected_edge_penalty(graph, &layout, theta.val(), lambda),
             Penalty::L1Binary { l1, binary, schedule } => {
@@ -570,7 +570,13 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
 }
 
 /// The metric's loss per row (the value where lower is better, its negation otherwise).
-fn metric_loss<X: burn::tensor::backend::Backend>(metric: Metric, logits: Tensor<X, 2>, answers: &[(u32, u32)], replicas: usize, reference: &MetricReference<X>) -> Tensor<X, 1> {
+fn metric_loss<X: burn::tensor::backend::Backend>(
+    metric: Metric,
+    logits: Tensor<X, 2>,
+    answers: &[(u32, u32)],
+    replicas: usize,
+    reference: &MetricReference<X>,
+) -> Tensor<X, 1> {
     let values = metric.per_row_against(logits, answers, replicas, reference);
     if metric.higher_is_better() { values.neg() } else { values }
 }
@@ -647,7 +653,12 @@ fn binarised_epoch<B: AutodiffBackend>(
 ) -> EpochLog {
     let weights: Vec<f32> = values.iter().map(|&v| if settings.sampler.expected(v) >= 0.5 { 1.0 } else { 0.0 }).collect();
     let on = weights.iter().zip(&layout.real).filter(|&(&w, &r)| r && w == 1.0).count();
-    let violation = values.iter().zip(&layout.real).filter(|&(_, &r)| r).map(|(&v, _)| f64::from(settings.sampler.expected(v) * (1.0 - settings.sampler.expected(v)))).sum();
+    let violation = values
+        .iter()
+        .zip(&layout.real)
+        .filter(|&(_, &r)| r)
+        .map(|(&v, _)| f64::from(settings.sampler.expected(v) * (1.0 - settings.sampler.expected(v))))
+        .sum();
     let unit = Tensor::<B, 3>::from_data(TensorData::new(weights, [1, layout.shape[0], layout.shape[1]]), device);
     let keep = match settings.polarity {
         Polarity::Keep => unit,

@@ -12,6 +12,7 @@ pub mod gradient;
 pub mod ifr;
 pub mod learned;
 pub mod method;
+pub mod optimal;
 pub mod random;
 pub mod scores;
 pub mod ugs;

@@ -4,7 +4,7 @@
 //! returns either a score per edge or one circuit per budget.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use graph::{EdgeMatrix, Graph};
 use patching::{Ablation, AblationError, AblationKind, Metric, Positions};
 use tasks::PreparedPair;
@@ -13,13 +13,13 @@ use transformer::{GradientRules, Transformer};
 use crate::acdc::{AcdcError, acdc_budget_circuits};
 use crate::bootstrap::bootstrap_scores;
 use crate::edge_pruning::edge_pruning_circuits;
-use crate::ugs::ugs_scores;
 use crate::ensemble::{Combine, ensemble_scores};
 use crate::exact::{ExactError, ExactOptions, exact_scores};
 use crate::gradient::{GradientError, GradientMethod, gradient_scores};
 use crate::ifr::ifr_scores;
 use crate::random::random_scores;
 use crate::scores::{EdgeScores, PassCount};
+use crate::ugs::ugs_scores;
 
 /// An attribution method with its parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -335,14 +335,26 @@ impl MethodOutput {
     }
 }
 
-/// Fits `kind` once on the clean prompts of `pairs` (means need them; counterfactual and zero do
-/// not): the ablation a method and the evaluation of its circuits share.
-pub fn fit_ablation<B: Backend>(kind: AblationKind, model: &Transformer<B>, pairs: &[PreparedPair], batch_size: usize) -> Result<Ablation<B>, AblationError> {
+/// Fits `kind` once on the clean prompts of `pairs` (means need them, and the learned optimal
+/// constants, trained under `metric` through the autodiff `model` ([`crate::optimal`]);
+/// counterfactual and zero need nothing): the ablation a method and the evaluation of its
+/// circuits share.
+pub fn fit_ablation<B: AutodiffBackend>(
+    kind: AblationKind,
+    model: &Transformer<B>,
+    pairs: &[PreparedPair],
+    batch_size: usize,
+    metric: Metric,
+) -> Result<Ablation<B::InnerBackend>, MethodError> {
+    if kind.is_learned() {
+        return crate::optimal::fit_optimal(kind, model, pairs, batch_size, metric);
+    }
     let reference: Vec<Vec<u32>> = match kind {
         AblationKind::Mean | AblationKind::MeanPositional => pairs.iter().map(|p| p.clean.clone()).collect(),
-        AblationKind::Counterfactual | AblationKind::Zero => Vec::new(),
+        _ => Vec::new(),
     };
-    Ablation::fit(kind, model, &reference, batch_size, &model.token_embedding.device())
+    let inner = model.valid();
+    Ok(Ablation::fit(kind, &inner, &reference, batch_size, &inner.token_embedding.device())?)
 }
 
 /// Runs `method` on `discovery`, telling `progress` after every batch.

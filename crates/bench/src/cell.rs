@@ -341,7 +341,8 @@ pub fn run_cell<B: AutodiffBackend>(
     let inner = model.model.valid();
 
     let start = Instant::now();
-    let ablation = fit_ablation(config.ablation, &inner, &discovery, batch).map_err(|e| fail(e.into()))?;
+    // A learned ablation learns the task loss faithfulness is measured by.
+    let ablation = fit_ablation(config.ablation, &model.model, &discovery, batch, cell.evaluation_metric).map_err(|e| fail(e.into()))?;
     let inputs = Discovery {
         model: &model.model,
         graph,

@@ -42,7 +42,7 @@ fn pairs(model: &SweepModel<B>, split: Split, n: usize) -> Vec<PreparedPair> {
 
 /// EAP's scores on `pairs` with a mean ablation fitted on `fit_on`, 4 pairs per batch.
 fn eap_scores(model: &SweepModel<B>, pairs: &[PreparedPair], fit_on: &[PreparedPair]) -> EdgeScores {
-    let ablation = fit_ablation(AblationKind::Mean, &model.model.valid(), fit_on, 4).unwrap();
+    let ablation = fit_ablation(AblationKind::Mean, &model.model, fit_on, 4, Metric::LogitDifference).unwrap();
     let discovery = Discovery {
         model: &model.model,
         graph: &model.graph,
@@ -89,7 +89,7 @@ fn bench_discovers_and_evaluates_as_attribute_and_eval_do() {
     let file = scores.to_circuit(model.model.config.d_model).unwrap().to_json_string().unwrap();
     let read = EdgeScores::from_circuit(&graph::Circuit::from_json_str(&file, model.graph).unwrap()).unwrap();
     let inner = model.model.valid();
-    let ablation = fit_ablation(AblationKind::Mean, &inner, &discovery, 4).unwrap();
+    let ablation = fit_ablation(AblationKind::Mean, &model.model, &discovery, 4, Metric::LogitDifference).unwrap();
     let plan = EvalPlan {
         fractions: &config.fractions,
         options: EvalOptions { batch_size: 4, masks_per_pass: 1, metric: Metric::LogitDifference, ..EvalOptions::default() },

@@ -109,7 +109,7 @@ fn selections_run_as_cells_and_are_rows_of_the_pivots() {
     };
     let (discovery, evaluation) = (split(Split::Train, 12), split(Split::Validation, 16));
     let inner = model.model.valid();
-    let ablation = fit_ablation(config.ablation, &inner, &discovery, 8).unwrap();
+    let ablation = fit_ablation(config.ablation, &model.model, &discovery, 8, patching::Metric::LogitDifference).unwrap();
     let inputs = Discovery {
         model: &model.model,
         graph: &model.graph,

@@ -128,7 +128,8 @@ fn per_pair_values_are_the_parts_of_the_means() {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     // Counterfactual ablation (m(∅) from the counterfactual run) and mean ablation (m(∅) patched
     // as a mask of its own), batches of 4 (a short last one) and two masks a pass.
-    let mean_ablation = attribution::fit_ablation(AblationKind::Mean, &model.model, &pairs[..3], 2).unwrap();
+    let clean: Vec<Vec<u32>> = pairs[..3].iter().map(|p| p.clean.clone()).collect();
+    let mean_ablation = Ablation::fit(AblationKind::Mean, &model.model, &clean, 2, &Default::default()).unwrap();
     assert!(matches!(mean_ablation, Ablation::Mean(_)));
     for ablation in [Ablation::Counterfactual, mean_ablation] {
         let options = EvalOptions { batch_size: 4, masks_per_pass: 2, ..EvalOptions::default() };

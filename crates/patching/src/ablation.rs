@@ -19,6 +19,23 @@ pub enum AblationKind {
     MeanPositional,
     /// Zero.
     Zero,
+    /// A constant per node learned to minimise the task loss when that node is ablated (Li &
+    /// Janson's optimal ablation; trained by `attribution::fit_ablation`).
+    Optimal,
+    /// A learned constant per node and position.
+    OptimalPositional,
+}
+
+impl AblationKind {
+    /// Every kind, in the order of [`AblationKind::NAMES`].
+    pub const ALL: [AblationKind; 6] = [Self::Counterfactual, Self::Mean, Self::MeanPositional, Self::Zero, Self::Optimal, Self::OptimalPositional];
+    /// The names flags and configs accept.
+    pub const NAMES: [&'static str; 6] = ["counterfactual", "mean", "mean-positional", "zero", "optimal", "optimal-positional"];
+
+    /// Whether the ablated values are learned (so fitting them takes gradients).
+    pub fn is_learned(self) -> bool {
+        matches!(self, Self::Optimal | Self::OptimalPositional)
+    }
 }
 
 impl FromStr for AblationKind {
@@ -26,23 +43,15 @@ impl FromStr for AblationKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "counterfactual" | "patching" => Ok(Self::Counterfactual),
-            "mean" => Ok(Self::Mean),
-            "mean-positional" => Ok(Self::MeanPositional),
-            "zero" => Ok(Self::Zero),
-            other => Err(AblationError::UnknownKind(other.into())),
+            "patching" => Ok(Self::Counterfactual),
+            other => Self::NAMES.iter().position(|&n| n == other).map(|i| Self::ALL[i]).ok_or_else(|| AblationError::UnknownKind(other.into())),
         }
     }
 }
 
 impl std::fmt::Display for AblationKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Counterfactual => "counterfactual",
-            Self::Mean => "mean",
-            Self::MeanPositional => "mean-positional",
-            Self::Zero => "zero",
-        })
+        f.write_str(Self::NAMES[Self::ALL.iter().position(|k| k == self).expect("ALL lists every kind")])
     }
 }
 
@@ -50,7 +59,7 @@ impl std::fmt::Display for AblationKind {
 #[derive(Debug, thiserror::Error)]
 pub enum AblationError {
     /// A name outside those [`AblationKind`] parses.
-    #[error("unknown ablation `{0}` (expected counterfactual, mean, mean-positional or zero)")]
+    #[error("unknown ablation `{0}` (expected counterfactual, mean, mean-positional, zero, optimal or optimal-positional)")]
     UnknownKind(String),
     #[error("{kind} ablation needs a non-empty reference set")]
     /// A mean ablation was asked to fit on no prompts.
@@ -59,7 +68,7 @@ pub enum AblationError {
         kind: AblationKind,
     },
     /// A prompt is longer than every reference prompt, so its last positions have no mean.
-    #[error("position {position} is beyond every prompt of the mean-positional reference set (longest: {longest} tokens)")]
+    #[error("position {position} is beyond every prompt of the positional ablation's reference set (longest: {longest} tokens)")]
     PositionBeyondReference {
         /// The first position without a mean (0-based).
         position: usize,
@@ -69,6 +78,13 @@ pub enum AblationError {
     /// A batch of prompts does not fit the model.
     #[error(transparent)]
     Batch(#[from] BatchError),
+    /// A learned ablation asked of [`Ablation::fit`], which has no gradients to learn it with.
+    #[error("{kind} ablation is learned with gradients: fit it with attribution::fit_ablation")]
+    Learned {
+        /// The ablation.
+        kind: AblationKind,
+    },
+
     /// A batch that skips its prefix under an ablation that changes the prefix (δ is not zero
     /// there): only counterfactual ablation leaves the positions before the first difference alone.
     #[error("{kind} ablation changes every position, so its passes cannot skip a prefix (suffix-only passes are for counterfactual ablation)")]
@@ -89,6 +105,10 @@ pub enum Ablation<B: Backend> {
     MeanPositional(Tensor<B, 3>),
     /// Zeros, needing no run.
     Zero,
+    /// Learned constants [n_fwd, d_model] ([`AblationKind::Optimal`]).
+    Optimal(Tensor<B, 2>),
+    /// Learned constants [n_fwd, positions, d_model] ([`AblationKind::OptimalPositional`]).
+    OptimalPositional(Tensor<B, 3>),
 }
 
 impl<B: Backend> Ablation<B> {
@@ -99,6 +119,18 @@ impl<B: Backend> Ablation<B> {
             Self::Mean(_) => AblationKind::Mean,
             Self::MeanPositional(_) => AblationKind::MeanPositional,
             Self::Zero => AblationKind::Zero,
+            Self::Optimal(_) => AblationKind::Optimal,
+            Self::OptimalPositional(_) => AblationKind::OptimalPositional,
+        }
+    }
+
+    /// The constants a node's output is replaced by, per node (and position): the means, the
+    /// learned constants, or None (counterfactual and zero ablation have none to learn from).
+    pub fn constants(&self) -> Option<Tensor<B, 3>> {
+        match self {
+            Self::Mean(c) | Self::Optimal(c) => Some(c.clone().unsqueeze_dim(1)),
+            Self::MeanPositional(c) | Self::OptimalPositional(c) => Some(c.clone()),
+            Self::Counterfactual | Self::Zero => None,
         }
     }
 
@@ -113,6 +145,7 @@ impl<B: Backend> Ablation<B> {
         match kind {
             AblationKind::Counterfactual => return Ok(Self::Counterfactual),
             AblationKind::Zero => return Ok(Self::Zero),
+            AblationKind::Optimal | AblationKind::OptimalPositional => return Err(AblationError::Learned { kind }),
             _ if reference.is_empty() => return Err(AblationError::EmptyReference { kind }),
             _ => {}
         }
@@ -178,8 +211,8 @@ impl<B: Backend> Ablation<B> {
                 return Ok((nodes, Some(logits)));
             }
             Self::Zero => Tensor::zeros([n_fwd, pairs, t, d], &device),
-            Self::Mean(mean) => mean.clone().reshape([n_fwd, 1, 1, d]).expand([n_fwd, pairs, t, d]),
-            Self::MeanPositional(mean) => {
+            Self::Mean(mean) | Self::Optimal(mean) => mean.clone().reshape([n_fwd, 1, 1, d]).expand([n_fwd, pairs, t, d]),
+            Self::MeanPositional(mean) | Self::OptimalPositional(mean) => {
                 let longest = mean.dims()[1];
                 if t > longest {
                     let position = counterfactual.lengths.iter().copied().max().unwrap_or(t).min(t) - 1;

@@ -134,7 +134,11 @@ impl<B: Backend> PatchHooks<B> {
         } else {
             // One mask per row (`EdgeMasks` with a replica per row of `batch.repeat(samples)`):
             // row r is pair r mod P of the ablated outputs.
-            assert!(pairs == 1 && self.replicas % ablated_pairs == 0, "{rows} rows are {} mask replicas of the {ablated_pairs} ablated pairs, or one per row", self.replicas);
+            assert!(
+                pairs == 1 && self.replicas.is_multiple_of(ablated_pairs),
+                "{rows} rows are {} mask replicas of the {ablated_pairs} ablated pairs, or one per row",
+                self.replicas
+            );
             let samples = self.replicas / ablated_pairs;
             ablated.unsqueeze_dim::<5>(1).expand([k, samples, ablated_pairs, t, d]).reshape([k, self.replicas, 1, t, d])
         };
