@@ -14,7 +14,7 @@ mod train;
 use acdc_compare::acdc as perf_acdc;
 use bench_cmd::run as bench_run;
 use compare::compare as perf_compare;
-use perf::{forward as perf_forward, methods as perf_methods, prefix as perf_prefix};
+use perf::{forward as perf_forward, masks as perf_masks, methods as perf_methods, prefix as perf_prefix};
 use train::run as train_run;
 
 use std::path::PathBuf;
@@ -114,6 +114,9 @@ enum PerfBench {
     /// ACDC in auto-circuit (a Python peer) and in circuitbench on the same task model, pairs, τ
     /// and edge order: wall times, ratios, and whether the circuits are identical edge for edge.
     Acdc(acdc_compare::AcdcArgs),
+    /// One step of each mask-learning method (Edge Pruning, UGS, PGB-CT) against a plain forward
+    /// and backward on the same rows.
+    Masks(perf::MasksArgs),
 }
 
 /// The workspace root, where tasks/, configs/ and results/ live (found at run time: see
@@ -173,6 +176,7 @@ fn main() -> Result<()> {
         Command::Perf { bench: PerfBench::Compare(args) } => on_device!(args.device, perf_compare(&args))?,
         Command::Perf { bench: PerfBench::Prefix(args) } => on_device!(args.device, perf_prefix(&args))?,
         Command::Perf { bench: PerfBench::Acdc(args) } => on_device!(args.device, perf_acdc(&args))?,
+        Command::Perf { bench: PerfBench::Masks(args) } => on_device!(args.device, perf_masks(&args))?,
     }
     Ok(())
 }

@@ -343,3 +343,91 @@ pub fn prefix<B: Backend>(device: &B::Device, args: &PrefixArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Options of the mask-learning step benchmark.
+#[derive(clap::Args)]
+pub struct MasksArgs {
+    #[arg(long, default_value = "task:ioi")]
+    model: String,
+    #[arg(long, default_value = "ioi")]
+    task: tasks::TaskKind,
+    /// Pairs in the one batch every step runs on.
+    #[arg(long, default_value_t = 16)]
+    pairs: usize,
+    /// Steps timed per method (after one untimed).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, value_enum, default_value_t = crate::Device::Cpu)]
+    pub device: crate::Device,
+}
+
+/// One step of each mask-learning method against a plain forward and backward (weights taking
+/// gradients, as in training) on the same rows: seconds per step and the ratio.
+pub fn masks<B: Backend>(device: &B::Device, args: &MasksArgs) -> Result<()> {
+    use attribution::learned::{Granularity, MaskSettings, learn_masks};
+    use attribution::pgbct::Objective;
+    use attribution::{Discovery, edge_pruning, pgbct, ugs};
+    use burn::backend::Autodiff;
+
+    let loaded = transformer::load_model::<Autodiff<B>>(&args.model, device)?;
+    let cfg = loaded.model.config.clone();
+    let graph = graph::Graph::new(graph::GraphShape { n_layers: cfg.n_layers, n_heads: cfg.n_heads })?;
+    let examples = crate::tasks_cmd::first_examples(&crate::tasks_cmd::default_dir(), args.task, tasks::Split::Train, args.pairs)?;
+    let pairs = tasks::prepare(&examples, &loaded.tokenizer, &cfg, &tasks::PrepareOptions::default())?.pairs;
+    anyhow::ensure!(!pairs.is_empty(), "no pairs of {} fit {}", args.task.name(), args.model);
+    let ablation = patching::Ablation::Counterfactual;
+    let discovery = Discovery {
+        model: &loaded.model,
+        graph: &graph,
+        pairs: &pairs,
+        ablation: &ablation,
+        metric: patching::Metric::Kl,
+        batch_size: pairs.len(),
+        edges_per_pass: attribution::exact::EDGES_PER_PASS,
+        fractions: &[],
+        positions: patching::Positions::Suffix,
+    };
+    // A plain training-style step on `copies` copies of the clean batch (suffix-free: the whole prompt).
+    let tasks::PairBatch { clean, answers, reads, .. } = tasks::PairBatch::of(&pairs);
+    let batch = Batch::new(&clean, &cfg, device)?.reading_at(&reads)?;
+    let plain = |copies: usize| -> f64 {
+        let rows = batch.repeat(copies);
+        let answers: Vec<(u32, u32)> = (0..copies).flat_map(|_| answers.iter().copied()).collect();
+        let mut seconds = 0.0;
+        for step in 0..=args.steps {
+            let start = Instant::now();
+            let logits = loaded.model.forward(&rows, &Readout::ReadPosition).squeeze_dim::<2>(1);
+            let _ = patching::Metric::LogitDifference.loss(logits.clone(), &answers, &logits.detach()).backward();
+            if step > 0 {
+                seconds += start.elapsed().as_secs_f64();
+            }
+        }
+        seconds / args.steps as f64
+    };
+    // Per step: (setup + 1 + steps) − (setup + 1), over steps.
+    let step_seconds = |settings: MaskSettings| -> Result<f64> {
+        let timed = |steps: usize| -> Result<f64> {
+            let start = Instant::now();
+            learn_masks(&discovery, &MaskSettings { steps, ..settings.clone() }, &mut |_| {})?;
+            Ok(start.elapsed().as_secs_f64())
+        };
+        Ok((timed(1 + args.steps)? - timed(1)?) / args.steps as f64)
+    };
+    let methods = [
+        ("edge-pruning", edge_pruning::settings(1, 0.5, 0)),
+        ("ugs", ugs::settings(&discovery, 1, 0)),
+        ("pgb-ct", pgbct::settings(Objective::Impact, 1, 1, 0)),
+        ("pgb-ct-preserve", pgbct::settings(Objective::Preservation, 1, 1, 0)),
+    ];
+    println!("{} {}: {} pairs in one batch, {} edges; {} timed steps each", args.model, args.task.name(), pairs.len(), graph.n_edges(), args.steps);
+    println!("{:<16} {:>5} {:>12} {:>14} {:>7}", "method", "rows", "step (s)", "plain f+b (s)", "ratio");
+    for (name, settings) in methods {
+        let copies = match settings.granularity {
+            Granularity::PerBatch { samples } | Granularity::PerExample { samples } => samples,
+        };
+        let step = step_seconds(settings)?;
+        let reference = plain(copies);
+        println!("{name:<16} {:>5} {step:>12.4} {reference:>14.4} {:>6.2}×", copies * pairs.len(), step / reference);
+    }
+    Ok(())
+}

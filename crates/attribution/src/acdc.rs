@@ -651,7 +651,7 @@ pub fn acdc_budget_circuits<B: AutodiffBackend>(discovery: &Discovery<B>, progre
     let taus = sweep.chosen.iter().map(|c| c.map(|i| sweep.runs[i].tau)).collect();
     let smallest = sweep.runs.iter().min_by(|a, b| a.tau.total_cmp(&b.tau)).expect("the grid ran");
     let forward = sweep.setup_passes + sweep.runs.iter().map(|r| r.passes).sum::<usize>();
-    Ok(BudgetCircuits { circuits, scores: Some(smallest.effects.clone()), taus, passes: PassCount { forward, backward: 0 } })
+    Ok(BudgetCircuits { circuits, scores: Some(smallest.effects.clone()), taus, passes: PassCount { forward, backward: 0 }, log: None })
 }
 
 /// Replicas per pass of the `acdc` method: one, on the incremental run. Measured on the MCQA task

@@ -22,6 +22,7 @@
 use burn::tensor::backend::AutodiffBackend;
 use graph::{EdgeMatrix, Graph};
 
+use crate::learned::TrainingLog;
 use crate::learned::{
     DataLoss, Granularity, HardConcrete, Init, LrSchedule, MaskSettings, Penalty, Polarity, Sampler, SparsityTarget, Units, edge_matrix, edge_scores,
     learn_masks,
@@ -84,6 +85,7 @@ pub fn edge_pruning_circuits<B: AutodiffBackend>(
     let mut passes = PassCount::default();
     let mut circuits = Vec::with_capacity(fractions.len());
     let mut last: Option<Vec<f32>> = None;
+    let mut log = TrainingLog::default();
     if per_budget {
         let runs = fractions.iter().filter(|&&f| f < 1.0).count().max(1);
         for (i, &fraction) in fractions.iter().enumerate() {
@@ -94,6 +96,7 @@ pub fn edge_pruning_circuits<B: AutodiffBackend>(
             let mut report = |p: Progress| progress(Progress { done: i * STEPS + p.done, total: runs * STEPS });
             let learned = learn_masks(discovery, &settings(STEPS, 1.0 - fraction, seed), &mut report)?;
             passes += learned.passes;
+            log.steps.extend(learned.log.steps);
             circuits.push(top_edges(graph, &edge_matrix(graph, &learned.theta), graph.edge_budget(fraction)));
             last = Some(learned.theta);
         }
@@ -108,6 +111,7 @@ pub fn edge_pruning_circuits<B: AutodiffBackend>(
         run.snapshots = fractions.iter().filter(|&&f| f < 1.0).map(|&f| step_of(f)).collect();
         let learned = learn_masks(discovery, &run, progress)?;
         passes += learned.passes;
+        log = learned.log;
         for &fraction in fractions {
             if fraction >= 1.0 {
                 circuits.push(graph.real_edge_mask());
@@ -120,5 +124,5 @@ pub fn edge_pruning_circuits<B: AutodiffBackend>(
         last = Some(learned.theta);
     }
     let scores = last.map(|theta| edge_scores(graph, &theta, Sampler::HardConcrete(HardConcrete::EDGE_PRUNING)));
-    Ok(BudgetCircuits { taus: vec![None; circuits.len()], circuits, scores, passes })
+    Ok(BudgetCircuits { taus: vec![None; circuits.len()], circuits, scores, passes, log: Some(log) })
 }

@@ -322,7 +322,8 @@ mod tests {
         let c = &model.config;
         let graph = Graph::new(GraphShape { n_layers: c.n_layers, n_heads: c.n_heads }).unwrap();
         let pairs = pairs();
-        let discovery = discovery(&model, &graph, &pairs);
+        // A budget, so that the methods giving one circuit per budget have one to find.
+        let discovery = Discovery { fractions: &[0.5, 1.0], ..discovery(&model, &graph, &pairs) };
         for name in crate::METHOD_NAMES {
             let method = crate::Method::parse(name, 2, 0).unwrap();
             let result = crate::run_method(&method, &discovery, &mut |_| {});

@@ -365,12 +365,19 @@ pub struct Learned {
     pub theta: Vec<f32>,
     /// (step, parameters) at each asked-for snapshot.
     pub snapshots: Vec<(usize, Vec<f32>)>,
+    /// What each step and epoch reached.
+    pub log: TrainingLog,
+    /// Passes spent.
+    pub passes: PassCount,
+}
+
+/// A mask-learning run's record, step by step and epoch by epoch (the bench writes it per cell).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingLog {
     /// One entry per step.
     pub steps: Vec<StepLog>,
     /// One entry per epoch when [`MaskSettings::binarised_epochs`].
     pub epochs: Vec<EpochLog>,
-    /// Passes spent.
-    pub passes: PassCount,
 }
 
 /// A discovery batch prepared once: the autodiff clean batch, the ablated outputs, the metric's
@@ -499,7 +506,7 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
     let real = layout.real_tensor::<B>(&device);
     let n_real = layout.n_real() as f64;
     let per_epoch = batches.len();
-    let mut learned = Learned { theta: Vec::new(), snapshots: Vec::new(), steps: Vec::with_capacity(settings.steps), epochs: Vec::new(), passes };
+    let mut learned = Learned { theta: Vec::new(), snapshots: Vec::new(), log: TrainingLog::default(), passes };
     for step in 0..settings.steps {
         let epoch = step / per_epoch;
         let batch = &batches[step % per_epoch];
@@ -554,13 +561,13 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
         }
         let values = host(theta.val());
         let nonzero = values.iter().zip(&layout.real).filter(|&(&v, &r)| r && settings.sampler.expected(v) != 0.0).count();
-        learned.steps.push(StepLog { epoch, step: step + 1, data_loss: data_value, loss: loss_value, sparsity, nonzero, target });
+        learned.log.steps.push(StepLog { epoch, step: step + 1, data_loss: data_value, loss: loss_value, sparsity, nonzero, target });
         if settings.snapshots.contains(&(step + 1)) {
             learned.snapshots.push((step + 1, values.clone()));
         }
         let epoch_ends = (step + 1) % per_epoch == 0 || step + 1 == settings.steps;
         if settings.binarised_epochs && epoch_ends {
-            learned.epochs.push(binarised_epoch(&model, graph, &layout, &batches, &values, settings, metric, epoch, &device));
+            learned.log.epochs.push(binarised_epoch(&model, graph, &layout, &batches, &values, settings, metric, epoch, &device));
             learned.passes.forward += batches.len();
         }
         progress(Progress { done: step + 1, total: settings.steps });

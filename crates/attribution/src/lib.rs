@@ -13,6 +13,7 @@ pub mod ifr;
 pub mod learned;
 pub mod method;
 pub mod optimal;
+pub mod pgbct;
 pub mod random;
 pub mod scores;
 pub mod ugs;

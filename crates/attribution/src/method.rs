@@ -17,6 +17,8 @@ use crate::ensemble::{Combine, ensemble_scores};
 use crate::exact::{ExactError, ExactOptions, exact_scores};
 use crate::gradient::{GradientError, GradientMethod, gradient_scores};
 use crate::ifr::ifr_scores;
+use crate::learned::TrainingLog;
+use crate::pgbct::{Objective, pgbct_circuits};
 use crate::random::random_scores;
 use crate::scores::{EdgeScores, PassCount};
 use crate::ugs::ugs_scores;
@@ -45,6 +47,13 @@ pub enum Method {
         /// One run per budget instead of one run with a snapshot per budget.
         per_budget: bool,
         /// The seed of the initialisation and the samples.
+        seed: u64,
+    },
+    /// PGB-CT's soft interventions, one circuit per budget ([`crate::pgbct`]).
+    PgbCt {
+        /// Impact (the paper's necessity objective) or preservation (sufficiency).
+        objective: Objective,
+        /// The seed of the run.
         seed: u64,
     },
     /// UGS's learned edge probabilities σ(θ) as scores ([`crate::ugs`]).
@@ -76,7 +85,7 @@ pub enum Method {
 pub const COMPOSITE_FORMS: [&str; 4] = ["bootstrap:<method>", "ensemble-mean:<method>+<method>[+...]", "ensemble-min:...", "ensemble-max:..."];
 
 /// The names `Method::parse` accepts.
-pub const METHOD_NAMES: [&str; 17] = [
+pub const METHOD_NAMES: [&str; 19] = [
     "random",
     "exact",
     "eap",
@@ -94,6 +103,8 @@ pub const METHOD_NAMES: [&str; 17] = [
     "edge-pruning",
     "edge-pruning-per-budget",
     "ugs",
+    "pgb-ct",
+    "pgb-ct-preserve",
 ];
 
 /// Why a method cannot run.
@@ -220,6 +231,8 @@ impl Method {
             "edge-pruning" => Method::EdgePruning { per_budget: false, seed },
             "edge-pruning-per-budget" => Method::EdgePruning { per_budget: true, seed },
             "ugs" => Method::Ugs { seed },
+            "pgb-ct" => Method::PgbCt { objective: Objective::Impact, seed },
+            "pgb-ct-preserve" => Method::PgbCt { objective: Objective::Preservation, seed },
             other => match GradientRules::named(other) {
                 Some(rules) => Method::Gradient(GradientMethod::Eap(rules)),
                 None => return Err(MethodError::Unknown(other.into())),
@@ -298,6 +311,8 @@ pub struct BudgetCircuits {
     pub taus: Vec<Option<f64>>,
     /// What finding them cost.
     pub passes: PassCount,
+    /// A mask-learning method's record of its run (None for the others).
+    pub log: Option<TrainingLog>,
 }
 
 /// What a method produces: MIB accepts both importance scores and binary circuits at its budgets.
@@ -377,6 +392,7 @@ pub fn run_method<B: AutodiffBackend>(method: &Method, discovery: &Discovery<B>,
         Method::Acdc => return Ok(MethodOutput::Circuits(acdc_budget_circuits(discovery, progress)?)),
         Method::EdgePruning { per_budget, seed } => return Ok(MethodOutput::Circuits(edge_pruning_circuits(discovery, *per_budget, *seed, progress)?)),
         Method::Ugs { seed } => ugs_scores(discovery, *seed, progress)?,
+        Method::PgbCt { objective, seed } => return Ok(MethodOutput::Circuits(pgbct_circuits(discovery, *objective, *seed, progress)?.0)),
     };
     scores.validate().map_err(MethodError::NonFiniteScores)?;
     Ok(MethodOutput::Scores(scores))

@@ -140,7 +140,7 @@ fn edge_pruning_lands_on_its_target_sparsity() {
     let inputs = discovery(&model, &graph, &pairs, &ablation, Metric::Kl);
     let target = 0.7;
     let learned = learn_masks(&inputs, &attribution::edge_pruning::settings(1000, target, 3), &mut |_| {}).unwrap();
-    let last: Vec<f64> = learned.steps.iter().rev().take(100).map(|s| s.sparsity).collect();
+    let last: Vec<f64> = learned.log.steps.iter().rev().take(100).map(|s| s.sparsity).collect();
     let sampled = last.iter().sum::<f64>() / last.len() as f64;
     assert!((sampled - target).abs() < 0.05, "target {target}: sampled sparsity over the last 100 steps {sampled}");
     // The deterministic masks agree: about that fraction of log α is below 0.
@@ -176,9 +176,9 @@ fn a_converged_binarised_mask_keeps_the_loss_its_soft_mask_reached() {
         seed: 0,
     };
     let learned = learn_masks(&inputs, &settings, &mut |_| {}).unwrap();
-    let last_epoch = learned.epochs.last().unwrap();
-    let last_step = learned.steps.last().unwrap();
-    assert_eq!(learned.epochs.len(), 300, "one epoch per step: the six pairs are one batch");
+    let last_epoch = learned.log.epochs.last().unwrap();
+    let last_step = learned.log.steps.last().unwrap();
+    assert_eq!(learned.log.epochs.len(), 300, "one epoch per step: the six pairs are one batch");
     assert!(last_epoch.violation < 0.01 * graph.n_edges() as f64, "not converged to 0 / 1: Σ z(1 − z) = {}", last_epoch.violation);
     assert!(last_epoch.on > 0 && last_epoch.on < graph.n_edges(), "{} edges on", last_epoch.on);
     // Stated tolerance: 2% of the soft loss.
@@ -220,4 +220,53 @@ fn optimal_ablation_is_no_worse_than_mean_or_zero_ablation() {
         improved += usize::from(o < m.min(z) - 1e-3);
     }
     assert!(improved > graph.n_fwd() / 2, "training moved only {improved} of {} constants below the mean's and zero's loss", graph.n_fwd());
+}
+
+/// The tiny GPT-2 with one head left to do the task: every other head's output projection and
+/// both MLPs' output maps zeroed, so the logits read the embeddings and head `layer`.`head` alone.
+fn one_head_model(layer: usize, head: usize) -> LoadedModel<AD> {
+    use burn::module::Param;
+    let mut loaded = tiny();
+    let c = loaded.model.config.clone();
+    let d_head = c.d_model / c.n_heads;
+    let device = Default::default();
+    for (l, block) in loaded.model.blocks.iter_mut().enumerate() {
+        let w = &mut block.attn.o.weight;
+        let [rows, cols] = w.dims();
+        let mut values: Vec<f32> = w.val().into_data().to_vec().unwrap();
+        for r in 0..rows {
+            if !(l == layer && r / d_head == head) {
+                values[r * cols..(r + 1) * cols].fill(0.0);
+            }
+        }
+        *w = Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, cols]), &device));
+        let transformer::layers::Mlp::Gelu(mlp) = &mut block.mlp else { panic!("GPT-2's MLP") };
+        mlp.fc_out.weight = Param::from_tensor(mlp.fc_out.weight.val().zeros_like());
+        mlp.fc_out.bias = mlp.fc_out.bias.as_ref().map(|b| Param::from_tensor(b.val().zeros_like()));
+    }
+    loaded
+}
+
+#[test]
+fn pgb_ct_picks_the_one_head_that_does_the_task() {
+    use attribution::pgbct::{Objective, intervened_edges, pgbct_circuits};
+    let (layer, head) = (1, 2);
+    let model = one_head_model(layer, head);
+    let graph = graph_of(&model);
+    let pairs = pairs();
+    let ablation = Ablation::Counterfactual;
+    let inputs = Discovery { batch_size: 6, fractions: &[0.1, 1.0], ..discovery(&model, &graph, &pairs, &ablation, Metric::LogitDifference) };
+    let (circuits, learned) = pgbct_circuits(&inputs, Objective::Impact, 0, &mut |_| {}).unwrap();
+    let (l, h) = (graph.shape().n_layers, graph.shape().n_heads);
+    let on: Vec<bool> = learned.theta.iter().map(|&z| z >= 0.5).collect();
+    let picked: Vec<usize> = (0..l * h + l).filter(|&u| on[u]).collect();
+    assert_eq!(picked, [layer * h + head], "units intervened on (heads layer-major, then MLPs): weights {:?}", learned.theta);
+    // Its binarised set is exactly the edges into that head's q and k slots.
+    let edges = intervened_edges(&graph, &on);
+    let slots = graph.layer(layer).unwrap();
+    let want: Vec<(usize, usize)> = graph.edges().filter(|&(_, b)| b == slots.q_bwd.start + head || b == slots.k_bwd.start + head).collect();
+    assert_eq!(edges.edge_values().filter(|&(_, &e)| e).map(|(e, _)| e).collect::<Vec<_>>(), want);
+    // The top circuit ranks those edges first, and the per-epoch log saw one unit on at the end.
+    assert_eq!(learned.log.epochs.last().unwrap().on, 1);
+    assert!(want.iter().all(|&e| circuits.scores.as_ref().unwrap()[e] >= 0.5));
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use attribution::{Discovery, EdgeScores, Method, MethodError, MethodOutput, fit_ablation, run_method};
+use attribution::{BudgetCircuits, Discovery, EdgeScores, Method, MethodError, MethodOutput, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use evaluator::{Bootstrap, Candidates, Curves, EvalError, EvalOptions, EvalPlan, evaluate_candidates};
@@ -86,6 +86,35 @@ pub struct CellResult {
     /// How the cell's scores and circuits match its model's true circuit (tracr and planted models).
     #[serde(default)]
     pub ground_truth: Option<GroundTruthScores>,
+    /// A mask-learning method's steps (`training.csv`); empty for the other methods.
+    #[serde(default)]
+    pub training: Vec<TrainingStep>,
+}
+
+/// One optimiser step of a mask-learning method, as `training.csv` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainingStep {
+    /// 0-based epoch (a pass over the discovery pairs).
+    pub epoch: usize,
+    /// 1-based step.
+    pub step: usize,
+    /// The loss's data term (PGB-CT: the mean odds term 1/(1 + e)).
+    pub data_loss: f64,
+    /// The whole loss.
+    pub loss: f64,
+    /// 1 − the mean sampled keep weight.
+    pub sparsity: f64,
+    /// Units whose weight is not 0.
+    pub nonzero: usize,
+    /// Edge Pruning's target sparsity at the step.
+    pub target: Option<f64>,
+}
+
+impl CellResult {
+    /// Optimiser steps per second of discovery, for a mask-learning method.
+    pub fn steps_per_second(&self) -> Option<f64> {
+        (!self.training.is_empty() && self.discovery_seconds > 0.0).then(|| self.training.len() as f64 / self.discovery_seconds)
+    }
 }
 
 /// A cell's scores and circuits against a compiled model's true edges (`true_edges.json`).
@@ -424,5 +453,21 @@ pub fn run_cell<B: AutodiffBackend>(
             MethodOutput::Scores(_) => Vec::new(),
         },
         ground_truth,
+        training: match &output {
+            MethodOutput::Circuits(BudgetCircuits { log: Some(log), .. }) => log
+                .steps
+                .iter()
+                .map(|s| TrainingStep {
+                    epoch: s.epoch,
+                    step: s.step,
+                    data_loss: s.data_loss,
+                    loss: s.loss,
+                    sparsity: s.sparsity,
+                    nonzero: s.nonzero,
+                    target: s.target,
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
     })
 }

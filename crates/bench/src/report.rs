@@ -1,6 +1,7 @@
 //! The run's reports, regenerated from the stored cells: `curves.csv`, `summary.csv`, the MIB-style
-//! pivots `cpr.csv` and `cmd.csv` (methods × model/task), and `ground-truth.csv` when cells were
-//! scored against a true circuit, each written atomically with polars.
+//! pivots `cpr.csv` and `cmd.csv` (methods × model/task), `ground-truth.csv` when cells were
+//! scored against a true circuit and `training.csv` when methods learned masks, each written
+//! atomically with polars.
 //! Rows follow the config's cell order, so the same config gives the same files.
 
 use std::path::Path;
@@ -35,7 +36,7 @@ pub const CURVE_COLUMNS: [&str; 18] = [
 ];
 
 /// Columns of `summary.csv`.
-pub const SUMMARY_COLUMNS: [&str; 33] = [
+pub const SUMMARY_COLUMNS: [&str; 35] = [
     "model",
     "task",
     "method",
@@ -58,6 +59,8 @@ pub const SUMMARY_COLUMNS: [&str; 33] = [
     "backward_passes",
     "peak_memory_mib",
     "peak_gpu_memory_mib",
+    "mask_steps",
+    "steps_per_second",
     "discovery_examples",
     "discovery_dropped",
     "evaluation_examples",
@@ -113,6 +116,24 @@ pub fn curve_rows(cells: &[CellResult]) -> Vec<Row> {
         .collect()
 }
 
+/// Columns of `training.csv`: every step of every mask-learning cell.
+pub const TRAINING_COLUMNS: [&str; 10] = ["model", "task", "method", "epoch", "step", "data_loss", "loss", "sparsity", "nonzero", "target"];
+
+/// The rows of `training.csv`.
+pub fn training_rows(cells: &[CellResult]) -> Vec<Row> {
+    cells
+        .iter()
+        .flat_map(|c| {
+            c.training.iter().map(move |s| {
+                row(json!({
+                    "model": c.model, "task": c.task, "method": c.method, "epoch": s.epoch, "step": s.step,
+                    "data_loss": s.data_loss, "loss": s.loss, "sparsity": r6(s.sparsity), "nonzero": s.nonzero, "target": s.target.map(r6),
+                }))
+            })
+        })
+        .collect()
+}
+
 /// The rows of `summary.csv`.
 pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
     cells
@@ -131,6 +152,7 @@ pub fn summary_rows(cells: &[CellResult]) -> Vec<Row> {
                 "forward_passes": c.forward_passes, "backward_passes": c.backward_passes,
                 "peak_memory_mib": c.peak_memory_mib.map(|m| m.round()),
                 "peak_gpu_memory_mib": c.peak_gpu_memory_mib.map(|m| m.round()),
+                "mask_steps": (!c.training.is_empty()).then_some(c.training.len()), "steps_per_second": c.steps_per_second().map(|s| (s * 100.0).round() / 100.0),
                 "discovery_examples": c.discovery_examples, "discovery_dropped": c.discovery_dropped,
                 "evaluation_examples": c.evaluation_examples, "evaluation_dropped": c.evaluation_dropped,
                 "discovery_requested": c.discovery_requested, "evaluation_requested": c.evaluation_requested,
@@ -201,6 +223,10 @@ pub fn write_tables(dir: &Path, cells: &[CellResult]) -> Result<(), BenchError> 
     let all: Vec<&CellResult> = cells.iter().collect();
     write_pivot("cpr.csv", &all, &[("", |c| Some(c.curves.cpr))])?;
     write_pivot("cmd.csv", &all, &[("", |c| Some(c.curves.cmd))])?;
+    // The mask-learning methods' runs, step by step, when there are any.
+    if cells.iter().any(|c| !c.training.is_empty()) {
+        tables::write_csv(&dir.join("training.csv"), &TRAINING_COLUMNS, &training_rows(cells))?;
+    }
     // The cells scored against a true circuit (tracr and planted models), when there are any.
     let scored: Vec<&CellResult> = cells.iter().filter(|c| c.ground_truth.is_some()).collect();
     if !scored.is_empty() {
