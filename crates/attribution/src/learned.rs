@@ -323,8 +323,8 @@ pub struct MaskSettings {
     pub seed: u64,
 }
 
-/// One optimiser step, as the run's log records it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One optimiser step, as the run's log records it (and `training.csv` lists it).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepLog {
     /// 0-based epoch (a pass over the discovery pairs).
     pub epoch: usize,

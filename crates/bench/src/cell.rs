@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use attribution::learned::StepLog;
 use attribution::{BudgetCircuits, Discovery, EdgeScores, Method, MethodError, MethodOutput, fit_ablation, run_method};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
@@ -88,26 +89,7 @@ pub struct CellResult {
     pub ground_truth: Option<GroundTruthScores>,
     /// A mask-learning method's steps (`training.csv`); empty for the other methods.
     #[serde(default)]
-    pub training: Vec<TrainingStep>,
-}
-
-/// One optimiser step of a mask-learning method, as `training.csv` lists it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrainingStep {
-    /// 0-based epoch (a pass over the discovery pairs).
-    pub epoch: usize,
-    /// 1-based step.
-    pub step: usize,
-    /// The loss's data term (PGB-CT: the mean odds term 1/(1 + e)).
-    pub data_loss: f64,
-    /// The whole loss.
-    pub loss: f64,
-    /// 1 − the mean sampled keep weight.
-    pub sparsity: f64,
-    /// Units whose weight is not 0.
-    pub nonzero: usize,
-    /// Edge Pruning's target sparsity at the step.
-    pub target: Option<f64>,
+    pub training: Vec<StepLog>,
 }
 
 impl CellResult {
@@ -454,19 +436,7 @@ pub fn run_cell<B: AutodiffBackend>(
         },
         ground_truth,
         training: match &output {
-            MethodOutput::Circuits(BudgetCircuits { log: Some(log), .. }) => log
-                .steps
-                .iter()
-                .map(|s| TrainingStep {
-                    epoch: s.epoch,
-                    step: s.step,
-                    data_loss: s.data_loss,
-                    loss: s.loss,
-                    sparsity: s.sparsity,
-                    nonzero: s.nonzero,
-                    target: s.target,
-                })
-                .collect(),
+            MethodOutput::Circuits(BudgetCircuits { log: Some(log), .. }) => log.steps.clone(),
             _ => Vec::new(),
         },
     })
