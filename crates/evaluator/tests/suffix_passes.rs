@@ -99,9 +99,16 @@ fn check(model: &Transformer<AD>, pairs: &[PreparedPair], methods: &[Method], la
     assert!(full.m_full != full.m_empty, "{label}: the evaluation measures something");
 }
 
-/// Every method that reads a model, by its benchmark name (exact over every edge).
+/// Every method that reads a model, by its benchmark name (exact over every edge), but those that
+/// learn masks: a thousand optimiser steps turn float-level differences into different masks
+/// (their passes are checked step by step in attribution's tests/learned.rs).
 fn every_method() -> Vec<Method> {
-    METHOD_NAMES.iter().filter(|&&n| n != "random").map(|n| Method::parse(n, 3, 0).unwrap()).collect()
+    METHOD_NAMES
+        .iter()
+        .filter(|&&n| n != "random")
+        .map(|n| Method::parse(n, 3, 0).unwrap())
+        .filter(|m| !matches!(m, Method::EdgePruning { .. } | Method::Ugs { .. } | Method::PgbCt { .. }))
+        .collect()
 }
 
 #[test]
