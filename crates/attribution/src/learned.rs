@@ -464,9 +464,8 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
         passes.forward += ablation.forward_passes() + 1;
         let (full, clean_nodes) = patching::record_nodes(&inner, &prepared.clean);
         if settings.exempt_bos && prepared.starts().is_none() && model.config.bos_token_id.is_some() {
-            let [n, p, t, d] = ablated.dims();
+            let [n, p, _, d] = ablated.dims();
             ablated = ablated.slice_assign([0..n, 0..p, 0..1, 0..d], clean_nodes.slice([0..n, 0..p, 0..1, 0..d]));
-            debug_assert!(t > 0);
         }
         let full_loss = metric_loss(metric, full.clone(), &answers, 1, &metric.reference(&full));
         let PairBatches { clean: clean_batch, .. } = prepared.into_autodiff::<B>();
