@@ -504,6 +504,7 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
 
     let real = layout.real_tensor::<B>(&device);
     let n_real = layout.n_real() as f64;
+    let node_mass = matches!(settings.penalty, Penalty::ExpectedEdges { .. }).then(|| NodeMass::<B>::new(graph, &layout, &device));
     let per_epoch = batches.len();
     let mut learned = Learned { theta: Vec::new(), snapshots: Vec::new(), log: TrainingLog::default(), passes };
     for step in 0..settings.steps {
@@ -530,7 +531,7 @@ pub fn learn_masks<B: AutodiffBackend>(discovery: &Discovery<B>, settings: &Mask
                 let l = lambdas.val();
                 l.clone().slice(0..1) * gap.clone() + l.slice(1..2) * gap.square()
             }
-            Penalty::ExpectedEdges { lambda } => expected_edge_penalty(graph, &layout, theta.val(), lambda),
+            Penalty::ExpectedEdges { lambda } => expected_edge_penalty(graph, node_mass.as_ref().expect("built for UGS's penalty"), theta.val(), lambda),
             Penalty::L1Binary { l1, binary, schedule } => {
                 let z = weights.clone().slice([0..1, 0..rows, 0..cols]) * real.clone();
                 let l1_term = z.clone().abs().sum() * schedule.at(l1, epoch);
@@ -616,28 +617,43 @@ fn data_loss<B: AutodiffBackend>(
     }
 }
 
+/// What UGS's penalty reads besides θ, built once per run: the real edges [n_fwd, n_bwd] and the
+/// maps of sources [n_fwd, nodes] and destination slots [n_bwd, nodes] onto their nodes.
+struct NodeMass<B: AutodiffBackend> {
+    real: Tensor<B, 2>,
+    source_node: Tensor<B, 2>,
+    dest_node: Tensor<B, 2>,
+}
+
+impl<B: AutodiffBackend> NodeMass<B> {
+    fn new(graph: &Graph, layout: &Layout, device: &B::Device) -> Self {
+        let (n_fwd, n_bwd, n_nodes) = (graph.n_fwd(), graph.n_bwd(), graph.n_nodes());
+        let mut source_node = vec![0.0f32; n_fwd * n_nodes];
+        for f in 0..n_fwd {
+            let node = graph.source_at(f).and_then(|s| graph.node_index(s.into()).ok()).expect("every source is a node");
+            source_node[f * n_nodes + node] = 1.0;
+        }
+        let mut dest_node = vec![0.0f32; n_bwd * n_nodes];
+        for b in 0..n_bwd {
+            let node = graph.dest_node(b).expect("every destination slot belongs to a node");
+            dest_node[b * n_nodes + node] = 1.0;
+        }
+        Self {
+            real: layout.real_tensor::<B>(device).squeeze_dim::<2>(0),
+            source_node: Tensor::from_data(TensorData::new(source_node, [n_fwd, n_nodes]), device),
+            dest_node: Tensor::from_data(TensorData::new(dest_node, [n_bwd, n_nodes]), device),
+        }
+    }
+}
+
 /// UGS's penalty from the probabilities σ(θ) over [`Units::Edges`].
-fn expected_edge_penalty<B: AutodiffBackend>(graph: &Graph, layout: &Layout, theta: Tensor<B, 2>, lambda: f64) -> Tensor<B, 1> {
-    let device = theta.device();
-    let real = layout.real_tensor::<B>(&device).squeeze_dim::<2>(0);
-    let p = sigmoid(theta) * real;
+fn expected_edge_penalty<B: AutodiffBackend>(graph: &Graph, maps: &NodeMass<B>, theta: Tensor<B, 2>, lambda: f64) -> Tensor<B, 1> {
+    let p = sigmoid(theta) * maps.real.clone();
     let edges = p.clone().sum() * lambda;
     // Node mass: out of each source (row sums), into each destination slot (column sums) mapped onto its node.
     let (n_fwd, n_bwd) = (graph.n_fwd(), graph.n_bwd());
-    let n_nodes = graph.n_nodes();
-    let mut source_node = vec![0.0f32; n_fwd * n_nodes];
-    for f in 0..n_fwd {
-        let node = graph.source_at(f).and_then(|s| graph.node_index(s.into()).ok()).expect("every source is a node");
-        source_node[f * n_nodes + node] = 1.0;
-    }
-    let mut dest_node = vec![0.0f32; n_bwd * n_nodes];
-    for b in 0..n_bwd {
-        let node = graph.dest_node(b).expect("every destination slot belongs to a node");
-        dest_node[b * n_nodes + node] = 1.0;
-    }
-    let to_nodes = |values: Tensor<B, 2>, map: Vec<f32>, n: usize| values.matmul(Tensor::from_data(TensorData::new(map, [n, n_nodes]), &device));
-    let out_mass = to_nodes(p.clone().sum_dim(1).reshape([1, n_fwd]), source_node, n_fwd);
-    let in_mass = to_nodes(p.sum_dim(0).reshape([1, n_bwd]), dest_node, n_bwd);
+    let out_mass = p.clone().sum_dim(1).reshape([1, n_fwd]).matmul(maps.source_node.clone());
+    let in_mass = p.sum_dim(0).reshape([1, n_bwd]).matmul(maps.dest_node.clone());
     let lh = (graph.shape().n_layers * graph.shape().n_heads) as f64;
     let node_reg = (0.5 * lambda).min(2e-4);
     let nodes = ((out_mass + in_mass) * (2.0 / lh)).tanh().sum() * (node_reg * lh / 2.0);
