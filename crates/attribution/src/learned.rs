@@ -19,7 +19,7 @@ use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use graph::{EdgeMatrix, Graph};
 use patching::{EdgeMasks, Metric, MetricReference, PairBatches, PatchHooks};
@@ -430,7 +430,7 @@ impl Layout {
     }
 
     /// Engine keep weights [replicas, n_fwd, n_bwd] from unit keep weights [replicas, rows, cols].
-    fn edge_keep<B: AutodiffBackend>(&self, graph: &Graph, keep: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn edge_keep<B: Backend>(&self, graph: &Graph, keep: Tensor<B, 3>) -> Tensor<B, 3> {
         let Some((heads, mlps)) = &self.node_maps else { return keep };
         let device = keep.device();
         let r = keep.dims()[0];
@@ -442,6 +442,17 @@ impl Layout {
         let on_source = intervene.slice([0..r, l * h..l * h + l]).matmul(mlp_map).neg() + 1.0; // [r, n_fwd]
         on_source.unsqueeze_dim::<3>(2) * on_dest.unsqueeze_dim::<3>(1)
     }
+}
+
+/// Each edge's keep weight under one keep weight per unit of `units` (what the patched pass
+/// applies), 0 where there is no edge: [`Units::Nodes`] mapped onto the edges they act on.
+pub fn unit_edge_keep<B: Backend>(graph: &Graph, units: Units, keep: &[f32], device: &B::Device) -> EdgeMatrix<f32> {
+    let layout = Layout::new(graph, units);
+    let [rows, cols] = layout.shape;
+    let keep = Tensor::<B, 3>::from_data(TensorData::new(keep.to_vec(), [1, rows, cols]), device);
+    let values: Vec<f32> = layout.edge_keep(graph, keep).into_data().convert::<f32>().to_vec().expect("keep weights are f32");
+    let real = graph.real_edge_mask();
+    EdgeMatrix::from_fn(*graph, |u, v| if real[(u, v)] { values[u * graph.n_bwd() + v] } else { 0.0 })
 }
 
 /// Runs the optimiser on `discovery`'s pairs: the parameters it learned, snapshots and logs.

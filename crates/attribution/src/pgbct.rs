@@ -30,7 +30,9 @@ use burn::tensor::backend::AutodiffBackend;
 use graph::{EdgeMatrix, Graph};
 
 use crate::edge_pruning::top_edges;
-use crate::learned::{DataLoss, Granularity, Init, Learned, LrSchedule, MaskSettings, Penalty, PenaltySchedule, Polarity, Sampler, Units, learn_masks};
+use crate::learned::{
+    DataLoss, Granularity, Init, Learned, LrSchedule, MaskSettings, Penalty, PenaltySchedule, Polarity, Sampler, Units, learn_masks, unit_edge_keep,
+};
 use crate::method::{BudgetCircuits, Discovery, MethodError, Progress};
 
 /// Epochs (the head variant's reference default is 15, the MLP variant's 30).
@@ -89,51 +91,20 @@ pub fn settings(objective: Objective, epochs: usize, batches: usize, seed: u64) 
 /// The edges a set of intervened units (heads layer-major, then MLPs, as [`Units::Nodes`] lays
 /// them out) patches: into the q and k slots of each head, out of each MLP.
 pub fn intervened_edges(graph: &Graph, on: &[bool]) -> EdgeMatrix<bool> {
-    let (l, h) = (graph.shape().n_layers, graph.shape().n_heads);
-    let mut edges = EdgeMatrix::filled(*graph, false);
-    for layer in graph.layers() {
-        for head in 0..h {
-            if on[layer.layer * h + head] {
-                for slot in [layer.q_bwd.start + head, layer.k_bwd.start + head] {
-                    for u in (0..graph.n_fwd()).filter(|&u| graph.is_edge(u, slot)) {
-                        edges[(u, slot)] = true;
-                    }
-                }
-            }
-        }
-        if on[l * h + layer.layer] {
-            for v in (0..graph.n_bwd()).filter(|&v| graph.is_edge(layer.mlp_fwd, v)) {
-                edges[(layer.mlp_fwd, v)] = true;
-            }
-        }
-    }
-    edges
+    let keep: Vec<f32> = on.iter().map(|&on| if on { 0.0 } else { 1.0 }).collect();
+    let edge_keep = unit_edge_keep::<transformer::CpuBackend>(graph, Units::Nodes, &keep, &Default::default());
+    EdgeMatrix::from_fn(*graph, |u, v| graph.is_edge(u, v) && edge_keep[(u, v)] < 1.0)
 }
 
 /// Each edge's score from the learned unit weights (see the module's docs).
-fn edge_scores(graph: &Graph, objective: Objective, learned: &Learned) -> EdgeMatrix<f32> {
+fn edge_scores<B: AutodiffBackend>(graph: &Graph, objective: Objective, learned: &Learned, device: &B::Device) -> EdgeMatrix<f32> {
     match objective {
         Objective::Preservation => crate::learned::edge_scores(graph, &learned.theta, Sampler::Clamped),
         Objective::Impact => {
-            let (l, h) = (graph.shape().n_layers, graph.shape().n_heads);
-            let z = |unit: usize| learned.theta[unit].clamp(0.0, 1.0);
-            EdgeMatrix::from_fn(*graph, |u, v| {
-                if !graph.is_edge(u, v) {
-                    return 0.0;
-                }
-                let mut keep = 1.0;
-                for layer in graph.layers() {
-                    if u == layer.mlp_fwd {
-                        keep *= 1.0 - z(l * h + layer.layer);
-                    }
-                    for head in 0..h {
-                        if v == layer.q_bwd.start + head || v == layer.k_bwd.start + head {
-                            keep *= 1.0 - z(layer.layer * h + head);
-                        }
-                    }
-                }
-                1.0 - keep
-            })
+            // How far the learned intervention moves each edge from the clean run: 1 − its keep weight.
+            let keep: Vec<f32> = learned.theta.iter().map(|&z| 1.0 - z.clamp(0.0, 1.0)).collect();
+            let edge_keep = unit_edge_keep::<B>(graph, Units::Nodes, &keep, device);
+            EdgeMatrix::from_fn(*graph, |u, v| if graph.is_edge(u, v) { 1.0 - edge_keep[(u, v)] } else { 0.0 })
         }
     }
 }
@@ -148,7 +119,7 @@ pub fn pgbct_circuits<B: AutodiffBackend>(
     let graph = discovery.graph;
     let batches = discovery.pairs.len().div_ceil(discovery.batch_size.max(1));
     let learned = learn_masks(discovery, &settings(objective, EPOCHS, batches, seed), progress)?;
-    let scores = edge_scores(graph, objective, &learned);
+    let scores = edge_scores::<B>(graph, objective, &learned, &discovery.model.token_embedding.device());
     let circuits: Vec<EdgeMatrix<bool>> = discovery.fractions.iter().map(|&f| top_edges(graph, &scores, graph.edge_budget(f))).collect();
     Ok((BudgetCircuits { taus: vec![None; circuits.len()], circuits, scores: Some(scores), passes: learned.passes, log: Some(learned.log.clone()) }, learned))
 }

@@ -3,7 +3,7 @@
 //! its target sparsity, a converged binarised mask keeps the loss its soft mask reached, and
 //! optimal ablation is never worse than mean or zero ablation.
 
-use attribution::learned::{DataLoss, Granularity, Init, LrSchedule, MaskSettings, Penalty, PenaltySchedule, Polarity, Sampler, Units, learn_masks};
+use attribution::learned::{DataLoss, MaskSettings, Penalty, PenaltySchedule, Sampler, Units, learn_masks};
 use attribution::{Discovery, fit_ablation};
 use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module};
@@ -155,26 +155,14 @@ fn a_converged_binarised_mask_keeps_the_loss_its_soft_mask_reached() {
     let pairs = pairs();
     let ablation = Ablation::Counterfactual;
     let inputs = Discovery { batch_size: 6, ..discovery(&model, &graph, &pairs, &ablation, Metric::LogitDifference) };
-    // PGB-CT's clamped masks over edges, pushed to 0 / 1 by a growing binary penalty.
+    // PGB-CT's clamped masks over edges (its preservation objective: 300 epochs of the one batch),
+    // pushed to 0 / 1 by a binary penalty ten times its default, at lr 0.05.
     let settings = MaskSettings {
-        units: Units::Edges,
-        sampler: Sampler::Clamped,
-        polarity: Polarity::Keep,
-        granularity: Granularity::PerBatch { samples: 1 },
-        data_loss: DataLoss::Preservation,
         penalty: Penalty::L1Binary { l1: 1e-4, binary: 1e-3, schedule: PenaltySchedule::Linear },
-        init: Init::Constant(0.5),
-        steps: 300,
         lr: 0.05,
-        lr_schedule: LrSchedule::Constant,
-        betas: (0.9, 0.999),
-        weight_decay: 0.0,
-        clip_norm: None,
-        exempt_bos: false,
-        binarised_epochs: true,
-        snapshots: Vec::new(),
-        seed: 0,
+        ..attribution::pgbct::settings(attribution::pgbct::Objective::Preservation, 300, 1, 0)
     };
+    assert_eq!((settings.units, settings.sampler, settings.data_loss, settings.steps), (Units::Edges, Sampler::Clamped, DataLoss::Preservation, 300));
     let learned = learn_masks(&inputs, &settings, &mut |_| {}).unwrap();
     let last_epoch = learned.log.epochs.last().unwrap();
     let last_step = learned.log.steps.last().unwrap();
